@@ -1,0 +1,131 @@
+"""The task domain as pure Python: statuses, priorities and the moves between them."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    NEW = "NEW"
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the statuses that never change again."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+QUEUED = frozenset({Status.NEW, Status.PENDING})
+
+# Every status change the store makes is one of these; each is a guarded UPDATE whose
+# WHERE clause names the status it leaves.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.NEW: frozenset({Status.PENDING, Status.IN_PROGRESS, Status.CANCELLED}),
+    Status.PENDING: frozenset({Status.IN_PROGRESS, Status.CANCELLED}),
+    # Back to PENDING: a retry, a hand-back on drain, or a recovery after a lost lease.
+    Status.IN_PROGRESS: frozenset(
+        {Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED}
+    ),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+def can_move(source: Status, target: Status) -> bool:
+    """Tell whether a task may go from `source` to `target`."""
+    return target in TRANSITIONS[source]
+
+
+class Priority(enum.StrEnum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+    @property
+    def rank(self) -> int:
+        """The stored number: higher runs first."""
+        return _RANKS[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        """The priority stored as `rank`."""
+        return _BY_RANK[rank]
+
+
+_RANKS = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3}
+_BY_RANK = {rank: priority for priority, rank in _RANKS.items()}
+
+
+def retry_delay(attempt: int, base: float, cap: float, jitter: float) -> float:
+    """Seconds to wait before the attempt after `attempt`: exponential, capped, jittered.
+
+    `jitter` is a number in [0, 1) drawn by the caller, so this stays deterministic.
+    "Full jitter" spreads retries of tasks that failed together over the whole window.
+    """
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + ceiling / 2 * jitter
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a client asks for; validated by the API before it gets here."""
+
+    title: str
+    description: str = ""
+    priority: Priority = Priority.MEDIUM
+    kind: str = "demo"
+    payload: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 3
+    timeout_seconds: float | None = None
+    scheduled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as stored."""
+
+    id: uuid.UUID
+    title: str
+    description: str
+    priority: Priority
+    status: Status
+    kind: str
+    payload: dict[str, Any]
+    result: Any
+    error: str | None
+    attempts: int
+    max_attempts: int
+    timeout_seconds: float | None
+    created_at: datetime
+    updated_at: datetime
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """The filters of a task listing; empty means any."""
+
+    statuses: frozenset[Status] = frozenset()
+    priorities: frozenset[Priority] = frozenset()
+    kind: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Task]
+    next_cursor: str | None

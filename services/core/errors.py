@@ -1,0 +1,44 @@
+"""Every error the service raises on purpose, under one root."""
+
+from __future__ import annotations
+
+import uuid
+
+
+class ConveyorError(Exception):
+    """The root of the service's own errors."""
+
+
+class TaskNotFound(ConveyorError):
+    def __init__(self, task_id: uuid.UUID) -> None:
+        super().__init__(f"task {task_id} does not exist")
+        self.task_id = task_id
+
+
+class TaskAlreadyTerminal(ConveyorError):
+    def __init__(self, task_id: uuid.UUID, status: str) -> None:
+        super().__init__(f"task {task_id} is already {status}")
+        self.task_id = task_id
+        self.status = status
+
+
+class IdempotencyConflict(ConveyorError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was used with a different body")
+        self.key = key
+
+
+class StoreUnavailable(ConveyorError):
+    """PostgreSQL cannot be reached; callers should try again later."""
+
+
+class TaskFailed(ConveyorError):
+    """Raised by a handler: the attempt failed.
+
+    `retryable=False` stops the task at once; otherwise it is tried again with backoff
+    until its attempts are used up.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

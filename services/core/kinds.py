@@ -1,0 +1,101 @@
+"""Task kinds: the built-in ones and the user's, loaded from modules named in settings.
+
+A kind is an async function that takes the task's payload and returns JSON. Mark one
+with `@kind("name")` in any importable module and list that module in
+CONVEYOR_TASK_MODULES; the API then accepts the kind and the worker runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from services.core.errors import TaskFailed
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+_MARK = "__conveyor_kind__"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    name: str
+    handler: Handler
+    # Per-attempt limit used when the task itself gives none; None means no limit.
+    timeout_seconds: float | None = None
+
+
+def kind(name: str, *, timeout_seconds: float | None = None) -> Callable[[Handler], Handler]:
+    """Mark an async function as the handler of the kind `name`."""
+
+    def mark(handler: Handler) -> Handler:
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"kind {name!r}: {handler!r} must be an async function")
+        setattr(handler, _MARK, Kind(name, handler, timeout_seconds))
+        return handler
+
+    return mark
+
+
+def _seconds(payload: dict[str, Any], default: float | None) -> float:
+    value = payload.get("seconds", default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86_400:
+        raise TaskFailed("payload.seconds must be a number from 0 to 86400", retryable=False)
+    return float(value)
+
+
+@kind("demo")
+async def demo(payload: dict[str, Any]) -> dict[str, Any]:
+    """Simulated work: sleeps `seconds` (default 1)."""
+    seconds = _seconds(payload, 1)
+    await asyncio.sleep(seconds)
+    return {"message": f"worked for {seconds:g} s", "slept": seconds}
+
+
+@kind("noop")
+async def noop(payload: dict[str, Any]) -> dict[str, Any]:
+    """Returns at once; for benchmarks."""
+    return {}
+
+
+@kind("sleep")
+async def sleep(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps `seconds`."""
+    seconds = _seconds(payload, None)
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@kind("echo")
+async def echo(payload: dict[str, Any]) -> dict[str, Any]:
+    """Returns the payload."""
+    return payload
+
+
+@kind("fail")
+async def fail(payload: dict[str, Any]) -> None:
+    """Raises; `retryable: false` stops the task without more attempts."""
+    raise TaskFailed(str(payload.get("message", "failed on purpose")),
+                     retryable=payload.get("retryable", True) is not False)
+
+
+def _kinds_in(module: ModuleType) -> Iterable[Kind]:
+    for value in vars(module).values():
+        found = getattr(value, _MARK, None)
+        if isinstance(found, Kind):
+            yield found
+
+
+def load_kinds(modules: Iterable[str] = ()) -> dict[str, Kind]:
+    """The built-in kinds plus those marked in `modules`; a name taken twice is an error."""
+    registry: dict[str, Kind] = {}
+    for module in [importlib.import_module(__name__), *map(importlib.import_module, modules)]:
+        for found in _kinds_in(module):
+            if found.name in registry and registry[found.name] != found:
+                raise ValueError(f"kind {found.name!r} is defined twice")
+            registry[found.name] = found
+    return registry

@@ -1,0 +1,51 @@
+"""Settings, read from the environment (prefix CONVEYOR_) once, in main() or a lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of every process; each process reads the ones it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/conveyor"
+    database_pool_size: int = Field(10, ge=1)
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Names every exchange and queue, so that installations can share one vhost.
+    amqp_prefix: str = Field("conveyor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # Modules whose @kind functions are loaded next to the built-in kinds (comma-separated).
+    task_modules: Annotated[list[str], NoDecode] = []
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    # The relay runs in every API process; switch it off to run `conveyor relay` alone.
+    api_run_relay: bool = True
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    worker_concurrency: int = Field(16, ge=1, le=10_000)
+    worker_id: str = ""
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(0.5, gt=0)
+    retry_base_seconds: float = Field(1.0, ge=0)
+    retry_max_seconds: float = Field(300.0, ge=0)
+    aging_seconds: float = Field(60.0, gt=0)
+    drain_seconds: float = Field(25.0, ge=0)
+
+    relay_interval_seconds: float = Field(1.0, gt=0)
+    relay_batch: int = Field(500, ge=1, le=10_000)
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
