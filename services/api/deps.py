@@ -1,0 +1,35 @@
+"""Small dependencies, so routes read like sentences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.core.amqp.broker import Broker
+from services.core.db.store import SqlTaskStore
+from services.core.kinds import Kind
+from services.core.relay import Relay
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the lifespan builds once and every request shares."""
+
+    store: SqlTaskStore
+    broker: Broker
+    relay: Relay
+    kinds: dict[str, Kind]
+
+
+def _services(request: Request) -> Services:
+    return request.state.services  # type: ignore[no-any-return]
+
+
+def _store(services: Annotated[Services, Depends(_services)]) -> SqlTaskStore:
+    return services.store
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+StoreDep = Annotated[SqlTaskStore, Depends(_store)]

@@ -1,0 +1,144 @@
+"""Every error becomes an application/problem+json answer, mapped in this one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.core.errors import (
+    ConveyorError,
+    IdempotencyConflict,
+    StoreUnavailable,
+    TaskAlreadyTerminal,
+    TaskNotFound,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+
+
+class FieldError(Exception):
+    """A request field the models accept but the service refuses (unknown kind, bad cursor)."""
+
+    def __init__(self, status: int, loc: Sequence[str | int], msg: str) -> None:
+        super().__init__(msg)
+        self.status = status
+        self.loc = list(loc)
+        self.msg = msg
+
+
+def problem(
+    status: int, detail: str, *, slug: str | None = None, headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": f"urn:conveyor:problem:{slug}" if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def _field_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"loc": list(error["loc"]), "msg": error["msg"]} for error in errors]
+
+
+def _detail(errors: list[dict[str, Any]]) -> str:
+    return "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors)
+
+
+# Domain errors -> (status, slug). The only place that knows both sides.
+_DOMAIN: dict[type[ConveyorError], tuple[int, str]] = {
+    TaskNotFound: (404, "task-not-found"),
+    TaskAlreadyTerminal: (409, "task-terminal"),
+    IdempotencyConflict: (409, "idempotency-key-reused"),
+}
+
+
+async def _on_domain(_: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, StoreUnavailable):
+        logger.warning("PostgreSQL unavailable: %s", error)
+        return problem(503, "the database is unavailable; try again shortly",
+                       slug="database-unavailable",
+                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    status, slug = _DOMAIN.get(type(error), (500, "internal"))
+    if status == 500:
+        return await _on_unexpected(_, error)
+    return problem(status, str(error), slug=slug)
+
+
+async def _on_validation(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = _field_problems(error.errors())
+    return problem(422, _detail(errors), slug="validation", errors=errors)
+
+
+async def _on_field(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, FieldError)
+    errors = [{"loc": error.loc, "msg": error.msg}]
+    slug = "too-large" if error.status == 413 else "validation"
+    return problem(error.status, _detail(errors), slug=slug, errors=errors)
+
+
+async def _on_http(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    return problem(error.status_code, str(error.detail), headers=error.headers)
+
+
+async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=error)
+    return problem(500, "an unexpected error occurred", slug="internal")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through the table above."""
+    app.add_exception_handler(ConveyorError, _on_domain)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(FieldError, _on_field)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, before anything parses them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # a streamed body with no Content-Length
+                raise HTTPException(413, f"the request body is over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(413, f"the request body is over {self.limit} bytes", slug="too-large",
+                           errors=[{"loc": ["body"], "msg": f"at most {self.limit} bytes"}])
+        await response(scope, receive, send)

@@ -1,0 +1,119 @@
+"""/api/v1/tasks: submit, list, read, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from services.api.deps import ServicesDep, StoreDep
+from services.api.errors import FieldError
+from services.api.schemas import (
+    PAYLOAD_LIMIT,
+    Problem,
+    TaskCreate,
+    TaskOut,
+    TaskPage,
+    TaskStatusOut,
+)
+from services.core.db.store import InvalidCursor
+from services.core.domain import Priority, Status, TaskFilter
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    return {code: _PROBLEM for code in codes}
+
+
+def _check_submission(body: TaskCreate, services: ServicesDep) -> str:
+    """Refuse what the models cannot see; answer the canonical body for idempotency."""
+    if body.kind not in services.kinds:
+        known = ", ".join(sorted(services.kinds))
+        raise FieldError(422, ["body", "kind"], f"unknown kind {body.kind!r}; known: {known}")
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    payload_bytes = len(json.dumps(body.payload, separators=(",", ":")).encode())
+    if payload_bytes > PAYLOAD_LIMIT:
+        raise FieldError(413, ["body", "payload"],
+                         f"the payload is {payload_bytes} bytes; at most {PAYLOAD_LIMIT}")
+    return canonical
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TaskOut,
+    responses={200: {"model": TaskOut, "description": "A repeat of an earlier submission"},
+               **_errors(409, 413, 422, 503)},
+)
+async def submit_task(
+    body: TaskCreate,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> JSONResponse:
+    """Store a task; it is handed to a worker once the broker has confirmed it."""
+    canonical = _check_submission(body, services)
+    request_hash = hashlib.sha256(canonical.encode()).hexdigest() if idempotency_key else None
+    task, created = await services.store.create(body.to_new_task(), idempotency_key, request_hash)
+    if created:
+        services.relay.kick()
+    return JSONResponse(
+        TaskOut.model_validate(task).model_dump(mode="json"),
+        status_code=201 if created else 200,
+        headers={"Location": f"{router.prefix}/{task.id}"},
+    )
+
+
+@router.get("", response_model=TaskPage, responses=_errors(422, 503))
+async def list_tasks(
+    store: StoreDep,
+    status: Annotated[list[Status] | None, Query()] = None,
+    priority: Annotated[list[Priority] | None, Query()] = None,
+    kind: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> TaskPage:
+    """Tasks newest first; follow `next_cursor` to visit every match once."""
+    where = TaskFilter(frozenset(status or ()), frozenset(priority or ()), kind,
+                       created_after, created_before)
+    try:
+        page = await store.list(where, limit, cursor)
+    except InvalidCursor as error:
+        raise FieldError(422, ["query", "cursor"], str(error)) from error
+    return TaskPage(items=[TaskOut.model_validate(t) for t in page.items],
+                    next_cursor=page.next_cursor)
+
+
+@router.get("/{task_id}", response_model=TaskOut, responses=_errors(404, 422, 503))
+async def get_task(task_id: uuid.UUID, store: StoreDep) -> TaskOut:
+    """One task."""
+    return TaskOut.model_validate(await store.get(task_id))
+
+
+@router.get("/{task_id}/status", response_model=TaskStatusOut, responses=_errors(404, 422, 503))
+async def get_task_status(task_id: uuid.UUID, store: StoreDep) -> TaskStatusOut:
+    """The short form of a task, for polling."""
+    return TaskStatusOut.model_validate(await store.get(task_id))
+
+
+@router.delete(
+    "/{task_id}",
+    response_model=TaskOut,
+    responses={202: {"model": TaskOut, "description": "Running: its worker was asked to stop"},
+               **_errors(404, 409, 422, 503)},
+)
+async def cancel_task(task_id: uuid.UUID, store: StoreDep, response: Response) -> TaskOut:
+    """Cancel a queued task at once (200), or ask a running one to stop (202)."""
+    task = await store.cancel(task_id)
+    if task.status is not Status.CANCELLED:
+        response.status_code = 202
+    return TaskOut.model_validate(task)

@@ -1,0 +1,152 @@
+"""The `conveyor` command: the composition root of every process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from services.core.db.migrate import ensure_database, upgrade
+from services.core.logs import configure_logging
+from services.core.settings import Settings
+
+logger = logging.getLogger("conveyor")
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+def _migrate(settings: Settings) -> None:
+    asyncio.run(ensure_database(settings.database_url))
+    upgrade(settings.database_url)
+    logger.info("schema is at the latest revision")
+
+
+def _api(settings: Settings) -> None:
+    import uvicorn
+
+    from services.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_config=None, access_log=False)
+
+
+def _worker(settings: Settings) -> None:
+    from services.worker.main import run_worker
+
+    asyncio.run(run_worker(settings))
+
+
+def _relay(settings: Settings) -> None:
+    from services.core.relay import run_relay
+
+    asyncio.run(run_relay(settings))
+
+
+def _dev(settings: Settings) -> None:
+    _migrate(settings)
+    asyncio.run(_serve_dev(settings))
+
+
+async def _serve_dev(settings: Settings) -> None:
+    """API (with its relay) and a worker in one process, until Ctrl-C."""
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.worker.main import open_worker
+
+    config = uvicorn.Config(create_app(settings), host=settings.api_host,
+                            port=settings.api_port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    async with open_worker(settings) as worker:
+        working = asyncio.create_task(worker.run())
+        logger.info("Conveyor on http://%s:%d (docs at /docs)", settings.api_host,
+                    settings.api_port)
+        await server.serve()  # returns on SIGINT or SIGTERM
+        worker.stop()
+        await working
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    return httpx.Client(base_url=args.url, timeout=10)
+
+
+def _print(response: httpx.Response) -> int:
+    print(json.dumps(response.json(), indent=2))  # noqa: T201 - a command's output
+    return 0 if response.is_success else 1
+
+
+def _submit(args: argparse.Namespace) -> int:
+    body = {"title": args.title, "kind": args.kind, "priority": args.priority,
+            "payload": json.loads(args.payload)}
+    with _client(args) as client:
+        response = client.post("/api/v1/tasks", json=body)
+        if not response.is_success or not args.wait:
+            return _print(response)
+        return _wait(client, response.json()["id"], args.wait)
+
+
+def _wait(client: httpx.Client, task_id: str, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = client.get(f"/api/v1/tasks/{task_id}")
+        if response.json().get("status") in TERMINAL or time.monotonic() > deadline:
+            _print(response)
+            return 0 if response.json().get("status") == "COMPLETED" else 1
+        time.sleep(0.2)
+
+
+def _get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _print(client.get(f"/api/v1/tasks/{args.id}"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("api", "serve the HTTP API (and its outbox relay)"),
+        ("worker", "run tasks; drains on SIGTERM"),
+        ("relay", "publish due tasks to RabbitMQ, on its own"),
+        ("migrate", "create the database if needed and migrate it to the latest revision"),
+        ("dev", "migrate, then run the API, the relay and a worker in one process"),
+    ]:
+        commands.add_parser(name, help=text)
+    url = os.environ.get("CONVEYOR_API_URL", "http://127.0.0.1:8000")
+    submit = commands.add_parser("submit", help="submit a task")
+    submit.add_argument("title")
+    submit.add_argument("--kind", default="demo")
+    submit.add_argument("--priority", default="MEDIUM", choices=["LOW", "MEDIUM", "HIGH"])
+    submit.add_argument("--payload", default="{}", help="a JSON object")
+    submit.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                        help="wait up to SECONDS for a terminal status")
+    submit.add_argument("--url", default=url)
+    get = commands.add_parser("get", help="show a task")
+    get.add_argument("id")
+    get.add_argument("--url", default=url)
+    return parser
+
+
+_SERVICES: dict[str, Callable[[Settings], None]] = {
+    "api": _api, "worker": _worker, "relay": _relay, "migrate": _migrate, "dev": _dev,
+}
+_CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {"submit": _submit, "get": _get}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `conveyor` command."""
+    args = _parser().parse_args(argv)
+    if args.command in _CLIENTS:
+        sys.exit(_CLIENTS[args.command](args))
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    _SERVICES[args.command](settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""A connection to RabbitMQ that the service can start without, and that heals itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractQueue, AbstractRobustConnection
+
+from services.core.amqp.topology import ROUTING_KEY, Topology, declare_topology
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """RabbitMQ is not connected, or did not confirm a message."""
+
+
+class Broker:
+    """Publishes task messages with confirms; opens consumers for workers.
+
+    `start()` returns at once: the first connection is retried in the background, and
+    once made, aio-pika's robust connection reconnects and declares the topology again.
+    """
+
+    def __init__(self, url: str, topology: Topology, *, retry_seconds: float = 1.0) -> None:
+        self._url = url
+        self.topology = topology
+        self._retry_seconds = retry_seconds
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        """Begin connecting in the background."""
+        self._connecting = asyncio.create_task(self._connect_forever(), name="amqp-connect")
+
+    async def _connect_forever(self) -> None:
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(self._url, timeout=5)
+                channel = await self._connection.channel(on_return_raises=True)
+                self._exchange, _ = await declare_topology(channel, self.topology)
+                self.connected.set()
+                return
+            except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as error:
+                logger.warning("RabbitMQ unreachable, retrying: %s", error)
+                await self._drop()
+                await asyncio.sleep(self._retry_seconds)
+
+    async def _drop(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._exchange = None
+
+    @property
+    def ready(self) -> bool:
+        """True while the connection is open."""
+        return self._connection is not None and not self._connection.is_closed and (
+            self._exchange is not None and not self._exchange.channel.is_closed
+        )
+
+    async def publish(self, task_ids: Sequence[uuid.UUID], timeout: float = 5.0) -> None:
+        """Publish one persistent message per task and wait for every confirm.
+
+        Raises BrokerUnavailable unless RabbitMQ confirmed them all: the tasks are then
+        left for the relay, so an outage costs time, never a task.
+        """
+        if not self.ready or self._exchange is None:
+            raise BrokerUnavailable("not connected")
+        exchange = self._exchange
+        try:
+            await asyncio.gather(
+                *(exchange.publish(_message(task_id), ROUTING_KEY, timeout=timeout)
+                  for task_id in task_ids)
+            )
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as error:
+            raise BrokerUnavailable(str(error) or type(error).__name__) from error
+
+    async def consume_queue(self, prefetch: int) -> AbstractQueue:
+        """A channel with `prefetch` unacked messages at most, and the task queue on it."""
+        await self.connected.wait()
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        _, queue = await declare_topology(channel, self.topology)
+        return queue
+
+    async def close(self) -> None:
+        """Stop connecting, and close the connection."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+        await self._drop()
+
+
+def _message(task_id: uuid.UUID) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=str(task_id).encode(),
+        message_id=str(task_id),
+        content_type="text/plain",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )

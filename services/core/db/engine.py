@@ -1,0 +1,44 @@
+"""The engine, and how a PostgreSQL outage is told apart from a bug."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError, InterfaceError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.core.settings import Settings
+
+# asyncpg errors that mean "the server is away or going away", not "the query is wrong".
+_OUTAGE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """An async engine whose connections give up quickly when the server is away."""
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_timeout=5,
+        pool_recycle=1800,
+        connect_args={"timeout": 5, "command_timeout": 30},
+    )
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when `error` says PostgreSQL is unreachable rather than that a query is wrong."""
+    if isinstance(error, DBAPIError):
+        return (
+            error.connection_invalidated
+            or isinstance(error, InterfaceError)
+            or isinstance(error.orig, _OUTAGE)
+            or isinstance(getattr(error.orig, "__cause__", None), _OUTAGE)
+        )
+    return isinstance(error, _OUTAGE)

@@ -1,0 +1,464 @@
+"""The PostgreSQL task store. Every status change is one guarded UPDATE, never read-then-write."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.core.db.engine import is_outage
+from services.core.db.tables import tasks
+from services.core.domain import (
+    NewTask,
+    Page,
+    Priority,
+    Status,
+    Task,
+    TaskFilter,
+)
+from services.core.errors import (
+    IdempotencyConflict,
+    StoreUnavailable,
+    TaskAlreadyTerminal,
+    TaskNotFound,
+)
+
+_PUBLIC = [
+    tasks.c[name]
+    for name in (
+        "id", "title", "description", "priority", "status", "kind", "payload", "result",
+        "error", "attempts", "max_attempts", "timeout_seconds", "created_at", "updated_at",
+        "scheduled_at", "started_at", "finished_at", "cancel_requested",
+    )
+]
+_RETURNING = ", ".join(column.name for column in _PUBLIC)
+
+
+class InvalidCursor(ValueError):
+    """A listing cursor that this service did not make."""
+
+
+def _task(row: Any) -> Task:
+    values = {column.name: row._mapping[column.name] for column in _PUBLIC}
+    values["priority"] = Priority.from_rank(values["priority"])
+    values["status"] = Status(values["status"])
+    return Task(**values)
+
+
+def encode_cursor(task: Task) -> str:
+    """The opaque cursor that continues a newest-first walk after `task`."""
+    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position `cursor` names; InvalidCursor when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, task_id = raw.split("|")
+        position = datetime.fromisoformat(created_at), uuid.UUID(task_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise InvalidCursor("not a cursor from this service") from error
+    if position[0].tzinfo is None:
+        raise InvalidCursor("not a cursor from this service")
+    return position
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A task a worker holds, and the attempt number that fences its writes."""
+
+    task: Task
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What renewing a worker's leases found."""
+
+    held: frozenset[uuid.UUID]
+    cancel_requested: frozenset[uuid.UUID]
+
+
+class RelayBatch:
+    """Tasks the broker holds no message for, locked until the batch is marked and closed."""
+
+    def __init__(self, connection: AsyncConnection, ids: list[uuid.UUID]) -> None:
+        self._connection = connection
+        self.ids = ids
+
+    async def mark_queued(self, ids: Sequence[uuid.UUID]) -> None:
+        """Record that the broker confirmed a message for each of `ids`."""
+        if ids:
+            await self._connection.execute(_MARK_QUEUED, {"ids": list(ids)})
+
+
+class SqlTaskStore:
+    """Tasks in PostgreSQL. Raises StoreUnavailable when the server cannot be reached."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.begin() as connection:
+                yield connection
+        except Exception as error:
+            if is_outage(error):
+                raise StoreUnavailable(str(error)) from error
+            raise
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless PostgreSQL answers."""
+        async with self._begin() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+
+    # --- clients -------------------------------------------------------------------------
+
+    async def create(
+        self, new: NewTask, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> tuple[Task, bool]:
+        """Store `new`; answer (task, True), or (earlier task, False) for a repeated key."""
+        values = _insert_values(new, idempotency_key, request_hash)
+        async with self._begin() as connection:
+            row = (await connection.execute(_INSERT, values)).first()
+            if row is not None:
+                return _task(row), True
+            found = (await connection.execute(_BY_KEY, {"key": idempotency_key})).first()
+        if found is None:  # the earlier task was deleted between the two statements
+            raise IdempotencyConflict(idempotency_key or "")
+        if found.request_hash != request_hash:
+            raise IdempotencyConflict(idempotency_key or "")
+        return _task(found), False
+
+    async def get(self, task_id: uuid.UUID) -> Task:
+        """The task `task_id`, or TaskNotFound."""
+        async with self._begin() as connection:
+            row = (await connection.execute(_select().where(tasks.c.id == task_id))).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return _task(row)
+
+    async def list(self, where: TaskFilter, limit: int, cursor: str | None = None) -> Page:
+        """Tasks matching `where`, newest first, `limit` at a time, from `cursor` on."""
+        query = _select().where(*_conditions(where))
+        if cursor is not None:
+            created_at, task_id = decode_cursor(cursor)
+            query = query.where(sa.tuple_(tasks.c.created_at, tasks.c.id) < (created_at, task_id))
+        query = query.order_by(tasks.c.created_at.desc(), tasks.c.id.desc()).limit(limit + 1)
+        async with self._begin() as connection:
+            items = [_task(row) for row in await connection.execute(query)]
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, encode_cursor(items[-1]) if more else None)
+
+    async def cancel(self, task_id: uuid.UUID) -> Task:
+        """Cancel a queued task at once, or ask the holder of a running one to stop.
+
+        Answers the task as it now stands; raises TaskNotFound or TaskAlreadyTerminal.
+        """
+        async with self._begin() as connection:
+            for statement in (_CANCEL_QUEUED, _REQUEST_CANCEL):
+                row = (await connection.execute(statement, {"id": task_id})).first()
+                if row is not None:
+                    return _task(row)
+            row = (await connection.execute(_select().where(tasks.c.id == task_id))).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        task = _task(row)
+        if task.status.is_terminal:
+            raise TaskAlreadyTerminal(task_id, task.status)
+        # It moved between the statements (queued to running); the caller may ask again.
+        return await self.cancel(task_id)
+
+    # --- the relay ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def relay_batch(self, limit: int) -> AsyncIterator[RelayBatch]:
+        """Lock up to `limit` due tasks that need a broker message, oldest first.
+
+        Rows stay locked (SKIP LOCKED for other relays) until the block ends and commits.
+        """
+        async with self._begin() as connection:
+            ids = list((await connection.execute(_DUE, {"limit": limit})).scalars())
+            yield RelayBatch(connection, ids)
+
+    async def next_due(self) -> datetime | None:
+        """When the next task that needs a broker message becomes due, if any."""
+        async with self._begin() as connection:
+            return (await connection.execute(_NEXT_DUE)).scalar()
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def claim(self, worker_id: str, lease_seconds: float, aging_seconds: float) -> Claim | None:
+        """Take the most urgent ready task under a lease, or None when nothing is ready.
+
+        A task that has waited longer than `aging_seconds` goes first, oldest first, so
+        that no priority starves; otherwise HIGH before MEDIUM before LOW, oldest first.
+        """
+        params = {"worker": worker_id, "lease": lease_seconds, "aging": aging_seconds}
+        async with self._begin() as connection:
+            row = (await connection.execute(_CLAIM, params)).first()
+        return Claim(_task(row)) if row is not None else None
+
+    async def has_ready(self) -> bool:
+        """True when some task is ready to claim, locked or not.
+
+        A claim that found nothing may have skipped rows locked for a moment (by a relay
+        whose publish is awaiting its confirm, or by another claim): this tells a worker
+        whether its ticket is still owed a task.
+        """
+        async with self._begin() as connection:
+            return bool((await connection.execute(_HAS_READY)).scalar())
+
+    async def complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
+        """Record the result of `attempt`; None when that attempt no longer holds the task.
+
+        A task whose cancel was requested ends CANCELLED instead: terminal means terminal.
+        """
+        params = {"id": task_id, "attempt": attempt, "result": result}
+        return await self._finish(_COMPLETE, params)
+
+    async def fail(
+        self, task_id: uuid.UUID, attempt: int, error: str, retry_in: float | None
+    ) -> Status | None:
+        """Record that `attempt` failed; retry after `retry_in` seconds while attempts last.
+
+        `retry_in=None` fails the task for good. None when the attempt was fenced off.
+        """
+        params = {
+            "id": task_id, "attempt": attempt, "error": error,
+            "retry": retry_in is not None, "delay": retry_in or 0.0,
+        }
+        return await self._finish(_FAIL, params)
+
+    async def mark_cancelled(self, task_id: uuid.UUID, attempt: int) -> Status | None:
+        """Record that `attempt` stopped on a cancel request."""
+        return await self._finish(_CANCELLED, {"id": task_id, "attempt": attempt})
+
+    async def hand_back(self, task_id: uuid.UUID, attempt: int) -> Status | None:
+        """Put a task its holder could not finish back in the queue, its attempt uncounted."""
+        return await self._finish(_HAND_BACK, {"id": task_id, "attempt": attempt})
+
+    async def _finish(self, statement: sa.TextClause, params: dict[str, Any]) -> Status | None:
+        async with self._begin() as connection:
+            status = (await connection.execute(statement, params)).scalar()
+        return Status(status) if status is not None else None
+
+    async def heartbeat(
+        self, worker_id: str, held: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+    ) -> Heartbeat:
+        """Renew the leases of every task in `held` in one statement.
+
+        Answers which of them this worker still holds, and which have a cancel requested.
+        """
+        if not held:
+            return Heartbeat(frozenset(), frozenset())
+        params = {
+            "worker": worker_id, "lease": lease_seconds,
+            "ids": [task_id for task_id, _ in held], "attempts": [attempt for _, attempt in held],
+        }
+        async with self._begin() as connection:
+            rows = (await connection.execute(_HEARTBEAT, params)).all()
+        return Heartbeat(
+            frozenset(row.id for row in rows),
+            frozenset(row.id for row in rows if row.cancel_requested),
+        )
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(*_PUBLIC)
+
+
+def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
+    conditions: list[sa.ColumnElement[bool]] = []
+    if where.statuses:
+        conditions.append(tasks.c.status.in_(sorted(where.statuses)))
+    if where.priorities:
+        conditions.append(tasks.c.priority.in_(sorted(p.rank for p in where.priorities)))
+    if where.kind is not None:
+        conditions.append(tasks.c.kind == where.kind)
+    if where.created_after is not None:
+        conditions.append(tasks.c.created_at > where.created_after)
+    if where.created_before is not None:
+        conditions.append(tasks.c.created_at < where.created_before)
+    return conditions
+
+
+def _insert_values(
+    new: NewTask, idempotency_key: str | None, request_hash: str | None
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "title": new.title,
+        "description": new.description,
+        "priority": new.priority.rank,
+        "kind": new.kind,
+        "payload": new.payload,
+        "max_attempts": new.max_attempts,
+        "timeout_seconds": new.timeout_seconds,
+        "scheduled_at": new.scheduled_at,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+    }
+
+
+_bind_json = sa.bindparam("payload", type_=tasks.c.payload.type)
+
+# A task scheduled for later waits as PENDING; the relay sends its message once it is due.
+_INSERT = sa.text(f"""
+    INSERT INTO tasks (id, title, description, priority, status, kind, payload,
+                       max_attempts, timeout_seconds, scheduled_at, available_at,
+                       idempotency_key, request_hash)
+    VALUES (:id, :title, :description, :priority,
+            CASE WHEN :scheduled_at > now() THEN 'PENDING' ELSE 'NEW' END,
+            :kind, :payload, :max_attempts, :timeout_seconds, :scheduled_at,
+            greatest(now(), coalesce(:scheduled_at, now())),
+            :idempotency_key, :request_hash)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {_RETURNING}
+""").bindparams(
+    _bind_json, sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True))
+)
+
+_BY_KEY = sa.text(f"SELECT {_RETURNING}, request_hash FROM tasks WHERE idempotency_key = :key")
+
+_CANCEL_QUEUED = sa.text(f"""
+    UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now()
+    WHERE id = :id AND status IN ('NEW', 'PENDING')
+    RETURNING {_RETURNING}
+""")
+
+_REQUEST_CANCEL = sa.text(f"""
+    UPDATE tasks SET cancel_requested = true, updated_at = now()
+    WHERE id = :id AND status = 'IN_PROGRESS'
+    RETURNING {_RETURNING}
+""")
+
+_DUE = sa.text("""
+    SELECT id FROM tasks
+    WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING') AND available_at <= now()
+    ORDER BY available_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+""")
+
+_NEXT_DUE = sa.text("""
+    SELECT min(available_at) FROM tasks
+    WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING')
+""")
+
+_MARK_QUEUED = sa.text("""
+    UPDATE tasks
+    SET queued_at = now(),
+        updated_at = CASE WHEN status = 'NEW' THEN now() ELSE updated_at END,
+        status = 'PENDING'
+    WHERE id = ANY(:ids) AND status IN ('NEW', 'PENDING')
+""")
+
+# Two candidates, each found through its own index: the longest-waiting task once it has
+# waited past the aging bound, else the most urgent one. SKIP LOCKED lets claimers pass
+# each other; the outer WHERE re-checks the status, so the UPDATE is guarded on its own.
+_CLAIM = sa.text(f"""
+    WITH aged AS (
+        SELECT id, 0 AS rank FROM tasks
+        WHERE status IN ('NEW', 'PENDING')
+          AND available_at <= now() - make_interval(secs => :aging)
+        ORDER BY available_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ), urgent AS (
+        SELECT id, 1 AS rank FROM tasks
+        WHERE status IN ('NEW', 'PENDING') AND available_at <= now()
+        ORDER BY priority DESC, available_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ), pick AS (
+        SELECT id FROM (SELECT * FROM aged UNION ALL SELECT * FROM urgent) AS candidates
+        ORDER BY rank
+        LIMIT 1
+    )
+    UPDATE tasks SET
+        status = 'IN_PROGRESS',
+        attempts = attempts + 1,
+        started_at = now(),
+        updated_at = now(),
+        lease_expires_at = now() + make_interval(secs => :lease),
+        worker_id = :worker
+    FROM pick
+    WHERE tasks.id = pick.id AND tasks.status IN ('NEW', 'PENDING')
+    RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}
+""")
+
+_HAS_READY = sa.text("""
+    SELECT EXISTS (
+        SELECT 1 FROM tasks WHERE status IN ('NEW', 'PENDING') AND available_at <= now()
+    )
+""")
+
+_FENCE = "WHERE id = :id AND status = 'IN_PROGRESS' AND attempts = :attempt"
+
+_COMPLETE = sa.text(f"""
+    UPDATE tasks SET
+        status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END,
+        result = CASE WHEN cancel_requested THEN NULL ELSE :result END,
+        finished_at = now(), updated_at = now(), lease_expires_at = NULL
+    {_FENCE}
+    RETURNING status
+""").bindparams(sa.bindparam("result", type_=tasks.c.result.type))
+
+_FAIL = sa.text(f"""
+    UPDATE tasks SET
+        status = CASE
+            WHEN cancel_requested THEN 'CANCELLED'
+            WHEN :retry AND attempts < max_attempts THEN 'PENDING'
+            ELSE 'FAILED' END,
+        error = :error,
+        available_at = now() + make_interval(secs => :delay),
+        queued_at = NULL,
+        finished_at = CASE
+            WHEN :retry AND attempts < max_attempts AND NOT cancel_requested THEN NULL
+            ELSE now() END,
+        updated_at = now(), lease_expires_at = NULL
+    {_FENCE}
+    RETURNING status
+""")
+
+_CANCELLED = sa.text(f"""
+    UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
+        lease_expires_at = NULL
+    {_FENCE}
+    RETURNING status
+""")
+
+# The holder stops cleanly and writes this itself, so the attempt number can be given
+# back without a stale holder ever sharing it.
+_HAND_BACK = sa.text(f"""
+    UPDATE tasks SET
+        status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'PENDING' END,
+        finished_at = CASE WHEN cancel_requested THEN now() END,
+        attempts = attempts - 1, available_at = now(), queued_at = NULL,
+        updated_at = now(), lease_expires_at = NULL
+    {_FENCE}
+    RETURNING status
+""")
+
+_HEARTBEAT = sa.text("""
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS held(id, attempt)
+    WHERE tasks.id = held.id AND tasks.attempts = held.attempt
+      AND tasks.status = 'IN_PROGRESS' AND tasks.worker_id = :worker
+    RETURNING tasks.id, tasks.cancel_requested
+""")

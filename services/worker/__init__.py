@@ -1,0 +1,1 @@
+"""The worker: runs tasks handed out through RabbitMQ."""

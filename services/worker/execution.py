@@ -1,0 +1,119 @@
+"""Running one claimed attempt: the handler under its time limit, and the outcome it earns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from services.core.db.store import Claim, SqlTaskStore
+from services.core.domain import Status, retry_delay
+from services.core.errors import StoreUnavailable, TaskFailed
+from services.core.kinds import Kind
+from services.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+StopReason = Literal["cancel", "lost", "drain"]
+
+
+@dataclass(slots=True)
+class Held:
+    """A task this worker runs: its attempt number and the handler's asyncio task."""
+
+    claim: Claim
+    handler: asyncio.Task[Any] | None = None
+    reason: StopReason | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        """Stop the handler; what is recorded then follows `reason`."""
+        if self.reason is None:
+            self.reason = reason
+        if self.handler is not None:
+            self.handler.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to record: one of the store's guarded writes."""
+
+    action: Literal["complete", "fail", "cancelled", "hand_back", "nothing"]
+    result: Any = None
+    error: str | None = None
+    retryable: bool = True
+
+
+def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
+    handler = held.handler
+    assert handler is not None
+    if timed_out is not None:
+        return Outcome("fail", error=f"timed out after {timed_out:g} s")
+    if handler.cancelled():
+        return {
+            "cancel": Outcome("cancelled"),
+            "drain": Outcome("hand_back"),
+            "lost": Outcome("nothing"),
+            None: Outcome("fail", error="the handler was cancelled"),
+        }[held.reason]
+    error = handler.exception()
+    if isinstance(error, TaskFailed):
+        return Outcome("fail", error=str(error), retryable=error.retryable)
+    if error is not None:
+        return Outcome("fail", error=f"{type(error).__name__}: {error}")
+    result = handler.result()
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as problem:
+        return Outcome("fail", error=f"the result is not JSON: {problem}", retryable=False)
+    return Outcome("complete", result=result)
+
+
+async def run_attempt(held: Held, kind: Kind | None) -> Outcome:
+    """Run the handler of `held` to its end, its time limit, or a stop; say what to record."""
+    task = held.claim.task
+    if kind is None:
+        return Outcome("fail", error=f"no handler for kind {task.kind!r} on this worker")
+    limit = task.timeout_seconds or kind.timeout_seconds
+    held.handler = asyncio.create_task(kind.handler(task.payload), name=f"task-{task.id}")
+    if held.reason is not None:  # stopped before it could start
+        held.handler.cancel()
+    done, _ = await asyncio.wait({held.handler}, timeout=limit)
+    if done:
+        return _outcome_of(held, None)
+    held.handler.cancel()
+    await asyncio.wait({held.handler})
+    return _outcome_of(held, limit)
+
+
+async def record(store: SqlTaskStore, settings: Settings, claim: Claim, outcome: Outcome) -> Status | None:
+    """Write `outcome` with the attempt as fencing token; retry while PostgreSQL is away.
+
+    Gives up once the lease would have run out: recovery owns the task from then on.
+    """
+    task, attempt = claim.task, claim.attempt
+    delay = retry_delay(attempt, settings.retry_base_seconds, settings.retry_max_seconds,
+                        random.random())
+    writes = {
+        "complete": lambda: store.complete(task.id, attempt, outcome.result),
+        "fail": lambda: store.fail(
+            task.id, attempt, outcome.error or "", delay if outcome.retryable else None),
+        "cancelled": lambda: store.mark_cancelled(task.id, attempt),
+        "hand_back": lambda: store.hand_back(task.id, attempt),
+    }
+    if outcome.action == "nothing":
+        return None
+    deadline = asyncio.get_running_loop().time() + settings.lease_seconds
+    pause = 0.1
+    while True:
+        try:
+            return await writes[outcome.action]()
+        except StoreUnavailable as error:
+            if asyncio.get_running_loop().time() + pause > deadline:
+                logger.error("could not record %s: %s", outcome.action, error,
+                             extra={"task_id": str(task.id)})
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)

@@ -1,0 +1,50 @@
+"""The worker process: builds its clients, waits for the schema, works until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from services.core.amqp.broker import Broker
+from services.core.amqp.topology import Topology
+from services.core.db.engine import create_engine
+from services.core.db.migrate import wait_for_schema
+from services.core.db.store import SqlTaskStore
+from services.core.kinds import load_kinds
+from services.core.settings import Settings
+from services.worker.runner import Worker
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker with its own engine and broker connection, closed on exit."""
+    engine = create_engine(settings)
+    broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
+    try:
+        await wait_for_schema(engine)
+        broker.start()
+        yield Worker(settings, SqlTaskStore(engine), broker, load_kinds(settings.task_modules))
+    finally:
+        await broker.close()
+        await engine.dispose()
+
+
+def stop_on_signals(stop: callable) -> None:  # type: ignore[valid-type]
+    """Call `stop` on SIGTERM and SIGINT: the drain begins."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+
+
+async def run_worker(settings: Settings) -> None:
+    """Work until SIGTERM or SIGINT, then drain and return."""
+    async with open_worker(settings) as worker:
+        stop_on_signals(worker.stop)
+        logger.info("worker %s taking up to %d tasks at a time", worker.worker_id,
+                    settings.worker_concurrency)
+        await worker.run()

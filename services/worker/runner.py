@@ -1,0 +1,166 @@
+"""The worker: takes claim tickets from RabbitMQ, runs tasks in parallel, drains on SIGTERM.
+
+Each message is a ticket: when a slot is free the worker claims the most urgent ready
+task in PostgreSQL under a lease, acks the ticket once that claim is committed, and from
+then on the lease (renewed for every held task in one statement per heartbeat) is what
+keeps the task. The attempt number fences every later write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from services.core.amqp.broker import Broker
+from services.core.db.store import Claim, SqlTaskStore
+from services.core.errors import StoreUnavailable
+from services.core.kinds import Kind
+from services.core.settings import Settings
+from services.worker.execution import Held, record, run_attempt
+
+logger = logging.getLogger(__name__)
+
+CLAIM_PATIENCE = 2.0
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique per process, readable in the tasks table."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, store: SqlTaskStore, broker: Broker, kinds: dict[str, Kind]
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._broker = broker
+        self._kinds = kinds
+        self.worker_id = settings.worker_id or default_worker_id()
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._held: dict[uuid.UUID, Held] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    @property
+    def held(self) -> int:
+        """How many tasks this worker runs now."""
+        return len(self._held)
+
+    def stop(self) -> None:
+        """Begin the drain: take no more tickets; run() then finishes what it holds."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Work until stop(), then drain: finish within the grace period, hand back the rest."""
+        heartbeat = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
+        queue = await self._broker.consume_queue(self._settings.worker_concurrency)
+        consuming = asyncio.create_task(self._consume(queue), name="consume")
+        await self._stopping.wait()
+        consuming.cancel()
+        await asyncio.gather(consuming, return_exceptions=True)
+        # Tickets taken but not acked go back to the queue when this channel closes.
+        await queue.channel.close()
+        await self._drain()
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        logger.info("worker %s stopped", self.worker_id)
+
+    async def _consume(self, queue: AbstractQueue) -> None:
+        async with queue.iterator() as tickets:
+            async for ticket in tickets:
+                await self._slots.acquire()
+                job = asyncio.create_task(self._take(ticket))
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
+
+    async def _drain(self) -> None:
+        if self._jobs:
+            logger.info("draining %d task(s) for up to %g s", len(self._held),
+                        self._settings.drain_seconds)
+            _, late = await asyncio.wait(set(self._jobs), timeout=self._settings.drain_seconds)
+            for held in list(self._held.values()):
+                held.stop("drain")
+            if late:
+                await asyncio.wait(late)
+
+    async def _take(self, ticket: AbstractIncomingMessage) -> None:
+        try:
+            claim = await self._claim(ticket)
+            if claim is not None:
+                await self._execute(claim)
+        except Exception:  # the outermost loop of one job: log and carry on
+            logger.exception("job failed", extra={"task_id": ticket.message_id})
+        finally:
+            self._slots.release()
+
+    async def _claim(self, ticket: AbstractIncomingMessage) -> Claim | None:
+        """Claim a task for `ticket`; ack it once the claim is committed.
+
+        A ticket is acked without a claim only when nothing at all is ready; while ready
+        tasks exist but are locked for a moment, the claim is tried again, and after
+        CLAIM_PATIENCE seconds the ticket goes back to the queue: tickets are never lost.
+        """
+        deadline = asyncio.get_running_loop().time() + CLAIM_PATIENCE
+        try:
+            while not self._stopping.is_set():
+                claim = await self._store.claim(
+                    self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds
+                )
+                if claim is not None or not await self._store.has_ready():
+                    await _settle(ticket.ack())
+                    return claim
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.005)
+        except StoreUnavailable as error:
+            logger.warning("claim failed, ticket returned: %s", error)
+            await asyncio.sleep(1.0)
+        await _settle(ticket.reject(requeue=True))
+        return None
+
+    async def _execute(self, claim: Claim) -> None:
+        task = claim.task
+        held = Held(claim)
+        self._held[task.id] = held
+        log = {"task_id": str(task.id)}
+        logger.info("started %s attempt %d", task.kind, claim.attempt, extra=log)
+        try:
+            outcome = await run_attempt(held, self._kinds.get(task.kind))
+            status = await record(self._store, self._settings, claim, outcome)
+        finally:
+            del self._held[task.id]
+        logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=log)
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_seconds)
+            with contextlib.suppress(StoreUnavailable):
+                await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Renew every held lease in one statement; stop what was cancelled or taken over."""
+        held = {task_id: h for task_id, h in self._held.items() if h.reason is None}
+        beat = await self._store.heartbeat(
+            self.worker_id,
+            [(task_id, h.claim.attempt) for task_id, h in held.items()],
+            self._settings.lease_seconds,
+        )
+        for task_id, h in held.items():
+            if task_id in beat.cancel_requested:
+                h.stop("cancel")
+            elif task_id not in beat.held and h.handler is not None and not h.handler.done():
+                # Not merely finished since the snapshot: the lease was taken over.
+                h.stop("lost")
+
+
+async def _settle(acknowledgement: object) -> None:
+    """Ack or reject a ticket; a closed channel already returned it, which is harmless."""
+    with contextlib.suppress(Exception):
+        await acknowledgement  # type: ignore[misc]
