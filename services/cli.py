@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,11 @@ async def _serve_dev(settings: Settings) -> None:
                             port=settings.api_port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     async with open_worker(settings) as worker:
+        # uvicorn raises the signal that stopped it again once it is done: let that
+        # signal start the worker's drain rather than end the process mid-task.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(worker.stop))
         working = asyncio.create_task(worker.run())
         logger.info("Conveyor on http://%s:%d (docs at /docs)", settings.api_host,
                     settings.api_port)

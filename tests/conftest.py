@@ -1,0 +1,142 @@
+"""Fixtures: a fresh database per run, a private queue namespace, and clean state per test.
+
+Integration tests talk to the real PostgreSQL and RabbitMQ. When one cannot be reached
+the tests fail in CI (CI=true) and are skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import aio_pika
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from services.core.amqp.topology import Topology
+from services.core.db.engine import create_engine
+from services.core.db.migrate import upgrade
+from services.core.db.store import SqlTaskStore
+from services.core.settings import Settings
+
+CI = os.environ.get("CI") == "true"
+ADMIN_URL = os.environ.get(
+    "CONVEYOR_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+AMQP_URL = os.environ.get("CONVEYOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def unreachable(what: str, error: BaseException) -> None:
+    message = f"{what} is unreachable: {error}"
+    if CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _dsn(database: str) -> str:
+    url = make_url(ADMIN_URL).set(drivername="postgresql", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(_dsn(make_url(ADMIN_URL).database or "postgres"))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def create_database(name: str) -> str:
+    """Create an empty database; answer its SQLAlchemy URL."""
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database made for this run and migrated to the latest revision."""
+    name = f"conveyor_test_{uuid.uuid4().hex[:8]}"
+    try:
+        url = create_database(name)
+    except (OSError, asyncpg.PostgresError) as error:
+        unreachable("PostgreSQL", error)
+    upgrade(url)
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def amqp_prefix() -> Iterator[str]:
+    """A queue namespace for this run; its queue is deleted at the end."""
+    prefix = f"conveyor-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(Topology(prefix).queue)
+            await channel.exchange_delete(Topology(prefix).exchange)
+
+    try:
+        asyncio.run(delete())
+    except Exception:  # noqa: BLE001 - nothing to clean when it was never declared
+        pass
+
+
+def make_settings(database_url: str, amqp_prefix: str, **overrides: object) -> Settings:
+    """Settings with short intervals, so that tests wait milliseconds, not seconds."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "amqp_url": AMQP_URL,
+        "amqp_prefix": amqp_prefix,
+        "database_pool_size": 4,
+        "relay_interval_seconds": 0.2,
+        "heartbeat_seconds": 0.2,
+        "retry_base_seconds": 0.05,
+        "retry_max_seconds": 0.2,
+        "drain_seconds": 5,
+        "worker_concurrency": 4,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def settings(database_url: str, amqp_prefix: str) -> AsyncIterator[Settings]:
+    """Settings for one test, after emptying the tasks table and the task queue."""
+    try:
+        await _empty(database_url, amqp_prefix)
+    except (OSError, aio_pika.exceptions.AMQPError) as error:
+        unreachable("RabbitMQ", error)
+    yield make_settings(database_url, amqp_prefix)
+
+
+async def _empty(database_url: str, amqp_prefix: str) -> None:
+    connection = await asyncpg.connect(_dsn(make_url(database_url).database or ""))
+    try:
+        await connection.execute("TRUNCATE tasks")
+    finally:
+        await connection.close()
+    broker = await aio_pika.connect(AMQP_URL)
+    async with broker:
+        channel = await broker.channel()
+        try:
+            queue = await channel.declare_queue(Topology(amqp_prefix).queue, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return
+        await queue.purge()
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[SqlTaskStore]:
+    engine = create_engine(settings)
+    yield SqlTaskStore(engine)
+    await engine.dispose()
