@@ -18,6 +18,7 @@ depends_on = None
 
 STATUSES = "'NEW', 'PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED'"
 QUEUED = "status IN ('NEW', 'PENDING')"
+CLAIMABLE = "status = 'PENDING' AND queued_at IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -62,15 +63,15 @@ def upgrade() -> None:
             "tasks",
             [column, sa.text("created_at DESC"), sa.text("id DESC")],
         )
-    # Claiming: the most urgent ready task, and the longest-waiting one for aging.
+    # Claiming: the most urgent queued task, and the longest-waiting one for aging.
     op.create_index(
-        "ix_tasks_ready_priority",
+        "ix_tasks_claimable_priority",
         "tasks",
         [sa.text("priority DESC"), "available_at"],
-        postgresql_where=sa.text(QUEUED),
+        postgresql_where=sa.text(CLAIMABLE),
     )
     op.create_index(
-        "ix_tasks_ready_age", "tasks", ["available_at"], postgresql_where=sa.text(QUEUED)
+        "ix_tasks_claimable_age", "tasks", ["available_at"], postgresql_where=sa.text(CLAIMABLE)
     )
     # The relay: queued tasks that the broker holds no message for yet.
     op.create_index(

@@ -103,15 +103,17 @@ class Worker:
     async def _claim(self, ticket: AbstractIncomingMessage) -> Claim | None:
         """Claim a task for `ticket`; ack it once the claim is committed.
 
-        A ticket is acked without a claim only when nothing at all is ready; while ready
-        tasks exist but are locked for a moment, the claim is tried again, and after
-        CLAIM_PATIENCE seconds the ticket goes back to the queue: tickets are never lost.
+        A ticket is acked without a claim only when its own task is gone and no queued
+        task is ready; while queued tasks exist but other claims hold them for a moment,
+        the claim is tried again, and after CLAIM_PATIENCE seconds the ticket goes back to
+        the queue. So every queued task keeps a message that will claim it.
         """
         deadline = asyncio.get_running_loop().time() + CLAIM_PATIENCE
         try:
             while not self._stopping.is_set():
                 claim = await self._store.claim(
-                    self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds
+                    self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds,
+                    _named(ticket),
                 )
                 if claim is not None or not await self._store.has_ready():
                     await _settle(ticket.ack())
@@ -164,3 +166,10 @@ async def _settle(acknowledgement: object) -> None:
     """Ack or reject a ticket; a closed channel already returned it, which is harmless."""
     with contextlib.suppress(Exception):
         await acknowledgement  # type: ignore[misc]
+
+
+def _named(ticket: AbstractIncomingMessage) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(ticket.body.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None

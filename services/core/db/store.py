@@ -202,23 +202,30 @@ class SqlTaskStore:
 
     # --- workers --------------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, lease_seconds: float, aging_seconds: float) -> Claim | None:
-        """Take the most urgent ready task under a lease, or None when nothing is ready.
+    async def claim(
+        self, worker_id: str, lease_seconds: float, aging_seconds: float,
+        named: uuid.UUID | None = None,
+    ) -> Claim | None:
+        """Take the most urgent queued task under a lease, or else the task `named`.
 
         A task that has waited longer than `aging_seconds` goes first, oldest first, so
         that no priority starves; otherwise HIGH before MEDIUM before LOW, oldest first.
+        When every queued task is taken or locked, the task the message names is claimed,
+        waiting if a relay is still committing it. None when neither can be had.
         """
         params = {"worker": worker_id, "lease": lease_seconds, "aging": aging_seconds}
         async with self._begin() as connection:
             row = (await connection.execute(_CLAIM, params)).first()
+            if row is None and named is not None:
+                params = {"worker": worker_id, "lease": lease_seconds, "id": named}
+                row = (await connection.execute(_CLAIM_NAMED, params)).first()
         return Claim(_task(row)) if row is not None else None
 
     async def has_ready(self) -> bool:
-        """True when some task is ready to claim, locked or not.
+        """True when some queued task is ready to claim, locked or not.
 
-        A claim that found nothing may have skipped rows locked for a moment (by a relay
-        whose publish is awaiting its confirm, or by another claim): this tells a worker
-        whether its ticket is still owed a task.
+        A claim that found nothing may have skipped rows that other claims held for a
+        moment: this tells a worker whether its message may still be owed a task.
         """
         async with self._begin() as connection:
             return bool((await connection.execute(_HAS_READY)).scalar())
@@ -368,20 +375,33 @@ _MARK_QUEUED = sa.text("""
     WHERE id = ANY(:ids) AND status IN ('NEW', 'PENDING')
 """)
 
+# Claimable: in the queue, with a confirmed message, and due. Only such tasks are claimed,
+# so that each message stands for exactly one task that was queued.
+_CLAIMABLE = "status = 'PENDING' AND queued_at IS NOT NULL AND available_at <= now()"
+
+_CLAIMED = """
+    UPDATE tasks SET
+        status = 'IN_PROGRESS',
+        attempts = attempts + 1,
+        started_at = now(),
+        updated_at = now(),
+        lease_expires_at = now() + make_interval(secs => :lease),
+        worker_id = :worker
+"""
+
 # Two candidates, each found through its own index: the longest-waiting task once it has
 # waited past the aging bound, else the most urgent one. SKIP LOCKED lets claimers pass
 # each other; the outer WHERE re-checks the status, so the UPDATE is guarded on its own.
 _CLAIM = sa.text(f"""
     WITH aged AS (
         SELECT id, 0 AS rank FROM tasks
-        WHERE status IN ('NEW', 'PENDING')
-          AND available_at <= now() - make_interval(secs => :aging)
+        WHERE {_CLAIMABLE} AND available_at <= now() - make_interval(secs => :aging)
         ORDER BY available_at
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     ), urgent AS (
         SELECT id, 1 AS rank FROM tasks
-        WHERE status IN ('NEW', 'PENDING') AND available_at <= now()
+        WHERE {_CLAIMABLE}
         ORDER BY priority DESC, available_at
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -390,23 +410,21 @@ _CLAIM = sa.text(f"""
         ORDER BY rank
         LIMIT 1
     )
-    UPDATE tasks SET
-        status = 'IN_PROGRESS',
-        attempts = attempts + 1,
-        started_at = now(),
-        updated_at = now(),
-        lease_expires_at = now() + make_interval(secs => :lease),
-        worker_id = :worker
+    {_CLAIMED}
     FROM pick
-    WHERE tasks.id = pick.id AND tasks.status IN ('NEW', 'PENDING')
+    WHERE tasks.id = pick.id AND tasks.status = 'PENDING'
     RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}
 """)
 
-_HAS_READY = sa.text("""
-    SELECT EXISTS (
-        SELECT 1 FROM tasks WHERE status IN ('NEW', 'PENDING') AND available_at <= now()
-    )
+# The task a message names, waiting for its row lock: a relay may still hold it, between
+# the broker's confirm and its own commit.
+_CLAIM_NAMED = sa.text(f"""
+    {_CLAIMED}
+    WHERE id = :id AND status IN ('NEW', 'PENDING') AND available_at <= now()
+    RETURNING {_RETURNING}
 """)
+
+_HAS_READY = sa.text(f"SELECT EXISTS (SELECT 1 FROM tasks WHERE {_CLAIMABLE})")
 
 _FENCE = "WHERE id = :id AND status = 'IN_PROGRESS' AND attempts = :attempt"
 
