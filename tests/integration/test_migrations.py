@@ -1,0 +1,45 @@
+"""The migration stairway: every revision upgrades, downgrades and upgrades again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+
+from services.core.db.engine import create_engine
+from services.core.db.migrate import (
+    alembic_config,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
+from services.core.settings import Settings
+from tests.conftest import create_database, drop_database
+
+
+def _revisions() -> list[str]:
+    script = ScriptDirectory.from_config(alembic_config(""))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+async def test_stairway(database_url: str) -> None:
+    name = f"conveyor_stairway_{uuid.uuid4().hex[:8]}"
+    url = await asyncio.to_thread(create_database, name)
+    try:
+        revisions = _revisions()
+        assert revisions[-1] == head_revision()
+        previous = ["base", *revisions[:-1]]
+        for revision, before in zip(revisions, previous, strict=True):
+            await asyncio.to_thread(upgrade, url, revision)
+            await asyncio.to_thread(downgrade, url, before)
+            await asyncio.to_thread(upgrade, url, revision)
+        engine = create_engine(Settings(database_url=url))
+        try:
+            assert await current_revision(engine) == head_revision()
+        finally:
+            await engine.dispose()
+    finally:
+        await asyncio.to_thread(drop_database, make_url(url).database or name)

@@ -1,0 +1,118 @@
+"""The store's guarded writes: terminal means terminal, and stale attempts are fenced off."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+
+from services.core.db.store import Claim, SqlTaskStore
+from services.core.domain import NewTask, Priority, Status
+
+
+async def _queued(store: SqlTaskStore, **fields: object) -> uuid.UUID:
+    task, _ = await store.create(NewTask(title="t", **fields))  # type: ignore[arg-type]
+    async with store.relay_batch(100) as batch:
+        await batch.mark_queued(batch.ids)
+    return task.id
+
+
+async def _claim(store: SqlTaskStore, worker: str = "w") -> Claim:
+    claim = await store.claim(worker, 30, 3600)
+    assert claim is not None
+    return claim
+
+
+async def test_a_completed_task_never_changes_again(store: SqlTaskStore) -> None:
+    await _queued(store)
+    claim = await _claim(store)
+    assert await store.complete(claim.task.id, claim.attempt, {"ok": 1}) is Status.COMPLETED
+    assert await store.complete(claim.task.id, claim.attempt, {"ok": 2}) is None
+    assert await store.fail(claim.task.id, claim.attempt, "late", 0.0) is None
+    assert await store.mark_cancelled(claim.task.id, claim.attempt) is None
+    task = await store.get(claim.task.id)
+    assert (task.status, task.result) == (Status.COMPLETED, {"ok": 1})
+
+
+async def test_a_late_result_from_a_fenced_attempt_is_refused(store: SqlTaskStore) -> None:
+    await _queued(store)
+    first = await _claim(store, "first")
+    # The lease runs out and the task is claimed again (as recovery will do).
+    await _expire_and_requeue(store, first.task.id)
+    second = await _claim(store, "second")
+    assert second.attempt == first.attempt + 1
+    assert await store.complete(first.task.id, first.attempt, {"from": "first"}) is None
+    assert await store.complete(second.task.id, second.attempt, {"from": "second"}) is not None
+    assert (await store.get(first.task.id)).result == {"from": "second"}
+
+
+async def _expire_and_requeue(store: SqlTaskStore, task_id: uuid.UUID) -> None:
+    async with store._begin() as connection:
+        await connection.execute(
+            sa.text("UPDATE tasks SET status = 'PENDING', queued_at = now() WHERE id = :id"),
+            {"id": task_id},
+        )
+
+
+async def test_claims_take_high_before_medium_before_low(store: SqlTaskStore) -> None:
+    for priority in (Priority.LOW, Priority.HIGH, Priority.MEDIUM, Priority.HIGH):
+        await _queued(store, priority=priority)
+    order = [(await _claim(store)).task.priority for _ in range(4)]
+    assert order == [Priority.HIGH, Priority.HIGH, Priority.MEDIUM, Priority.LOW]
+    assert await store.claim("w", 30, 3600) is None
+
+
+async def test_a_task_not_yet_queued_is_not_claimed_unless_named(store: SqlTaskStore) -> None:
+    task, _ = await store.create(NewTask(title="t"))
+    assert await store.claim("w", 30, 3600) is None
+    assert not await store.has_ready()
+    claim = await store.claim("w", 30, 3600, named=task.id)
+    assert claim is not None and claim.task.id == task.id
+
+
+async def test_a_retryable_failure_waits_out_its_backoff(store: SqlTaskStore) -> None:
+    await _queued(store, max_attempts=2)
+    claim = await _claim(store)
+    assert await store.fail(claim.task.id, claim.attempt, "boom", 3600.0) is Status.PENDING
+    async with store.relay_batch(100) as batch:
+        assert batch.ids == []  # not due for an hour
+    assert await store.claim("w", 30, 3600, named=claim.task.id) is None
+    task = await store.get(claim.task.id)
+    assert (task.status, task.error, task.finished_at) == (Status.PENDING, "boom", None)
+
+
+async def test_failing_the_last_attempt_fails_the_task(store: SqlTaskStore) -> None:
+    await _queued(store, max_attempts=1)
+    claim = await _claim(store)
+    assert await store.fail(claim.task.id, claim.attempt, "boom", 0.0) is Status.FAILED
+    assert (await store.get(claim.task.id)).finished_at is not None
+
+
+async def test_a_requested_cancel_wins_over_a_retry(store: SqlTaskStore) -> None:
+    await _queued(store)
+    claim = await _claim(store)
+    assert (await store.cancel(claim.task.id)).cancel_requested
+    assert await store.fail(claim.task.id, claim.attempt, "boom", 0.0) is Status.CANCELLED
+
+
+async def test_a_heartbeat_renews_only_the_attempts_still_held(store: SqlTaskStore) -> None:
+    await _queued(store)
+    await _queued(store)
+    a, b = await _claim(store), await _claim(store)
+    await store.cancel(b.task.id)
+    beat = await store.heartbeat("w", [(a.task.id, a.attempt), (b.task.id, b.attempt),
+                                       (uuid.uuid4(), 1)], 30)
+    assert beat.held == {a.task.id, b.task.id}
+    assert beat.cancel_requested == {b.task.id}
+    stale = await store.heartbeat("w", [(a.task.id, a.attempt + 1)], 30)
+    assert stale.held == frozenset()
+    other = await store.heartbeat("someone-else", [(a.task.id, a.attempt)], 30)
+    assert other.held == frozenset()
+
+
+async def test_hand_back_returns_the_task_with_its_attempt_uncounted(store: SqlTaskStore) -> None:
+    await _queued(store)
+    claim = await _claim(store)
+    assert await store.hand_back(claim.task.id, claim.attempt) is Status.PENDING
+    task = await store.get(claim.task.id)
+    assert (task.status, task.attempts) == (Status.PENDING, 0)

@@ -1,0 +1,90 @@
+"""The `conveyor` command as a person runs it: `dev` in one process, `submit`, `get`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import ADMIN_URL, AMQP_URL, drop_database
+from tests.support.services import free_port
+
+CONVEYOR = [sys.executable, "-m", "services.cli"]
+
+
+@pytest.fixture(scope="module")
+def dev_server(amqp_prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`conveyor dev` against a database it creates and migrates itself."""
+    name = f"conveyor_dev_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": make_url(ADMIN_URL).set(database=name)
+        .render_as_string(hide_password=False),
+        "CONVEYOR_AMQP_URL": AMQP_URL,
+        "CONVEYOR_AMQP_PREFIX": f"{amqp_prefix}-dev",
+        "CONVEYOR_API_PORT": str(port),
+        "CONVEYOR_API_URL": f"http://127.0.0.1:{port}",
+    }
+    process = subprocess.Popen([*CONVEYOR, "dev"], env=env, stderr=subprocess.PIPE, text=True)
+    url = env["CONVEYOR_API_URL"]
+    try:
+        _wait_until_ready(url, process)
+        yield url, env
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=30)
+        drop_database(name)
+    assert process.returncode == 0, log
+    assert "Traceback" not in log, log
+
+
+def _wait_until_ready(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            if httpx.get(f"{url}/health/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("conveyor dev did not become ready")
+
+
+def _conveyor(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:
+    done = subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "status", "result"),
+    [
+        ("demo", {"seconds": 0.1}, "COMPLETED", {"message": "worked for 0.1 s", "slept": 0.1}),
+        ("noop", {}, "COMPLETED", {}),
+        ("sleep", {"seconds": 0.1}, "COMPLETED", {"slept": 0.1}),
+        ("echo", {"hello": "world"}, "COMPLETED", {"hello": "world"}),
+        ("fail", {"message": "nope", "retryable": False}, "FAILED", None),
+    ],
+)
+def test_dev_runs_every_builtin_kind(
+    dev_server: tuple[str, dict[str, str]], kind: str, payload: dict[str, object],
+    status: str, result: object,
+) -> None:
+    _, env = dev_server
+    code, task = _conveyor(env, "submit", f"a {kind} task", "--kind", kind,
+                           "--payload", json.dumps(payload), "--wait", "20")
+    assert (task["status"], task["result"]) == (status, result)
+    assert code == (0 if status == "COMPLETED" else 1)
+    code, again = _conveyor(env, "get", str(task["id"]))
+    assert code == 0 and again["status"] == status

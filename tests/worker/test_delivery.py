@@ -1,0 +1,55 @@
+"""Duplicate and stale messages run nothing; user kinds run like built-in ones."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from services.core.amqp.broker import Broker
+from services.core.amqp.topology import Topology
+from services.core.db.store import SqlTaskStore
+from services.core.settings import Settings
+from tests.support import kinds
+from tests.support.services import running_api, running_worker, submit, wait_for
+
+
+async def _publish(settings: Settings, *task_ids: uuid.UUID) -> None:
+    broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
+    broker.start()
+    await broker.connected.wait()
+    try:
+        await broker.publish(task_ids)
+    finally:
+        await broker.close()
+
+
+async def test_the_same_message_delivered_twice_runs_the_handler_once(
+    settings: Settings, store: SqlTaskStore
+) -> None:
+    settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    key = uuid.uuid4().hex
+    async with running_api(settings) as api:
+        task = await submit(api, kind="count", payload={"key": key})
+        await wait_for(api, task["id"], {"PENDING"})
+        # Two more copies of its message, as a broker redelivery or a relay repeat would.
+        await _publish(settings, uuid.UUID(task["id"]), uuid.UUID(task["id"]))
+        async with running_worker(settings) as worker:
+            final = await wait_for(api, task["id"])
+            await asyncio.sleep(0.5)  # time for the copies to be taken, and run nothing
+            assert worker.held == 0
+    assert (final["status"], final["result"], final["attempts"]) == ("COMPLETED", {"runs": 1}, 1)
+    assert kinds.runs[key] == 1
+
+
+async def test_a_message_for_a_cancelled_task_runs_nothing(settings: Settings) -> None:
+    settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    key = uuid.uuid4().hex
+    async with running_api(settings) as api:
+        task = await submit(api, kind="count", payload={"key": key})
+        await wait_for(api, task["id"], {"PENDING"})
+        assert (await api.delete(f"/api/v1/tasks/{task['id']}")).status_code == 200
+        async with running_worker(settings):
+            await asyncio.sleep(0.5)
+        final = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
+    assert final["status"] == "CANCELLED" and final["attempts"] == 0
+    assert kinds.runs[key] == 0
