@@ -83,7 +83,7 @@ def _client(args: argparse.Namespace) -> httpx.Client:
 
 
 def _print(response: httpx.Response) -> int:
-    print(json.dumps(response.json(), indent=2))  # noqa: T201 - a command's output
+    print(json.dumps(response.json(), indent=2))
     return 0 if response.is_success else 1
 
 

@@ -31,7 +31,9 @@ def create_app(settings: Settings) -> FastAPI:
         store = SqlTaskStore(engine)
         relay = Relay(store, broker, batch=settings.relay_batch,
                       interval=settings.relay_interval_seconds)
-        relaying = asyncio.create_task(relay.run(), name="relay") if settings.api_run_relay else None
+        relaying = None
+        if settings.api_run_relay:
+            relaying = asyncio.create_task(relay.run(), name="relay")
         try:
             yield {"services": Services(store, broker, relay, load_kinds(settings.task_modules))}
         finally:

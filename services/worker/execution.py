@@ -88,7 +88,9 @@ async def run_attempt(held: Held, kind: Kind | None) -> Outcome:
     return _outcome_of(held, limit)
 
 
-async def record(store: SqlTaskStore, settings: Settings, claim: Claim, outcome: Outcome) -> Status | None:
+async def record(
+    store: SqlTaskStore, settings: Settings, claim: Claim, outcome: Outcome
+) -> Status | None:
     """Write `outcome` with the attempt as fencing token; retry while PostgreSQL is away.
 
     Gives up once the lease would have run out: recovery owns the task from then on.

@@ -30,6 +30,7 @@ class Broker:
         self._url = url
         self.topology = topology
         self._retry_seconds = retry_seconds
+        self.confirm_timeout = 5.0
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -64,7 +65,7 @@ class Broker:
             self._exchange is not None and not self._exchange.channel.is_closed
         )
 
-    async def publish(self, task_ids: Sequence[uuid.UUID], timeout: float = 5.0) -> None:
+    async def publish(self, task_ids: Sequence[uuid.UUID]) -> None:
         """Publish one persistent message per task and wait for every confirm.
 
         Raises BrokerUnavailable unless RabbitMQ confirmed them all: the tasks are then
@@ -75,7 +76,7 @@ class Broker:
         exchange = self._exchange
         try:
             await asyncio.gather(
-                *(exchange.publish(_message(task_id), ROUTING_KEY, timeout=timeout)
+                *(exchange.publish(_message(task_id), ROUTING_KEY, timeout=self.confirm_timeout)
                   for task_id in task_ids)
             )
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as error:

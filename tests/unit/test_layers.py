@@ -1,0 +1,15 @@
+"""The layers hold: the domain imports no framework; API and worker never import each other."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def test_import_contracts_are_kept() -> None:
+    linter = shutil.which("lint-imports")
+    assert linter, "import-linter is part of the test extras"
+    done = subprocess.run([linter], cwd=Path(__file__).parents[2], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
