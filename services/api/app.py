@@ -11,12 +11,11 @@ from fastapi import FastAPI
 from services.api.deps import Services
 from services.api.errors import BodyLimit, install_error_handlers
 from services.api.routes import health, tasks
-from services.core.amqp.broker import Broker
-from services.core.amqp.topology import Topology
-from services.core.db.engine import create_engine
-from services.core.db.store import SqlTaskStore
+from services.core.db.migrate import wait_for_schema
 from services.core.kinds import load_kinds
+from services.core.recovery import sweep_forever
 from services.core.relay import Relay
+from services.core.runtime import Clients, open_clients
 from services.core.settings import Settings
 
 
@@ -25,23 +24,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
-        engine = create_engine(settings)
-        broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
-        broker.start()
-        store = SqlTaskStore(engine)
-        relay = Relay(store, broker, batch=settings.relay_batch,
-                      interval=settings.relay_interval_seconds)
-        relaying = None
-        if settings.api_run_relay:
-            relaying = asyncio.create_task(relay.run(), name="relay")
-        try:
-            yield {"services": Services(store, broker, relay, load_kinds(settings.task_modules))}
-        finally:
-            if relaying is not None:
-                relaying.cancel()
-                await asyncio.gather(relaying, return_exceptions=True)
-            await broker.close()
-            await engine.dispose()
+        # Serve at once (503 until the schema is right), so probes and clients get answers.
+        async with open_clients(settings, wait=False) as clients:
+            relay = Relay(clients.store, clients.broker, batch=settings.relay_batch,
+                          interval=settings.relay_interval_seconds)
+            services = Services(clients.store, clients.broker, relay,
+                                load_kinds(settings.task_modules), asyncio.Event())
+            background = asyncio.create_task(_background(settings, clients, services))
+            try:
+                yield {"services": services}
+            finally:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
 
     app = FastAPI(
         title="Conveyor",
@@ -54,3 +48,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(health.router)
     return app
+
+
+async def _background(settings: Settings, clients: Clients, services: Services) -> None:
+    """Once the schema is at the expected revision: take requests, relay, and recover."""
+    await wait_for_schema(clients.engine)
+    services.schema_ready.set()
+    async with asyncio.TaskGroup() as group:
+        if settings.api_run_relay:
+            group.create_task(services.relay.run())
+        if settings.api_run_recovery:
+            group.create_task(sweep_forever(clients.store, settings.recovery_interval_seconds))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -9,6 +10,7 @@ from fastapi import Depends, Request
 
 from services.core.amqp.broker import Broker
 from services.core.db.store import SqlTaskStore
+from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.relay import Relay
 
@@ -21,10 +23,15 @@ class Services:
     broker: Broker
     relay: Relay
     kinds: dict[str, Kind]
+    # Set once the database is at the schema revision this code expects.
+    schema_ready: asyncio.Event
 
 
 def _services(request: Request) -> Services:
-    return request.state.services  # type: ignore[no-any-return]
+    services: Services = request.state.services
+    if not services.schema_ready.is_set():
+        raise StoreUnavailable("the database schema is not at the expected revision yet")
+    return services
 
 
 def _store(services: Annotated[Services, Depends(_services)]) -> SqlTaskStore:

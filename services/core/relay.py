@@ -14,11 +14,9 @@ import logging
 from datetime import UTC, datetime
 
 from services.core.amqp.broker import Broker, BrokerUnavailable
-from services.core.amqp.topology import Topology
-from services.core.db.engine import create_engine
-from services.core.db.migrate import wait_for_schema
 from services.core.db.store import SqlTaskStore
 from services.core.errors import StoreUnavailable
+from services.core.runtime import open_clients
 from services.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,16 +74,9 @@ class Relay:
         self._wake.clear()
 
 
+
 async def run_relay(settings: Settings) -> None:
     """The relay as a process of its own (`conveyor relay`), until cancelled."""
-    engine = create_engine(settings)
-    broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
-    try:
-        await wait_for_schema(engine)
-        broker.start()
-        relay = Relay(SqlTaskStore(engine), broker, batch=settings.relay_batch,
-                      interval=settings.relay_interval_seconds)
-        await relay.run()
-    finally:
-        await broker.close()
-        await engine.dispose()
+    async with open_clients(settings) as clients:
+        await Relay(clients.store, clients.broker, batch=settings.relay_batch,
+                    interval=settings.relay_interval_seconds).run()

@@ -24,8 +24,10 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
-    # The relay runs in every API process; switch it off to run `conveyor relay` alone.
+    # The relay and the recovery sweep run in every API process; switch them off to run
+    # `conveyor relay` and `conveyor recover` on their own (or leave recovery to the operator).
     api_run_relay: bool = True
+    api_run_recovery: bool = True
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
@@ -37,6 +39,7 @@ class Settings(BaseSettings):
     aging_seconds: float = Field(60.0, gt=0)
     drain_seconds: float = Field(25.0, ge=0)
 
+    recovery_interval_seconds: float = Field(1.0, gt=0)
     relay_interval_seconds: float = Field(1.0, gt=0)
     relay_batch: int = Field(500, ge=1, le=10_000)
 

@@ -8,12 +8,8 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 
-from services.core.amqp.broker import Broker
-from services.core.amqp.topology import Topology
-from services.core.db.engine import create_engine
-from services.core.db.migrate import wait_for_schema
-from services.core.db.store import SqlTaskStore
 from services.core.kinds import load_kinds
+from services.core.runtime import open_clients
 from services.core.settings import Settings
 from services.worker.runner import Worker
 
@@ -23,15 +19,8 @@ logger = logging.getLogger(__name__)
 @contextlib.asynccontextmanager
 async def open_worker(settings: Settings) -> AsyncIterator[Worker]:
     """A worker with its own engine and broker connection, closed on exit."""
-    engine = create_engine(settings)
-    broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
-    try:
-        await wait_for_schema(engine)
-        broker.start()
-        yield Worker(settings, SqlTaskStore(engine), broker, load_kinds(settings.task_modules))
-    finally:
-        await broker.close()
-        await engine.dispose()
+    async with open_clients(settings) as clients:
+        yield Worker(settings, clients.store, clients.broker, load_kinds(settings.task_modules))
 
 
 def stop_on_signals(stop: callable) -> None:  # type: ignore[valid-type]

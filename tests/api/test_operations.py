@@ -34,7 +34,7 @@ async def test_postgresql_unreachable_answers_503_with_retry_after(settings: Set
     # Nothing listens on this port: the database is unreachable, not broken.
     away = settings.model_copy(update={
         "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/conveyor"})
-    async with running_api(away) as api:
+    async with running_api(away, ready=False) as api:
         for response in [
             await api.post("/api/v1/tasks", json={"title": "t"}),
             await api.get("/api/v1/tasks"),

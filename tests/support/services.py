@@ -27,8 +27,10 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A uvicorn server on a free port, and a client for it."""
+async def running_api(
+    settings: Settings, *, ready: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A uvicorn server on a free port, and a client for it, once it takes requests."""
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                             log_config=None, access_log=False, lifespan="on")
@@ -41,6 +43,8 @@ async def running_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         await asyncio.sleep(0.01)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            while ready and (await client.get("/api/v1/tasks?limit=1")).status_code == 503:
+                await asyncio.sleep(0.01)
             yield client
     finally:
         server.should_exit = True

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.api.deps import ServicesDep
+from services.api.deps import Services
 from services.api.errors import problem
 from services.core.errors import StoreUnavailable
 
@@ -19,13 +19,17 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/ready", responses={503: {"description": "PostgreSQL or RabbitMQ is unreachable"}})
-async def ready(services: ServicesDep) -> JSONResponse:
-    """200 when PostgreSQL and RabbitMQ answer; else 503 naming which one failed."""
+async def ready(request: Request) -> JSONResponse:
+    """200 when PostgreSQL (at the expected schema) and RabbitMQ answer; else 503 naming which."""
+    services: Services = request.state.services
     failed = []
     try:
         await services.store.ping()
     except StoreUnavailable:
         failed.append("postgresql")
+    else:
+        if not services.schema_ready.is_set():
+            failed.append("postgresql schema (not migrated to the expected revision)")
     if not services.broker.ready:
         failed.append("rabbitmq")
     if failed:

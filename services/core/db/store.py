@@ -84,6 +84,15 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Recovered:
+    """A task taken back from a lost holder, and where it went."""
+
+    id: uuid.UUID
+    status: Status
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """What renewing a worker's leases found."""
 
@@ -263,6 +272,24 @@ class SqlTaskStore:
         async with self._begin() as connection:
             status = (await connection.execute(statement, params)).scalar()
         return Status(status) if status is not None else None
+
+    async def recover_expired(self, limit: int) -> list[Recovered]:
+        """Hand back up to `limit` tasks whose lease ran out, each in one guarded step.
+
+        A task goes back to the queue, or becomes CANCELLED when a cancel was requested,
+        or FAILED when its attempts are used up. The attempt it was on stays counted, so a
+        late result from the lost holder is refused.
+        """
+        return await self._recover(_RECOVER_EXPIRED, {"limit": limit})
+
+    async def recover_worker(self, worker_id: str) -> list[Recovered]:
+        """Hand back every task `worker_id` holds, lease or not: that worker is known gone."""
+        return await self._recover(_RECOVER_WORKER, {"worker": worker_id})
+
+    async def _recover(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Recovered]:
+        async with self._begin() as connection:
+            rows = (await connection.execute(statement, params)).all()
+        return [Recovered(row.id, Status(row.status), row.attempts) for row in rows]
 
     async def heartbeat(
         self, worker_id: str, held: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
@@ -472,6 +499,35 @@ _HAND_BACK = sa.text(f"""
     {_FENCE}
     RETURNING status
 """)
+
+_RECOVER = """
+    UPDATE tasks SET
+        status = CASE
+            WHEN cancel_requested THEN 'CANCELLED'
+            WHEN attempts >= max_attempts THEN 'FAILED'
+            ELSE 'PENDING' END,
+        error = CASE
+            WHEN cancel_requested THEN error
+            ELSE 'attempt ' || attempts || ' was lost: ' || :why END,
+        finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN now() END,
+        available_at = now(), queued_at = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id IN ({candidates}) AND status = 'IN_PROGRESS' AND {guard}
+    RETURNING id, status, attempts
+"""
+
+_RECOVER_EXPIRED = sa.text(_RECOVER.format(
+    candidates="""
+        SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND lease_expires_at < now()
+        ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED""",
+    guard="lease_expires_at < now()",
+)).bindparams(why="its worker stopped renewing the lease")
+
+_RECOVER_WORKER = sa.text(_RECOVER.format(
+    candidates="""
+        SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND worker_id = :worker
+        FOR UPDATE SKIP LOCKED""",
+    guard="worker_id = :worker",
+)).bindparams(why="its worker is gone")
 
 _HEARTBEAT = sa.text("""
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)

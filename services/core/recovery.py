@@ -1,0 +1,65 @@
+"""Recovery: tasks whose holder is gone come back. The sweep, the operator and tests share it.
+
+A worker holds each task under a lease that it renews every heartbeat. When the lease
+runs out (the worker was killed, hung, or cut off), `recover` hands the task back in one
+guarded statement: to the queue, or to CANCELLED when a cancel was requested, or to
+FAILED when its attempts are used up. The attempt number fences the lost holder, so its
+late result is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from services.core.db.store import Recovered, SqlTaskStore
+from services.core.errors import StoreUnavailable
+from services.core.runtime import open_clients
+from services.core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+async def recover(store: SqlTaskStore, *, batch: int = 500) -> list[Recovered]:
+    """Hand back every task whose lease has expired; answer what became of each."""
+    recovered: list[Recovered] = []
+    while True:
+        found = await store.recover_expired(batch)
+        recovered.extend(found)
+        if len(found) < batch:
+            break
+    _log(recovered, "lease expired")
+    return recovered
+
+
+async def recover_worker(store: SqlTaskStore, worker_id: str) -> list[Recovered]:
+    """Hand back at once every task `worker_id` holds, because that worker is known gone."""
+    recovered = await store.recover_worker(worker_id)
+    _log(recovered, f"worker {worker_id} gone")
+    return recovered
+
+
+def _log(recovered: list[Recovered], why: str) -> None:
+    for task in recovered:
+        logger.warning("recovered (%s): now %s after %d attempt(s)", why, task.status,
+                       task.attempts, extra={"task_id": str(task.id)})
+    if recovered:
+        counts = Counter(task.status.value for task in recovered)
+        logger.info("recovery (%s): %s", why, dict(counts))
+
+
+async def sweep_forever(store: SqlTaskStore, interval: float) -> None:
+    """Run `recover` every `interval` seconds until cancelled."""
+    while True:
+        try:
+            await recover(store)
+        except StoreUnavailable as error:
+            logger.warning("recovery sweep skipped: %s", error)
+        await asyncio.sleep(interval)
+
+
+async def run_recovery(settings: Settings) -> None:
+    """The sweep as a process of its own (`conveyor recover`), until cancelled."""
+    async with open_clients(settings) as clients:
+        await sweep_forever(clients.store, settings.recovery_interval_seconds)

@@ -1,0 +1,42 @@
+"""What every process opens first: the store, the broker, and a schema it can trust."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.core.amqp.broker import Broker
+from services.core.amqp.topology import Topology
+from services.core.db.engine import create_engine
+from services.core.db.migrate import wait_for_schema
+from services.core.db.store import SqlTaskStore
+from services.core.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    engine: AsyncEngine
+    store: SqlTaskStore
+    broker: Broker
+
+
+@contextlib.asynccontextmanager
+async def open_clients(settings: Settings, *, wait: bool = True) -> AsyncIterator[Clients]:
+    """Open the store and start the broker connection; close both on exit.
+
+    With `wait`, return only once the schema is at the revision this code expects, so no
+    process takes work against a database that a migration has not reached yet.
+    """
+    engine = create_engine(settings)
+    broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
+    try:
+        if wait:
+            await wait_for_schema(engine)
+        broker.start()
+        yield Clients(engine, SqlTaskStore(engine), broker)
+    finally:
+        await broker.close()
+        await engine.dispose()
