@@ -91,6 +91,13 @@ def amqp_prefix() -> Iterator[str]:
         pass
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a `conveyor` process these settings."""
+    values = settings.model_dump(mode="json")
+    values["task_modules"] = ",".join(settings.task_modules)
+    return {**os.environ, **{f"CONVEYOR_{k.upper()}": str(v) for k, v in values.items()}}
+
+
 def make_settings(database_url: str, amqp_prefix: str, **overrides: object) -> Settings:
     """Settings with short intervals, so that tests wait milliseconds, not seconds."""
     values: dict[str, object] = {
@@ -99,6 +106,7 @@ def make_settings(database_url: str, amqp_prefix: str, **overrides: object) -> S
         "amqp_prefix": amqp_prefix,
         "database_pool_size": 4,
         "relay_interval_seconds": 0.2,
+        "recovery_interval_seconds": 0.2,
         "heartbeat_seconds": 0.2,
         "retry_base_seconds": 0.05,
         "retry_max_seconds": 0.2,

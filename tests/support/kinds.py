@@ -15,3 +15,28 @@ async def count(payload: dict[str, Any]) -> dict[str, int]:
     """Counts its runs per payload key, so tests can tell how often a handler ran."""
     runs[payload["key"]] += 1
     return {"runs": runs[payload["key"]]}
+
+
+attempt_times: dict[str, list[float]] = {}
+
+
+@kind("flaky")
+async def flaky(payload: dict[str, Any]) -> dict[str, int]:
+    """Fails `failures` times (retryably), then succeeds; records when each attempt ran."""
+    import time
+
+    from services.core.errors import TaskFailed
+
+    times = attempt_times.setdefault(payload["key"], [])
+    times.append(time.monotonic())
+    if len(times) <= payload["failures"]:
+        raise TaskFailed(f"failure {len(times)}")
+    return {"attempts_seen": len(times)}
+
+
+@kind("slow_by_default", timeout_seconds=0.2)
+async def slow_by_default(payload: dict[str, Any]) -> None:
+    """Sleeps past its kind's own time limit."""
+    import asyncio
+
+    await asyncio.sleep(5)

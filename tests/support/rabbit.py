@@ -23,9 +23,14 @@ class PrivateRabbit:
         self.node = f"conveyor-test-{port}@localhost"
         self.folder = Path(tempfile.mkdtemp(prefix=f"conveyor-rabbit-{port}-"))
         config = [f"listeners.tcp.default = 127.0.0.1:{port}", "loopback_users = none"]
+        # The broker checks consumer timeouts on each channel tick (once a minute by
+        # default); a one-second tick lets a test see the timeout act in seconds.
+        advanced = "[]."
         if consumer_timeout_ms is not None:
             config.append(f"consumer_timeout = {consumer_timeout_ms}")
+            advanced = "[{rabbit, [{channel_tick_interval, 1000}]}]."
         (self.folder / "rabbitmq.conf").write_text("\n".join(config) + "\n")
+        (self.folder / "advanced.config").write_text(advanced + "\n")
         (self.folder / "enabled_plugins").write_text("[].\n")
         shutil.chown(self.folder, "rabbitmq", "rabbitmq")
         os.chmod(self.folder, 0o755)
@@ -46,6 +51,7 @@ class PrivateRabbit:
             "RABBITMQ_LOG_BASE": str(self.folder / "log"),
             "RABBITMQ_PID_FILE": str(self.folder / "pid"),
             "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.folder / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
         }
 
