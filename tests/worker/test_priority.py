@@ -37,15 +37,19 @@ async def test_a_low_task_starts_within_the_aging_bound_under_a_stream_of_high(
 ) -> None:
     settings = settings.model_copy(update={"worker_concurrency": 1, "aging_seconds": 1.0})
     async with running_api(settings) as api, running_worker(settings):
-        low = await submit(api, kind="noop", priority="LOW")
-        # HIGH work arrives faster than one slot drains it, for four aging bounds.
-        highs = []
+        # HIGH work arrives faster than one slot drains it; LOW joins once HIGH is queued,
+        # and the stream goes on for three aging bounds more.
+        highs: list[str] = []
+        low = None
         loop = asyncio.get_running_loop()
         stream_end = loop.time() + 4.0
         while loop.time() < stream_end:
             highs.append((await submit(api, kind="sleep", priority="HIGH",
                                        payload={"seconds": 0.1}))["id"])
+            if low is None and len(highs) == 10:
+                low = await submit(api, kind="noop", priority="LOW")
             await asyncio.sleep(0.04)
+        assert low is not None
         status = (await api.get(f"/api/v1/tasks/{low['id']}")).json()["status"]
         waiting_highs = (await api.get("/api/v1/tasks", params={
             "priority": "HIGH", "status": "PENDING", "limit": 100})).json()["items"]
