@@ -49,6 +49,12 @@ def _relay(settings: Settings) -> None:
     asyncio.run(run_relay(settings))
 
 
+def _recover(settings: Settings) -> None:
+    from services.core.recovery import run_recovery
+
+    asyncio.run(run_recovery(settings))
+
+
 def _dev(settings: Settings) -> None:
     _migrate(settings)
     asyncio.run(_serve_dev(settings))
@@ -119,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         ("api", "serve the HTTP API (and its outbox relay)"),
         ("worker", "run tasks; drains on SIGTERM"),
         ("relay", "publish due tasks to RabbitMQ, on its own"),
+        ("recover", "hand back tasks whose lease expired, every RECOVERY_INTERVAL_SECONDS"),
         ("migrate", "create the database if needed and migrate it to the latest revision"),
         ("dev", "migrate, then run the API, the relay and a worker in one process"),
     ]:
@@ -139,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _SERVICES: dict[str, Callable[[Settings], None]] = {
-    "api": _api, "worker": _worker, "relay": _relay, "migrate": _migrate, "dev": _dev,
+    "api": _api, "worker": _worker, "relay": _relay, "recover": _recover,
+    "migrate": _migrate, "dev": _dev,
 }
 _CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {"submit": _submit, "get": _get}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aio_pika
 import asyncpg
@@ -21,6 +21,8 @@ from services.core.db.engine import create_engine
 from services.core.db.migrate import upgrade
 from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
+from tests.support.rabbit import PrivateRabbit, rabbitmq_available
+from tests.support.services import free_port
 
 CI = os.environ.get("CI") == "true"
 ADMIN_URL = os.environ.get(
@@ -148,3 +150,22 @@ async def store(settings: Settings) -> AsyncIterator[SqlTaskStore]:
     engine = create_engine(settings)
     yield SqlTaskStore(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def private_rabbit() -> AsyncIterator[Callable[..., PrivateRabbit]]:
+    """Make private RabbitMQ nodes on free ports (not started); all destroyed afterwards."""
+    if not rabbitmq_available():
+        unreachable("rabbitmq-server", FileNotFoundError("not installed"))
+    nodes: list[PrivateRabbit] = []
+
+    def make(**options: object) -> PrivateRabbit:
+        port = free_port()
+        while port + 20000 > 65535:
+            port = free_port()
+        nodes.append(PrivateRabbit(port, **options))  # type: ignore[arg-type]
+        return nodes[-1]
+
+    yield make
+    for node in nodes:
+        await asyncio.to_thread(node.destroy)

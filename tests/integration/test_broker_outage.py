@@ -6,33 +6,21 @@ Runs a private RabbitMQ node on its own ports; the shared one is never touched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 import pytest
 
 from services.core.settings import Settings
-from tests.conftest import CI
-from tests.support.rabbit import PrivateRabbit, rabbitmq_available
-from tests.support.services import free_port, running_api, running_worker, submit, wait_for
+from tests.support.rabbit import PrivateRabbit
+from tests.support.services import running_api, running_worker, submit, wait_for
 
 pytestmark = pytest.mark.private_broker
 
 
-@pytest.fixture
-async def rabbit() -> AsyncIterator[PrivateRabbit]:
-    if not rabbitmq_available():
-        (pytest.fail if CI else pytest.skip)("rabbitmq-server is not installed")
-    port = free_port()
-    while port + 20000 > 65535:
-        port = free_port()
-    node = PrivateRabbit(port)
-    yield node
-    await asyncio.to_thread(node.destroy)
-
-
 async def test_a_task_submitted_while_rabbitmq_is_down_completes_once_it_is_back(
-    settings: Settings, rabbit: PrivateRabbit
+    settings: Settings, private_rabbit: Callable[..., PrivateRabbit]
 ) -> None:
+    rabbit = private_rabbit()
     settings = settings.model_copy(update={"amqp_url": rabbit.url})
     async with running_api(settings) as api, running_worker(settings):
         task = await submit(api, kind="echo", payload={"n": 1})

@@ -116,3 +116,43 @@ async def test_hand_back_returns_the_task_with_its_attempt_uncounted(store: SqlT
     assert await store.hand_back(claim.task.id, claim.attempt) is Status.PENDING
     task = await store.get(claim.task.id)
     assert (task.status, task.attempts) == (Status.PENDING, 0)
+
+
+async def _expire_lease(store: SqlTaskStore, task_id: uuid.UUID) -> None:
+    async with store._begin() as connection:
+        await connection.execute(sa.text(
+            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+            {"id": task_id})
+
+
+async def test_recovery_requeues_cancels_or_fails_expired_leases(store: SqlTaskStore) -> None:
+    from services.core.recovery import recover
+
+    for max_attempts in (3, 3, 1, 3):
+        await _queued(store, max_attempts=max_attempts)
+    requeue, cancel, exhausted, healthy = [await _claim(store) for _ in range(4)]
+    await store.cancel(cancel.task.id)
+    for claim in (requeue, cancel, exhausted):
+        await _expire_lease(store, claim.task.id)
+    recovered = {r.id: r.status for r in await recover(store)}
+    assert recovered == {requeue.task.id: Status.PENDING, cancel.task.id: Status.CANCELLED,
+                         exhausted.task.id: Status.FAILED}
+    assert (await store.get(healthy.task.id)).status is Status.IN_PROGRESS
+    requeued = await store.get(requeue.task.id)
+    assert requeued.attempts == 1 and "lost" in (requeued.error or "")
+    # The lost holder's late result is refused; the requeued task waits for the relay.
+    assert await store.complete(requeue.task.id, requeue.attempt, {"late": True}) is None
+    async with store.relay_batch(100) as batch:
+        assert batch.ids == [requeue.task.id]
+    assert await recover(store) == []
+
+
+async def test_recovering_a_gone_worker_hands_back_only_its_tasks(store: SqlTaskStore) -> None:
+    from services.core.recovery import recover_worker
+
+    await _queued(store)
+    await _queued(store)
+    mine, theirs = await _claim(store, "pod-a"), await _claim(store, "pod-b")
+    recovered = await recover_worker(store, "pod-a")
+    assert [(r.id, r.status) for r in recovered] == [(mine.task.id, Status.PENDING)]
+    assert (await store.get(theirs.task.id)).status is Status.IN_PROGRESS
