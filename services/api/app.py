@@ -26,8 +26,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
         # Serve at once (503 until the schema is right), so probes and clients get answers.
         async with open_clients(settings, wait=False) as clients:
-            relay = Relay(clients.store, clients.broker, batch=settings.relay_batch,
-                          interval=settings.relay_interval_seconds)
+            relay = Relay.from_settings(clients.store, clients.broker, settings)
             services = Services(clients.store, clients.broker, relay,
                                 load_kinds(settings.task_modules), asyncio.Event())
             background = asyncio.create_task(_background(settings, clients, services))

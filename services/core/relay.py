@@ -26,13 +26,22 @@ _MIN_PAUSE = 0.01
 
 class Relay:
     def __init__(
-        self, store: SqlTaskStore, broker: Broker, *, batch: int, interval: float
+        self, store: SqlTaskStore, broker: Broker, *, batch: int, interval: float,
+        stale_after: float = 30.0,
     ) -> None:
         self._store = store
         self._broker = broker
         self._batch = batch
         self._interval = interval
+        self._stale_after = stale_after
+        self._next_stale_check = 0.0
         self._wake = asyncio.Event()
+
+    @classmethod
+    def from_settings(cls, store: SqlTaskStore, broker: Broker, settings: Settings) -> Relay:
+        return cls(store, broker, batch=settings.relay_batch,
+                   interval=settings.relay_interval_seconds,
+                   stale_after=settings.lost_message_seconds)
 
     def kick(self) -> None:
         """Ask for a pass now, for example right after a task was committed."""
@@ -46,18 +55,38 @@ class Relay:
                 await batch.mark_queued(batch.ids)
         return len(batch.ids)
 
+    async def resend_lost(self) -> int:
+        """Queue again tasks whose message is gone: the queue is empty, yet they wait.
+
+        The safety net under the message accounting, checked every `stale_after` seconds.
+        A spare message costs one empty claim; a missing one would strand a task.
+        """
+        if await self._broker.ready_messages() > 0:
+            return 0
+        owed = await self._store.unqueue_stale(self._stale_after, self._batch)
+        if owed:
+            logger.warning("%d queued task(s) had no message in the broker; sending again", owed)
+        return owed
+
     async def run(self) -> None:
         """Relay until cancelled, waking on kick(), when a task falls due, or each interval."""
         while True:
             pause = self._interval
             if self._broker.ready:
                 try:
+                    await self._check_stale()
                     sent = await self.relay_once()
                     pause = 0 if sent >= self._batch else await self._until_due()
                 except (StoreUnavailable, BrokerUnavailable) as error:
                     logger.warning("relay paused: %s", error)
             if pause:
                 await self._pause(pause)
+
+    async def _check_stale(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_stale_check:
+            self._next_stale_check = now + self._stale_after
+            await self.resend_lost()
 
     async def _until_due(self) -> float:
         due = await self._store.next_due()
@@ -78,5 +107,4 @@ class Relay:
 async def run_relay(settings: Settings) -> None:
     """The relay as a process of its own (`conveyor relay`), until cancelled."""
     async with open_clients(settings) as clients:
-        await Relay(clients.store, clients.broker, batch=settings.relay_batch,
-                    interval=settings.relay_interval_seconds).run()
+        await Relay.from_settings(clients.store, clients.broker, settings).run()

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     recovery_interval_seconds: float = Field(1.0, gt=0)
     relay_interval_seconds: float = Field(1.0, gt=0)
     relay_batch: int = Field(500, ge=1, le=10_000)
+    # A queued task with no message in an empty queue for this long gets a new message.
+    lost_message_seconds: float = Field(30.0, gt=0)
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"

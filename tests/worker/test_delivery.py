@@ -8,6 +8,7 @@ import uuid
 from services.core.amqp.broker import Broker
 from services.core.amqp.topology import Topology
 from services.core.db.store import SqlTaskStore
+from services.core.domain import NewTask
 from services.core.settings import Settings
 from tests.support import kinds
 from tests.support.services import running_api, running_worker, submit, wait_for
@@ -53,3 +54,15 @@ async def test_a_message_for_a_cancelled_task_runs_nothing(settings: Settings) -
         final = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
     assert final["status"] == "CANCELLED" and final["attempts"] == 0
     assert kinds.runs[key] == 0
+
+
+async def test_a_queued_task_whose_message_was_lost_is_queued_again(
+    settings: Settings, store: SqlTaskStore
+) -> None:
+    settings = settings.model_copy(update={"lost_message_seconds": 0.5})
+    task, _ = await store.create(NewTask(title="orphan", kind="noop"))
+    async with store.relay_batch(10) as batch:  # marked queued, but never published
+        await batch.mark_queued(batch.ids)
+    async with running_api(settings) as api, running_worker(settings):
+        final = await wait_for(api, str(task.id), timeout=10)
+    assert (final["status"], final["attempts"]) == ("COMPLETED", 1)

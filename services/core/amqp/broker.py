@@ -82,6 +82,16 @@ class Broker:
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
 
+    async def ready_messages(self) -> int:
+        """How many messages wait in the task queue, not yet delivered to a consumer."""
+        if not self.ready or self._exchange is None:
+            raise BrokerUnavailable("not connected")
+        try:
+            queue = await self._exchange.channel.declare_queue(self.topology.queue, passive=True)
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+            raise BrokerUnavailable(str(error) or type(error).__name__) from error
+        return int(queue.declaration_result.message_count or 0)
+
     async def consume_queue(self, prefetch: int) -> AbstractQueue:
         """A channel with `prefetch` unacked messages at most, and the task queue on it."""
         await self.connected.wait()

@@ -204,6 +204,17 @@ class SqlTaskStore:
             ids = list((await connection.execute(_DUE, {"limit": limit})).scalars())
             yield RelayBatch(connection, ids)
 
+    async def unqueue_stale(self, older_than: float, limit: int) -> int:
+        """Owe a new message to queued tasks that have waited `older_than` seconds.
+
+        For when the broker's queue is empty yet tasks are queued: their messages were
+        lost (a purge, a node lost with its data, a delivery limit). Answers how many.
+        """
+        async with self._begin() as connection:
+            result = await connection.execute(_UNQUEUE_STALE,
+                                              {"older": older_than, "limit": limit})
+        return int(result.rowcount)
+
     async def next_due(self) -> datetime | None:
         """When the next task that needs a broker message becomes due, if any."""
         async with self._begin() as connection:
@@ -387,6 +398,15 @@ _DUE = sa.text("""
     ORDER BY available_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
+""")
+
+_UNQUEUE_STALE = sa.text("""
+    UPDATE tasks SET queued_at = NULL
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE status = 'PENDING' AND queued_at < now() - make_interval(secs => :older)
+        ORDER BY queued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+      AND status = 'PENDING'
 """)
 
 _NEXT_DUE = sa.text("""
