@@ -7,9 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from services.api import observability
 from services.api.deps import Services
 from services.api.errors import BodyLimit, install_error_handlers
+from services.api.observability import HttpMetrics
 from services.api.routes import health, tasks
 from services.core.db.migrate import wait_for_schema
 from services.core.kinds import load_kinds
@@ -44,8 +47,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)
     app.include_router(health.router)
+    app.include_router(observability.router)
+    # SERVER spans for the task routes; probes and scrapes would only be noise.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="/health/,/metrics")
     return app
 
 

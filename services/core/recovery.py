@@ -17,6 +17,8 @@ from services.core.db.store import Recovered, SqlTaskStore
 from services.core.errors import StoreUnavailable
 from services.core.runtime import open_clients
 from services.core.settings import Settings
+from services.core.telemetry.metrics import RECOVERIES, STATUS_CHANGES
+from services.core.telemetry.tracing import trace_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -29,21 +31,24 @@ async def recover(store: SqlTaskStore, *, batch: int = 500) -> list[Recovered]:
         recovered.extend(found)
         if len(found) < batch:
             break
-    _log(recovered, "lease expired")
+    _count(recovered, "lease expired", "lease_expired")
     return recovered
 
 
 async def recover_worker(store: SqlTaskStore, worker_id: str) -> list[Recovered]:
     """Hand back at once every task `worker_id` holds, because that worker is known gone."""
     recovered = await store.recover_worker(worker_id)
-    _log(recovered, f"worker {worker_id} gone")
+    _count(recovered, f"worker {worker_id} gone", "worker_gone")
     return recovered
 
 
-def _log(recovered: list[Recovered], why: str) -> None:
+def _count(recovered: list[Recovered], why: str, reason: str) -> None:
     for task in recovered:
+        RECOVERIES.labels(reason, task.status).inc()
+        STATUS_CHANGES.labels(task.status).inc()
         logger.warning("recovered (%s): now %s after %d attempt(s)", why, task.status,
-                       task.attempts, extra={"task_id": str(task.id)})
+                       task.attempts, extra={"task_id": str(task.id),
+                                             "trace_id": trace_id_of(task.trace_context)})
     if recovered:
         counts = Counter(task.status.value for task in recovered)
         logger.info("recovery (%s): %s", why, dict(counts))

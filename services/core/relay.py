@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
+
+from opentelemetry.trace import SpanKind, StatusCode
 
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.db.store import SqlTaskStore
+from services.core.domain import Status
 from services.core.errors import StoreUnavailable
 from services.core.runtime import open_clients
 from services.core.settings import Settings
+from services.core.telemetry.metrics import MESSAGES_RESENT, STATUS_CHANGES
+from services.core.telemetry.tracing import (
+    carrier_of,
+    context_of,
+    messaging_attributes,
+    tracer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +62,28 @@ class Relay:
         """Publish and mark one batch of due tasks; answer how many were queued."""
         async with self._store.relay_batch(self._batch) as batch:
             if batch.ids:
-                await self._broker.publish(batch.ids)
-                await batch.mark_queued(batch.ids)
+                await self._publish(batch.traces)
+                STATUS_CHANGES.labels(Status.PENDING).inc(await batch.mark_queued(batch.ids))
         return len(batch.ids)
+
+    async def _publish(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
+        """Publish each task's message in a PRODUCER span of the task's own trace."""
+        exchange = self._broker.topology.exchange
+        spans = {
+            task_id: tracer.start_span(
+                f"publish {exchange}", context=context_of(carrier), kind=SpanKind.PRODUCER,
+                attributes=messaging_attributes("publish", exchange, str(task_id)))
+            for task_id, carrier in traces.items()
+        }
+        try:
+            await self._broker.publish({i: carrier_of(span) for i, span in spans.items()})
+        except BrokerUnavailable as error:
+            for span in spans.values():
+                span.set_status(StatusCode.ERROR, str(error))
+            raise
+        finally:
+            for span in spans.values():
+                span.end()
 
     async def resend_lost(self) -> int:
         """Queue again tasks whose message is gone: the queue is empty, yet they wait.
@@ -64,6 +94,7 @@ class Relay:
         if await self._broker.ready_messages() > 0:
             return 0
         owed = await self._store.unqueue_stale(self._stale_after, self._batch)
+        MESSAGES_RESENT.inc(owed)
         if owed:
             logger.warning("%d queued task(s) had no message in the broker; sending again", owed)
         return owed

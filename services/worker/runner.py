@@ -13,16 +13,36 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from services.core.amqp.broker import Broker
 from services.core.db.store import Claim, SqlTaskStore
+from services.core.domain import Status
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.settings import Settings
-from services.worker.execution import Held, record, run_attempt
+from services.core.telemetry.metrics import (
+    ATTEMPT_DURATION,
+    QUEUE_WAIT,
+    RETRIES,
+    STATUS_CHANGES,
+    TASKS_IN_PROGRESS,
+    WORKER_SLOTS,
+)
+from services.core.telemetry.tracing import (
+    context_of,
+    db_attributes,
+    db_span,
+    messaging_attributes,
+    trace_id_of,
+    tracer,
+)
+from services.worker.execution import Held, Outcome, record, run_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +79,7 @@ class Worker:
 
     async def run(self) -> None:
         """Work until stop(), then drain: finish within the grace period, hand back the rest."""
+        WORKER_SLOTS.inc(self._settings.worker_concurrency)
         heartbeat = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
         queue = await self._broker.consume_queue(self._settings.worker_concurrency)
         consuming = asyncio.create_task(self._consume(queue), name="consume")
@@ -70,6 +91,7 @@ class Worker:
         await self._drain()
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
+        WORKER_SLOTS.dec(self._settings.worker_concurrency)
         logger.info("worker %s stopped", self.worker_id)
 
     async def _consume(self, queue: AbstractQueue) -> None:
@@ -91,12 +113,14 @@ class Worker:
                 await asyncio.wait(late)
 
     async def _take(self, ticket: AbstractIncomingMessage) -> None:
+        received = time.time_ns()
         try:
             claim = await self._claim(ticket)
             if claim is not None:
-                await self._execute(claim)
+                await self._execute(claim, ticket, received)
         except Exception:  # the outermost loop of one job: log and carry on
-            logger.exception("job failed", extra={"task_id": ticket.message_id})
+            logger.exception("job failed", extra={"task_id": ticket.message_id,
+                                                  "trace_id": trace_id_of(ticket.headers)})
         finally:
             self._slots.release()
 
@@ -127,18 +151,59 @@ class Worker:
         await _settle(ticket.reject(requeue=True))
         return None
 
-    async def _execute(self, claim: Claim) -> None:
+    async def _execute(
+        self, claim: Claim, ticket: AbstractIncomingMessage, received: int
+    ) -> None:
+        """Run one claimed attempt inside a CONSUMER span of the task's own trace."""
         task = claim.task
-        held = Held(claim)
-        self._held[task.id] = held
-        log = {"task_id": str(task.id)}
-        logger.info("started %s attempt %d", task.kind, claim.attempt, extra=log)
-        try:
+        claimed = time.time_ns()
+        with trace.use_span(self._process_span(claim, ticket, received), end_on_exit=True):
+            tracer.start_span("UPDATE tasks", kind=SpanKind.CLIENT, start_time=received,
+                              attributes=db_attributes("UPDATE", "claim")).end(claimed)
+            STATUS_CHANGES.labels(Status.IN_PROGRESS).inc()
+            QUEUE_WAIT.labels(task.priority).observe(claim.waited_seconds)
+            log = {"task_id": str(task.id)}
+            logger.info("started %s attempt %d", task.kind, claim.attempt, extra=log)
+            held = Held(claim)
+            self._held[task.id] = held
+            TASKS_IN_PROGRESS.inc()
+            try:
+                outcome = await self._run(held)
+                with db_span("UPDATE", outcome.action):
+                    status = await record(self._store, self._settings, claim, outcome)
+            finally:
+                del self._held[task.id]
+                TASKS_IN_PROGRESS.dec()
+            _count_outcome(task.kind, outcome, status)
+            logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=log)
+
+    def _process_span(
+        self, claim: Claim, ticket: AbstractIncomingMessage, received: int
+    ) -> trace.Span:
+        # The message's context is the parent when it named this task; a message taken
+        # for a more urgent task is only linked, so each task keeps one trace.
+        sent = context_of(ticket.headers)
+        own = _named(ticket) == claim.task.id
+        sent_span = trace.get_current_span(sent).get_span_context()
+        queue = self._broker.topology.queue
+        return tracer.start_span(
+            f"process {queue}", kind=SpanKind.CONSUMER, start_time=received,
+            context=sent if own else context_of(claim.trace_context),
+            links=[] if own or not sent_span.is_valid else [trace.Link(sent_span)],
+            attributes={**messaging_attributes("process", queue, str(claim.task.id)),
+                        "conveyor.task.kind": claim.task.kind,
+                        "conveyor.task.attempt": claim.attempt},
+        )
+
+    async def _run(self, held: Held) -> Outcome:
+        task = held.claim.task
+        started = time.monotonic()
+        with tracer.start_as_current_span(f"run {task.kind}") as span:
             outcome = await run_attempt(held, self._kinds.get(task.kind))
-            status = await record(self._store, self._settings, claim, outcome)
-        finally:
-            del self._held[task.id]
-        logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=log)
+            if outcome.error is not None:
+                span.set_status(StatusCode.ERROR, outcome.error)
+        ATTEMPT_DURATION.labels(task.kind).observe(time.monotonic() - started)
+        return outcome
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -173,3 +238,11 @@ def _named(ticket: AbstractIncomingMessage) -> uuid.UUID | None:
         return uuid.UUID(ticket.body.decode())
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def _count_outcome(kind: str, outcome: Outcome, status: Status | None) -> None:
+    if status is None:
+        return
+    STATUS_CHANGES.labels(status).inc()
+    if status is Status.PENDING and outcome.action == "fail":
+        RETRIES.labels(kind).inc()

@@ -19,7 +19,8 @@ async def _publish(settings: Settings, *task_ids: uuid.UUID) -> None:
     broker.start()
     await broker.connected.wait()
     try:
-        await broker.publish(task_ids)
+        for task_id in task_ids:
+            await broker.publish({task_id: {}})
     finally:
         await broker.close()
 

@@ -23,6 +23,8 @@ from services.api.schemas import (
 )
 from services.core.db.store import InvalidCursor
 from services.core.domain import Priority, Status, TaskFilter
+from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED
+from services.core.telemetry.tracing import current_carrier, db_span
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -61,8 +63,13 @@ async def submit_task(
     """Store a task; it is handed to a worker once the broker has confirmed it."""
     canonical = _check_submission(body, services)
     request_hash = hashlib.sha256(canonical.encode()).hexdigest() if idempotency_key else None
-    task, created = await services.store.create(body.to_new_task(), idempotency_key, request_hash)
+    trace_context = current_carrier()  # the request's span: the root of the task's trace
+    with db_span("INSERT", "create task"):
+        task, created = await services.store.create(
+            body.to_new_task(), idempotency_key, request_hash, trace_context)
     if created:
+        TASKS_SUBMITTED.labels(task.priority, task.kind).inc()
+        STATUS_CHANGES.labels(task.status).inc()
         services.relay.kick()
     return JSONResponse(
         TaskOut.model_validate(task).model_dump(mode="json"),
@@ -114,6 +121,8 @@ async def get_task_status(task_id: uuid.UUID, store: StoreDep) -> TaskStatusOut:
 async def cancel_task(task_id: uuid.UUID, store: StoreDep, response: Response) -> TaskOut:
     """Cancel a queued task at once (200), or ask a running one to stop (202)."""
     task = await store.cancel(task_id)
-    if task.status is not Status.CANCELLED:
+    if task.status is Status.CANCELLED:
+        STATUS_CHANGES.labels(Status.CANCELLED).inc()
+    else:
         response.status_code = 202
     return TaskOut.model_validate(task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractQueue, AbstractRobustConnection
@@ -65,8 +65,8 @@ class Broker:
             self._exchange is not None and not self._exchange.channel.is_closed
         )
 
-    async def publish(self, task_ids: Sequence[uuid.UUID]) -> None:
-        """Publish one persistent message per task and wait for every confirm.
+    async def publish(self, messages: Mapping[uuid.UUID, Mapping[str, str]]) -> None:
+        """Publish one persistent message per task, with its headers; await every confirm.
 
         Raises BrokerUnavailable unless RabbitMQ confirmed them all: the tasks are then
         left for the relay, so an outage costs time, never a task.
@@ -76,8 +76,9 @@ class Broker:
         exchange = self._exchange
         try:
             await asyncio.gather(
-                *(exchange.publish(_message(task_id), ROUTING_KEY, timeout=self.confirm_timeout)
-                  for task_id in task_ids)
+                *(exchange.publish(_message(task_id, headers), ROUTING_KEY,
+                                   timeout=self.confirm_timeout)
+                  for task_id, headers in messages.items())
             )
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
@@ -108,9 +109,10 @@ class Broker:
         await self._drop()
 
 
-def _message(task_id: uuid.UUID) -> aio_pika.Message:
+def _message(task_id: uuid.UUID, headers: Mapping[str, str]) -> aio_pika.Message:
     return aio_pika.Message(
         body=str(task_id).encode(),
+        headers=dict(headers),
         message_id=str(task_id),
         content_type="text/plain",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

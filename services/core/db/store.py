@@ -42,6 +42,18 @@ _PUBLIC = [
 _RETURNING = ", ".join(column.name for column in _PUBLIC)
 
 
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The state of the whole queue, for metrics and autoscaling."""
+
+    # (priority, "ready" | "running") -> tasks; every pair present, zero included.
+    depth: dict[tuple[Priority, str], int]
+    # priority -> seconds the oldest ready task has waited (0 when none).
+    oldest_ready_age: dict[Priority, float]
+    outbox_backlog: int
+    outbox_oldest_age: float
+
+
 class InvalidCursor(ValueError):
     """A listing cursor that this service did not make."""
 
@@ -77,6 +89,9 @@ class Claim:
     """A task a worker holds, and the attempt number that fences its writes."""
 
     task: Task
+    # The task's trace context, and how long it waited ready before this claim.
+    trace_context: dict[str, str] | None = None
+    waited_seconds: float = 0.0
 
     @property
     def attempt(self) -> int:
@@ -90,6 +105,7 @@ class Recovered:
     id: uuid.UUID
     status: Status
     attempts: int
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +119,22 @@ class Heartbeat:
 class RelayBatch:
     """Tasks the broker holds no message for, locked until the batch is marked and closed."""
 
-    def __init__(self, connection: AsyncConnection, ids: list[uuid.UUID]) -> None:
+    def __init__(
+        self, connection: AsyncConnection, traces: dict[uuid.UUID, dict[str, str] | None]
+    ) -> None:
         self._connection = connection
-        self.ids = ids
+        self.traces = traces
+        self.ids = list(traces)
 
-    async def mark_queued(self, ids: Sequence[uuid.UUID]) -> None:
-        """Record that the broker confirmed a message for each of `ids`."""
-        if ids:
-            await self._connection.execute(_MARK_QUEUED, {"ids": list(ids)})
+    async def mark_queued(self, ids: Sequence[uuid.UUID]) -> int:
+        """Record that the broker confirmed a message for each of `ids`.
+
+        Answers how many of them were NEW, and so have now become PENDING.
+        """
+        if not ids:
+            return 0
+        result = await self._connection.execute(_MARK_QUEUED, {"ids": list(ids)})
+        return sum(1 for was in result.scalars() if was == Status.NEW)
 
 
 class SqlTaskStore:
@@ -137,10 +161,12 @@ class SqlTaskStore:
     # --- clients -------------------------------------------------------------------------
 
     async def create(
-        self, new: NewTask, idempotency_key: str | None = None, request_hash: str | None = None
+        self, new: NewTask, idempotency_key: str | None = None, request_hash: str | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> tuple[Task, bool]:
         """Store `new`; answer (task, True), or (earlier task, False) for a repeated key."""
         values = _insert_values(new, idempotency_key, request_hash)
+        values["trace_context"] = trace_context or None
         async with self._begin() as connection:
             row = (await connection.execute(_INSERT, values)).first()
             if row is not None:
@@ -192,6 +218,19 @@ class SqlTaskStore:
         # It moved between the statements (queued to running); the caller may ask again.
         return await self.cancel(task_id)
 
+    async def gauges(self) -> Gauges:
+        """Queue depth and oldest wait by priority, and the outbox backlog, in two reads."""
+        depth = {(p, state): 0 for p in Priority for state in ("ready", "running")}
+        oldest = dict.fromkeys(Priority, 0.0)
+        async with self._begin() as connection:
+            for row in await connection.execute(_DEPTH):
+                priority = Priority.from_rank(row.priority)
+                depth[priority, row.state] = row.tasks
+                if row.state == "ready":
+                    oldest[priority] = max(float(row.oldest), 0.0)
+            outbox = (await connection.execute(_OUTBOX)).one()
+        return Gauges(depth, oldest, outbox.tasks, max(float(outbox.oldest or 0), 0.0))
+
     # --- the relay ------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -201,8 +240,8 @@ class SqlTaskStore:
         Rows stay locked (SKIP LOCKED for other relays) until the block ends and commits.
         """
         async with self._begin() as connection:
-            ids = list((await connection.execute(_DUE, {"limit": limit})).scalars())
-            yield RelayBatch(connection, ids)
+            rows = await connection.execute(_DUE, {"limit": limit})
+            yield RelayBatch(connection, {row.id: row.trace_context for row in rows})
 
     async def unqueue_stale(self, older_than: float, limit: int) -> int:
         """Owe a new message to queued tasks that have waited `older_than` seconds.
@@ -239,7 +278,9 @@ class SqlTaskStore:
             if row is None and named is not None:
                 params = {"worker": worker_id, "lease": lease_seconds, "id": named}
                 row = (await connection.execute(_CLAIM_NAMED, params)).first()
-        return Claim(_task(row)) if row is not None else None
+        if row is None:
+            return None
+        return Claim(_task(row), row.trace_context, max(float(row.waited), 0.0))
 
     async def has_ready(self) -> bool:
         """True when some queued task is ready to claim, locked or not.
@@ -300,7 +341,8 @@ class SqlTaskStore:
     async def _recover(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Recovered]:
         async with self._begin() as connection:
             rows = (await connection.execute(statement, params)).all()
-        return [Recovered(row.id, Status(row.status), row.attempts) for row in rows]
+        return [Recovered(row.id, Status(row.status), row.attempts, row.trace_context)
+                for row in rows]
 
     async def heartbeat(
         self, worker_id: str, held: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
@@ -366,16 +408,17 @@ _bind_json = sa.bindparam("payload", type_=tasks.c.payload.type)
 _INSERT = sa.text(f"""
     INSERT INTO tasks (id, title, description, priority, status, kind, payload,
                        max_attempts, timeout_seconds, scheduled_at, available_at,
-                       idempotency_key, request_hash)
+                       idempotency_key, request_hash, trace_context)
     VALUES (:id, :title, :description, :priority,
             CASE WHEN :scheduled_at > now() THEN 'PENDING' ELSE 'NEW' END,
             :kind, :payload, :max_attempts, :timeout_seconds, :scheduled_at,
             greatest(now(), coalesce(:scheduled_at, now())),
-            :idempotency_key, :request_hash)
+            :idempotency_key, :request_hash, :trace_context)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING {_RETURNING}
 """).bindparams(
-    _bind_json, sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True))
+    _bind_json, sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True)),
+    sa.bindparam("trace_context", type_=tasks.c.trace_context.type),
 )
 
 _BY_KEY = sa.text(f"SELECT {_RETURNING}, request_hash FROM tasks WHERE idempotency_key = :key")
@@ -392,8 +435,23 @@ _REQUEST_CANCEL = sa.text(f"""
     RETURNING {_RETURNING}
 """)
 
+_DEPTH = sa.text("""
+    SELECT priority,
+           CASE WHEN status = 'IN_PROGRESS' THEN 'running' ELSE 'ready' END AS state,
+           count(*) AS tasks,
+           extract(epoch FROM now() - min(available_at)) AS oldest
+    FROM tasks
+    WHERE status = 'IN_PROGRESS' OR (status IN ('NEW', 'PENDING') AND available_at <= now())
+    GROUP BY 1, 2
+""")
+
+_OUTBOX = sa.text("""
+    SELECT count(*) AS tasks, extract(epoch FROM now() - min(created_at)) AS oldest
+    FROM tasks WHERE status = 'NEW'
+""")
+
 _DUE = sa.text("""
-    SELECT id FROM tasks
+    SELECT id, trace_context FROM tasks
     WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING') AND available_at <= now()
     ORDER BY available_at
     LIMIT :limit
@@ -414,17 +472,23 @@ _NEXT_DUE = sa.text("""
     WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING')
 """)
 
+# The batch's rows are locked by the relay, so `was` is the status this UPDATE changed.
 _MARK_QUEUED = sa.text("""
     UPDATE tasks
     SET queued_at = now(),
-        updated_at = CASE WHEN status = 'NEW' THEN now() ELSE updated_at END,
+        updated_at = CASE WHEN tasks.status = 'NEW' THEN now() ELSE tasks.updated_at END,
         status = 'PENDING'
-    WHERE id = ANY(:ids) AND status IN ('NEW', 'PENDING')
+    FROM (SELECT id, status AS was FROM tasks WHERE id = ANY(:ids)) AS before
+    WHERE tasks.id = before.id AND tasks.status IN ('NEW', 'PENDING')
+    RETURNING before.was
 """)
 
 # Claimable: in the queue, with a confirmed message, and due. Only such tasks are claimed,
 # so that each message stands for exactly one task that was queued.
 _CLAIMABLE = "status = 'PENDING' AND queued_at IS NOT NULL AND available_at <= now()"
+
+# Returned with a claim: the trace context, and how long the task waited ready.
+_CLAIM_EXTRA = "tasks.trace_context, extract(epoch FROM now() - tasks.available_at) AS waited"
 
 _CLAIMED = """
     UPDATE tasks SET
@@ -460,7 +524,7 @@ _CLAIM = sa.text(f"""
     {_CLAIMED}
     FROM pick
     WHERE tasks.id = pick.id AND tasks.status = 'PENDING'
-    RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}
+    RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}, {_CLAIM_EXTRA}
 """)
 
 # The task a message names, waiting for its row lock: a relay may still hold it, between
@@ -468,7 +532,7 @@ _CLAIM = sa.text(f"""
 _CLAIM_NAMED = sa.text(f"""
     {_CLAIMED}
     WHERE id = :id AND status IN ('NEW', 'PENDING') AND available_at <= now()
-    RETURNING {_RETURNING}
+    RETURNING {_RETURNING}, {_CLAIM_EXTRA}
 """)
 
 _HAS_READY = sa.text(f"SELECT EXISTS (SELECT 1 FROM tasks WHERE {_CLAIMABLE})")
@@ -532,7 +596,7 @@ _RECOVER = """
         finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN now() END,
         available_at = now(), queued_at = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id IN ({candidates}) AND status = 'IN_PROGRESS' AND {guard}
-    RETURNING id, status, attempts
+    RETURNING id, status, attempts, trace_context
 """
 
 _RECOVER_EXPIRED = sa.text(_RECOVER.format(

@@ -36,4 +36,6 @@ tasks = sa.Table(
     sa.Column("queued_at", sa.DateTime(timezone=True)),
     sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
     sa.Column("worker_id", sa.Text),
+    # The W3C trace context of the request that submitted the task (traceparent, ...).
+    sa.Column("trace_context", JSONB),
 )

@@ -1,0 +1,75 @@
+"""The API's metrics: HTTP requests by route template, and the database-wide gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api.deps import Services
+from services.core.errors import StoreUnavailable
+from services.core.telemetry.metrics import (
+    HTTP_DURATION,
+    HTTP_REQUESTS,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    QUEUE_DEPTH,
+    QUEUE_OLDEST_AGE,
+)
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+# Unmatched paths share one label, so a scan of random URLs cannot grow the series.
+_UNMATCHED = "unmatched"
+
+
+class HttpMetrics:
+    """Count and time every HTTP request by route template, method and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_see(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            route = getattr(scope.get("route"), "path", _UNMATCHED)
+            HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            HTTP_DURATION.labels(route, scope["method"]).observe(time.perf_counter() - started)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; the database-wide gauges are read for each scrape."""
+    services: Services = request.state.services
+    try:
+        await asyncio.wait_for(_read_gauges(services), timeout=5)
+    except (StoreUnavailable, TimeoutError) as error:
+        logger.warning("database gauges not refreshed: %s", error)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_gauges(services: Services) -> None:
+    gauges = await services.store.gauges()
+    OUTBOX_BACKLOG.set(gauges.outbox_backlog)
+    OUTBOX_OLDEST_AGE.set(gauges.outbox_oldest_age)
+    for (priority, state), count in gauges.depth.items():
+        QUEUE_DEPTH.labels(priority, state).set(count)
+    for priority, age in gauges.oldest_ready_age.items():
+        QUEUE_OLDEST_AGE.labels(priority).set(age)

@@ -1,0 +1,100 @@
+"""OpenTelemetry: one trace per task, from the HTTP request to the last write.
+
+A task keeps the W3C trace context of the request that submitted it, in its row, so that
+every later hop (the relay's publish, the worker's claim, handler and writes, a retry or a
+recovery) joins that trace, whichever process makes it. Spans follow the semantic
+conventions for HTTP, database and messaging. Nothing is exported unless the standard
+OTEL_* variables ask for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind
+
+tracer = trace.get_tracer("conveyor")
+
+Carrier = dict[str, str]
+
+
+def configure_tracing(service_name: str) -> None:
+    """Export spans over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; else nothing."""
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, win over the default.
+    resource = Resource.create({"service.name": service_name}).merge(Resource.create())
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def current_carrier() -> Carrier:
+    """The current trace context, as W3C headers to keep with a task or a message."""
+    carrier: Carrier = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def context_of(carrier: Mapping[str, Any] | None) -> context.Context:
+    """The trace context kept in `carrier` (a task's row or a message's headers)."""
+    return propagate.extract({k: str(v) for k, v in (carrier or {}).items()})
+
+
+def carrier_of(span: Span) -> Carrier:
+    carrier: Carrier = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
+
+
+def trace_id_of(carrier: Mapping[str, Any] | None) -> str | None:
+    """The hex trace id kept in `carrier`, for log lines."""
+    span_context = trace.get_current_span(context_of(carrier)).get_span_context()
+    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
+
+
+def current_trace_id() -> str | None:
+    span_context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
+
+
+def db_attributes(operation: str, summary: str) -> dict[str, str]:
+    """Database span attributes by the semantic conventions."""
+    return {
+        "db.system.name": "postgresql",
+        "db.operation.name": operation,
+        "db.collection.name": "tasks",
+        "db.query.summary": summary,
+    }
+
+
+@contextmanager
+def db_span(operation: str, summary: str, **options: Any) -> Iterator[Span]:
+    """A CLIENT span named like `UPDATE tasks` around one statement of the store."""
+    with tracer.start_as_current_span(
+        f"{operation} tasks", kind=SpanKind.CLIENT,
+        attributes=db_attributes(operation, summary), **options,
+    ) as span:
+        yield span
+
+
+def messaging_attributes(operation: str, destination: str, message_id: str) -> dict[str, str]:
+    """Messaging span attributes by the semantic conventions, for RabbitMQ."""
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": destination,
+        "messaging.message.id": message_id,
+    }
