@@ -17,6 +17,7 @@ import httpx
 from services.core.db.migrate import ensure_database, upgrade
 from services.core.logs import configure_logging
 from services.core.settings import Settings
+from services.core.telemetry.tracing import configure_tracing
 
 logger = logging.getLogger("conveyor")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -159,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_CLIENTS[args.command](args))
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    configure_tracing(f"conveyor-{args.command}")
     _SERVICES[args.command](settings)
 
 

@@ -15,6 +15,7 @@ from services.core.errors import StoreUnavailable
 from services.core.telemetry.metrics import (
     HTTP_DURATION,
     HTTP_REQUESTS,
+    LEASE_EXPIRED,
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_AGE,
     QUEUE_DEPTH,
@@ -69,6 +70,7 @@ async def _read_gauges(services: Services) -> None:
     gauges = await services.store.gauges()
     OUTBOX_BACKLOG.set(gauges.outbox_backlog)
     OUTBOX_OLDEST_AGE.set(gauges.outbox_oldest_age)
+    LEASE_EXPIRED.set(gauges.lease_expired)
     for (priority, state), count in gauges.depth.items():
         QUEUE_DEPTH.labels(priority, state).set(count)
     for priority, age in gauges.oldest_ready_age.items():

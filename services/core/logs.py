@@ -6,6 +6,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from services.core.telemetry.tracing import current_trace_id
+
 _TASK_FIELDS = ("task_id", "trace_id")
 
 
@@ -19,7 +21,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update({f: getattr(record, f) for f in _TASK_FIELDS if hasattr(record, f)})
+        line.update({f: getattr(record, f) for f in _TASK_FIELDS
+                     if getattr(record, f, None) is not None})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -32,15 +35,26 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{f}={getattr(record, f)}" for f in _TASK_FIELDS if hasattr(record, f))
+        fields = " ".join(f"{f}={getattr(record, f)}" for f in _TASK_FIELDS
+                          if getattr(record, f, None) is not None)
         text = super().format(record)
         return f"{text} [{fields}]" if fields else text
+
+
+class TraceIdFilter(logging.Filter):
+    """Give a record about a task the trace id of the span it was logged in."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "trace_id", None) is None and hasattr(record, "task_id"):
+            record.trace_id = current_trace_id()
+        return True
 
 
 def configure_logging(log_format: str, level: str) -> None:
     """Send every logger through one handler in the chosen format."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(TraceIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
+    # Where `conveyor worker` serves /metrics; 0 serves none.
+    worker_metrics_port: int = Field(9464, ge=0, le=65535)
     worker_id: str = ""
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(0.5, gt=0)

@@ -8,6 +8,8 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 
+from prometheus_client import start_http_server
+
 from services.core.kinds import load_kinds
 from services.core.runtime import open_clients
 from services.core.settings import Settings
@@ -31,7 +33,9 @@ def stop_on_signals(stop: callable) -> None:  # type: ignore[valid-type]
 
 
 async def run_worker(settings: Settings) -> None:
-    """Work until SIGTERM or SIGINT, then drain and return."""
+    """Serve metrics, work until SIGTERM or SIGINT, then drain and return."""
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port)
     async with open_worker(settings) as worker:
         stop_on_signals(worker.stop)
         logger.info("worker %s taking up to %d tasks at a time", worker.worker_id,

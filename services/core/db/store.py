@@ -52,6 +52,8 @@ class Gauges:
     oldest_ready_age: dict[Priority, float]
     outbox_backlog: int
     outbox_oldest_age: float
+    # Running tasks whose lease ran out and that recovery has not handed back yet.
+    lease_expired: int
 
 
 class InvalidCursor(ValueError):
@@ -228,8 +230,9 @@ class SqlTaskStore:
                 depth[priority, row.state] = row.tasks
                 if row.state == "ready":
                     oldest[priority] = max(float(row.oldest), 0.0)
-            outbox = (await connection.execute(_OUTBOX)).one()
-        return Gauges(depth, oldest, outbox.tasks, max(float(outbox.oldest or 0), 0.0))
+            other = (await connection.execute(_OUTBOX_AND_LEASES)).one()
+        return Gauges(depth, oldest, other.outbox, max(float(other.oldest or 0), 0.0),
+                      other.expired)
 
     # --- the relay ------------------------------------------------------------------------
 
@@ -445,9 +448,12 @@ _DEPTH = sa.text("""
     GROUP BY 1, 2
 """)
 
-_OUTBOX = sa.text("""
-    SELECT count(*) AS tasks, extract(epoch FROM now() - min(created_at)) AS oldest
-    FROM tasks WHERE status = 'NEW'
+_OUTBOX_AND_LEASES = sa.text("""
+    SELECT count(*) FILTER (WHERE status = 'NEW') AS outbox,
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'NEW')) AS oldest,
+           count(*) FILTER (WHERE status = 'IN_PROGRESS' AND lease_expires_at < now())
+               AS expired
+    FROM tasks WHERE status IN ('NEW', 'IN_PROGRESS')
 """)
 
 _DUE = sa.text("""

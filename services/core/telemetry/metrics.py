@@ -41,6 +41,9 @@ OUTBOX_BACKLOG = Gauge(
     "conveyor_outbox_backlog_tasks", "Tasks still NEW: committed, not yet confirmed by the broker.")
 OUTBOX_OLDEST_AGE = Gauge(
     "conveyor_outbox_oldest_age_seconds", "Age of the oldest task still NEW.")
+LEASE_EXPIRED = Gauge(
+    "conveyor_tasks_lease_expired",
+    "Running tasks whose lease ran out and that recovery has not handed back yet.")
 QUEUE_DEPTH = Gauge(
     "conveyor_queue_depth_tasks",
     "Tasks to run now: ready (NEW or PENDING and due) or running (IN_PROGRESS).",

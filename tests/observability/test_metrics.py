@@ -1,0 +1,144 @@
+"""Metrics move by exactly what a known workload did; dashboards and alerts use real names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.core.settings import Settings
+from tests.conftest import CI
+from tests.support.processes import start_worker_process
+from tests.support.services import free_port, running_api, running_worker, submit, wait_for
+
+CHART_FILES = Path(__file__).parents[2] / "charts" / "conveyor" / "files"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def _scrape(api: httpx.AsyncClient) -> Samples:
+    text = (await api.get("/metrics")).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+
+
+def _moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    key = (name, frozenset(labels.items()))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_counters_move_by_exactly_the_workload(settings: Settings) -> None:
+    settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    async with running_api(settings) as api, running_worker(settings):
+        before = await _scrape(api)
+        tasks = [await submit(api, kind="noop", priority="HIGH") for _ in range(3)]
+        tasks.append(await submit(api, kind="fail", priority="LOW",
+                                  payload={"message": "no", "retryable": False}))
+        tasks.append(await submit(api, kind="flaky", priority="MEDIUM",
+                                  payload={"key": uuid.uuid4().hex, "failures": 1}))
+        for task in tasks:
+            await wait_for(api, task["id"])
+        cancelled = await submit(api, kind="noop", scheduled_at="2999-01-01T00:00:00Z")
+        await api.delete(f"/api/v1/tasks/{cancelled['id']}")
+        after = await _scrape(api)
+
+    def moved(name: str, **labels: str) -> float:
+        return _moved(before, after, name, **labels)
+
+    assert moved("conveyor_tasks_submitted_total", priority="HIGH", kind="noop") == 3
+    assert moved("conveyor_tasks_submitted_total", priority="LOW", kind="fail") == 1
+    assert moved("conveyor_tasks_submitted_total", priority="MEDIUM", kind="flaky") == 1
+    changes = "conveyor_task_status_changes_total"
+    assert moved(changes, status="NEW") == 5
+    assert moved(changes, status="PENDING") == 5 + 1 + 1  # relayed, one retry, one scheduled
+    assert moved(changes, status="IN_PROGRESS") == 6
+    assert moved(changes, status="COMPLETED") == 4
+    assert moved(changes, status="FAILED") == 1
+    assert moved(changes, status="CANCELLED") == 1
+    assert moved("conveyor_task_retries_total", kind="flaky") == 1
+    assert moved("conveyor_task_attempt_duration_seconds_count", kind="noop") == 3
+    assert moved("conveyor_task_queue_wait_seconds_count", priority="HIGH") == 3
+    assert moved("conveyor_http_requests_total", route="/api/v1/tasks", method="POST",
+                 status="201") == 6
+    assert moved("conveyor_http_requests_total", route="/api/v1/tasks/{task_id}",
+                 method="DELETE", status="200") == 1
+
+
+async def test_queue_gauges_count_ready_and_running_tasks(settings: Settings) -> None:
+    async with running_api(settings) as api:
+        for priority in ("HIGH", "HIGH", "LOW"):
+            await submit(api, kind="noop", priority=priority)
+        samples = await _scrape(api)
+    depth = "conveyor_queue_depth_tasks"
+    assert samples[(depth, frozenset({"priority": "HIGH", "state": "ready"}.items()))] == 2
+    assert samples[(depth, frozenset({"priority": "LOW", "state": "ready"}.items()))] == 1
+    assert samples[(depth, frozenset({"priority": "HIGH", "state": "running"}.items()))] == 0
+
+
+def _used_names() -> set[str]:
+    dashboard = json.loads((CHART_FILES / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((CHART_FILES / "alerts.yaml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return {re.sub(r"_(bucket|sum|count)$", "", name)
+            for expr in exprs for name in re.findall(r"\bconveyor_[a-z_]+", expr)}
+
+
+async def test_every_metric_the_dashboard_and_alerts_use_is_exported(settings: Settings) -> None:
+    port = free_port()
+    worker = start_worker_process(settings.model_copy(update={"worker_metrics_port": port}))
+    try:
+        async with running_api(settings) as api:
+            exported = (await api.get("/metrics")).text
+            for _ in range(100):
+                try:
+                    exported += httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    names = {line.split()[2] for line in exported.splitlines() if line.startswith("# TYPE")}
+    used = _used_names()
+    assert used, "the dashboard and the rules use no metric?"
+    assert used <= names, used - names
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        (pytest.fail if CI else pytest.skip)("promtool (Debian package prometheus) is missing")
+    return promtool  # type: ignore[return-value]
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    done = subprocess.run([_promtool(), "check", "rules", str(CHART_FILES / "alerts.yaml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_accepts_every_dashboard_expression(tmp_path: Path) -> None:
+    dashboard = json.loads((CHART_FILES / "dashboard.json").read_text())
+    rules = [
+        {"record": f"dashboard:panel_{panel['id']}_{target['refId']}",
+         "expr": target["expr"].replace("$__rate_interval", "5m")}
+        for panel in dashboard["panels"] for target in panel["targets"]
+    ]
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(rules)} rules found" in done.stdout

@@ -1,0 +1,81 @@
+"""One trace per task: from the HTTP request through the broker to the worker's last write."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from services.core.settings import Settings
+from tests.support.services import running_api, running_worker, submit, wait_for
+
+
+def _trace_of(spans: InMemorySpanExporter, task_id: str) -> list[object]:
+    """Every finished span in the trace of the request that submitted `task_id`."""
+    finished = spans.get_finished_spans()
+    roots = [s for s in finished if s.kind is SpanKind.SERVER and s.name == "POST /api/v1/tasks"]
+    assert len(roots) == 1, [s.name for s in finished]
+    trace_id = roots[0].context.trace_id
+    assert any(s.attributes.get("messaging.message.id") == task_id for s in finished)
+    return [s for s in finished if s.context.trace_id == trace_id]
+
+
+def _names(trace_spans: list[object]) -> Counter[str]:
+    return Counter(s.name for s in trace_spans)  # type: ignore[attr-defined]
+
+
+async def test_a_task_is_one_trace_from_request_to_final_write(
+    settings: Settings, spans: InMemorySpanExporter
+) -> None:
+    async with running_api(settings) as api, running_worker(settings):
+        task = await submit(api, kind="noop")
+        await wait_for(api, task["id"])
+    names = _names(_trace_of(spans, task["id"]))
+    queue = f"{settings.amqp_prefix}.tasks"
+    assert names["POST /api/v1/tasks"] == 1  # the API's HTTP server span
+    assert names["INSERT tasks"] == 1  # the API's database write
+    assert names[f"publish {settings.amqp_prefix}"] == 1  # the relay
+    assert names[f"process {queue}"] == 1  # the worker, its claim, handler and last write
+    assert names["run noop"] == 1
+    assert names["UPDATE tasks"] == 2
+    process = next(s for s in spans.get_finished_spans() if s.name == f"process {queue}")
+    assert process.kind is SpanKind.CONSUMER
+    assert process.attributes["messaging.system"] == "rabbitmq"
+    assert process.attributes["messaging.message.id"] == task["id"]
+
+
+async def test_a_retry_stays_in_the_same_trace(
+    settings: Settings, spans: InMemorySpanExporter
+) -> None:
+    settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    async with running_api(settings) as api, running_worker(settings):
+        task = await submit(api, kind="flaky", payload={"key": uuid.uuid4().hex, "failures": 1})
+        assert (await wait_for(api, task["id"]))["attempts"] == 2
+    names = _names(_trace_of(spans, task["id"]))
+    assert names[f"publish {settings.amqp_prefix}"] == 2
+    assert names[f"process {settings.amqp_prefix}.tasks"] == 2
+    assert names["run flaky"] == 2
+
+
+async def test_a_relay_republish_stays_in_the_same_trace(
+    settings: Settings, spans: InMemorySpanExporter
+) -> None:
+    from services.core.db.engine import create_engine
+    from services.core.db.store import SqlTaskStore
+
+    settings = settings.model_copy(update={"api_run_relay": False, "lost_message_seconds": 0.3})
+    async with running_api(settings) as api:
+        task = await submit(api, kind="echo", payload={"a": 1})
+        engine = create_engine(settings)
+        async with SqlTaskStore(engine).relay_batch(10) as batch:  # queued, message lost
+            await batch.mark_queued(batch.ids)
+        await engine.dispose()
+    relayed = settings.model_copy(update={"api_run_relay": True})
+    async with running_api(relayed) as api, running_worker(relayed):
+        await wait_for(api, task["id"])
+    names = _names(_trace_of(spans, task["id"]))
+    assert names[f"publish {settings.amqp_prefix}"] == 1
+    assert names[f"process {settings.amqp_prefix}.tasks"] == 1
+    assert names["INSERT tasks"] == 1
