@@ -103,7 +103,7 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(settings: S
             exported = (await api.get("/metrics")).text
             for _ in range(100):
                 try:
-                    exported += httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                    exported += (await api.get(f"http://127.0.0.1:{port}/metrics")).text
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
