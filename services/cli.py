@@ -21,12 +21,26 @@ from services.core.telemetry.tracing import configure_tracing
 
 logger = logging.getLogger("conveyor")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+MIGRATE_PATIENCE = 120.0
 
 
 def _migrate(settings: Settings) -> None:
-    asyncio.run(ensure_database(settings.database_url))
+    asyncio.run(_reach_database(settings.database_url, MIGRATE_PATIENCE))
     upgrade(settings.database_url)
     logger.info("schema is at the latest revision")
+
+
+async def _reach_database(database_url: str, patience: float) -> None:
+    """Create the database if needed, waiting for PostgreSQL to come up (as in a new cluster)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await ensure_database(database_url)
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("PostgreSQL not reachable yet (%s); retrying", error)
+            await asyncio.sleep(2)
 
 
 def _api(settings: Settings) -> None:
