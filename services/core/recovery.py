@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from datetime import datetime
 
 from services.core.db.store import Recovered, SqlTaskStore
 from services.core.errors import StoreUnavailable
@@ -35,9 +36,14 @@ async def recover(store: SqlTaskStore, *, batch: int = 500) -> list[Recovered]:
     return recovered
 
 
-async def recover_worker(store: SqlTaskStore, worker_id: str) -> list[Recovered]:
-    """Hand back at once every task `worker_id` holds, because that worker is known gone."""
-    recovered = await store.recover_worker(worker_id)
+async def recover_worker(
+    store: SqlTaskStore, worker_id: str, claimed_before: datetime | None = None
+) -> list[Recovered]:
+    """Hand back at once every task `worker_id` holds, because that worker is known gone.
+
+    With `claimed_before`, only what it claimed before then (a restarted container).
+    """
+    recovered = await store.recover_worker(worker_id, claimed_before)
     _count(recovered, f"worker {worker_id} gone", "worker_gone")
     return recovered
 

@@ -337,9 +337,21 @@ class SqlTaskStore:
         """
         return await self._recover(_RECOVER_EXPIRED, {"limit": limit})
 
-    async def recover_worker(self, worker_id: str) -> list[Recovered]:
-        """Hand back every task `worker_id` holds, lease or not: that worker is known gone."""
-        return await self._recover(_RECOVER_WORKER, {"worker": worker_id})
+    async def recover_worker(
+        self, worker_id: str, claimed_before: datetime | None = None
+    ) -> list[Recovered]:
+        """Hand back every task `worker_id` holds, lease or not: that worker is known gone.
+
+        With `claimed_before`, only tasks claimed before then: a restarted container keeps
+        its pod's name, and what it claimed since is its own.
+        """
+        return await self._recover(_RECOVER_WORKER, {"worker": worker_id,
+                                                     "before": claimed_before})
+
+    async def count_in_progress(self) -> int:
+        """How many tasks are running now."""
+        async with self._begin() as connection:
+            return int((await connection.execute(_IN_PROGRESS)).scalar() or 0)
 
     async def _recover(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Recovered]:
         async with self._begin() as connection:
@@ -612,12 +624,17 @@ _RECOVER_EXPIRED = sa.text(_RECOVER.format(
     guard="lease_expires_at < now()",
 )).bindparams(why="its worker stopped renewing the lease")
 
+_WORKER_GONE = (
+    "worker_id = :worker AND (CAST(:before AS timestamptz) IS NULL OR started_at < :before)")
+
 _RECOVER_WORKER = sa.text(_RECOVER.format(
-    candidates="""
-        SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND worker_id = :worker
+    candidates=f"""
+        SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND {_WORKER_GONE}
         FOR UPDATE SKIP LOCKED""",
-    guard="worker_id = :worker",
+    guard=_WORKER_GONE,
 )).bindparams(why="its worker is gone")
+
+_IN_PROGRESS = sa.text("SELECT count(*) FROM tasks WHERE status = 'IN_PROGRESS'")
 
 _HEARTBEAT = sa.text("""
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)

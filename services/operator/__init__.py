@@ -1,0 +1,1 @@
+"""The Kubernetes operator: recovery that knows when a worker pod is gone."""

@@ -1,0 +1,104 @@
+"""The kopf handlers, thin: what becomes of a task is decided in services.core.recovery.
+
+- One RecoveryPolicy per installation says how often to sweep and which worker pods to
+  watch. A timer sweeps for expired leases when the policy's interval is due, and keeps
+  the policy's status (shown by `kubectl get recoverypolicies`).
+- When a watched worker pod is gone (deleted, evicted, failed) or its container was
+  OOM-killed, that pod's tasks go back at once, without waiting for their leases.
+- Each task handed back is a Kubernetes Event on the policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from services.core.db.store import Recovered
+from services.core.recovery import recover, recover_worker
+from services.operator.pods import gone_since, matches
+
+GROUP, VERSION, PLURAL = "conveyor.dev", "v1", "recoverypolicies"
+
+# The operator's own registry, with kopf's usual login fallbacks (in-cluster service
+# account, then kubeconfig); it runs these handlers and nothing else.
+registry = kopf.SmartOperatorRegistry()
+
+_REASONS = {"PENDING": "Requeued", "CANCELLED": "Cancelled", "FAILED": "Failed"}
+_TOTALS = {"PENDING": "requeued", "CANCELLED": "cancelled", "FAILED": "failed"}
+
+
+@kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+def policies(
+    body: kopf.Body, namespace: str, spec: Mapping[str, Any], **_: Any
+) -> dict[str, dict[str, Any]]:
+    """Each policy's worker selector, by namespace, and a reference to post Events on."""
+    reference = {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                 "metadata": {key: body["metadata"][key]
+                              for key in ("name", "namespace", "uid")}}
+    return {namespace: {"selector": dict(spec.get("workerSelector") or {}), "ref": reference}}
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=1.0, registry=registry)
+async def sweep(
+    spec: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch, body: kopf.Body,
+    memo: kopf.Memo, **_: Any,
+) -> None:
+    """Hand back tasks whose lease expired, each `sweepIntervalSeconds`; update the status."""
+    if not _due(spec, status):
+        return
+    recovered = await recover(memo.store)
+    _post_events(body, recovered, "its lease expired")
+    totals = {key: int(status.get(key, 0)) for key in _TOTALS.values()}
+    for task in recovered:
+        totals[_TOTALS[task.status]] += 1
+    patch.status.update({
+        "lastSweep": _now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "inProgress": await memo.store.count_in_progress(),
+        "stuck": len(recovered),
+        **totals,
+    })
+
+
+@kopf.on.event("", "v1", "pods", registry=registry)
+async def pod_changed(
+    type: str | None, body: kopf.Body, namespace: str, name: str,
+    policies: kopf.Index[str, dict[str, Any]], memo: kopf.Memo, logger: logging.Logger,
+    **_: Any,
+) -> None:
+    """Hand back a watched worker pod's tasks as soon as that pod is gone or OOM-killed."""
+    watching = [policy for policy in policies.get(namespace, []) if
+                matches(policy["selector"], body)]
+    if not watching:
+        return
+    gone, since = gone_since(type, body)
+    if gone is None:
+        return
+    recovered = await recover_worker(memo.store, name, since)
+    if recovered:
+        logger.info("worker pod %s %s: %d task(s) handed back", name, gone, len(recovered))
+        for policy in watching:
+            _post_events(policy["ref"], recovered, f"worker pod {name} {gone}")
+
+
+def _due(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    interval = float(spec.get("sweepIntervalSeconds") or float(spec.get("leaseSeconds", 30)) / 3)
+    last = status.get("lastSweep")
+    if not last:
+        return True
+    elapsed = (_now() - datetime.fromisoformat(last.replace("Z", "+00:00"))).total_seconds()
+    return elapsed >= interval - 0.5  # the timer ticks each second
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _post_events(target: Mapping[str, Any], recovered: list[Recovered], why: str) -> None:
+    for task in recovered:
+        kopf.info(dict(target), reason=_REASONS[task.status],
+                  message=f"task {task.id}: {task.status} after {task.attempts} attempt(s), "
+                          f"because {why}")
