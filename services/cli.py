@@ -70,6 +70,12 @@ def _recover(settings: Settings) -> None:
     asyncio.run(run_recovery(settings))
 
 
+def _operator(settings: Settings) -> None:
+    from services.operator.main import run_operator
+
+    asyncio.run(run_operator(settings))
+
+
 def _dev(settings: Settings) -> None:
     _migrate(settings)
     asyncio.run(_serve_dev(settings))
@@ -141,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         ("worker", "run tasks; drains on SIGTERM"),
         ("relay", "publish due tasks to RabbitMQ, on its own"),
         ("recover", "hand back tasks whose lease expired, every RECOVERY_INTERVAL_SECONDS"),
+        ("operator", "the Kubernetes operator: recovery that watches worker pods"),
         ("migrate", "create the database if needed and migrate it to the latest revision"),
         ("dev", "migrate, then run the API, the relay and a worker in one process"),
     ]:
@@ -162,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
 _SERVICES: dict[str, Callable[[Settings], None]] = {
     "api": _api, "worker": _worker, "relay": _relay, "recover": _recover,
+    "operator": _operator,
     "migrate": _migrate, "dev": _dev,
 }
 _CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {"submit": _submit, "get": _get}

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     # A queued task with no message in an empty queue for this long gets a new message.
     lost_message_seconds: float = Field(30.0, gt=0)
 
+    # The namespace the operator watches (its own, from the Downward API in the chart).
+    operator_namespace: str = "default"
+    # kopf peering name, so only one operator replica is active; empty runs standalone.
+    operator_peering: str = "conveyor"
+    operator_health_port: int = Field(8080, ge=1, le=65535)
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

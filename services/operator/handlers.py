@@ -23,31 +23,37 @@ from services.operator.pods import gone_since, matches
 
 GROUP, VERSION, PLURAL = "conveyor.dev", "v1", "recoverypolicies"
 
-# The operator's own registry, with kopf's usual login fallbacks (in-cluster service
-# account, then kubeconfig); it runs these handlers and nothing else.
-registry = kopf.SmartOperatorRegistry()
-
 _REASONS = {"PENDING": "Requeued", "CANCELLED": "Cancelled", "FAILED": "Failed"}
 _TOTALS = {"PENDING": "requeued", "CANCELLED": "cancelled", "FAILED": "failed"}
 
 
-@kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+def build_registry() -> kopf.OperatorRegistry:
+    """A registry with these handlers and nothing else; the caller adds how to log in."""
+    registry = kopf.OperatorRegistry()
+    kopf.index(GROUP, VERSION, PLURAL, registry=registry)(policies)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=1.0, registry=registry)(sweep)
+    kopf.on.event("", "v1", "pods", registry=registry)(pod_changed)
+    return registry
+
+
 def policies(
     body: kopf.Body, namespace: str, spec: Mapping[str, Any], **_: Any
 ) -> dict[str, dict[str, Any]]:
     """Each policy's worker selector, by namespace, and a reference to post Events on."""
     reference = {"apiVersion": body["apiVersion"], "kind": body["kind"],
-                 "metadata": {key: body["metadata"][key]
+                 "metadata": {key: body["metadata"].get(key)
                               for key in ("name", "namespace", "uid")}}
     return {namespace: {"selector": dict(spec.get("workerSelector") or {}), "ref": reference}}
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=1.0, registry=registry)
 async def sweep(
     spec: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch, body: kopf.Body,
     memo: kopf.Memo, **_: Any,
 ) -> None:
-    """Hand back tasks whose lease expired, each `sweepIntervalSeconds`; update the status."""
+    """Hand back tasks whose lease expired, each `sweepIntervalSeconds`; update the status.
+
+    A timer ticks every second and sweeps when the policy's own interval is due.
+    """
     if not _due(spec, status):
         return
     recovered = await recover(memo.store)
@@ -63,7 +69,6 @@ async def sweep(
     })
 
 
-@kopf.on.event("", "v1", "pods", registry=registry)
 async def pod_changed(
     type: str | None, body: kopf.Body, namespace: str, name: str,
     policies: kopf.Index[str, dict[str, Any]], memo: kopf.Memo, logger: logging.Logger,

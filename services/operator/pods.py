@@ -25,7 +25,9 @@ def _holds(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     }[operator]()
 
 
-def gone_since(event_type: str | None, pod: Mapping[str, Any]) -> tuple[str | None, datetime | None]:
+def gone_since(
+    event_type: str | None, pod: Mapping[str, Any]
+) -> tuple[str | None, datetime | None]:
     """Whether the worker in `pod` is gone, why, and since when (None: everything it held).
 
     A pod being deleted gracefully is not gone yet: its worker is draining, and hands back

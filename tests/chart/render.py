@@ -93,11 +93,15 @@ def _strict(schema: Any) -> Any:
 
 
 @cache
-def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> JSON schema, from every CRD in the shared schemas folder."""
-    need(f"the CRD schemas folder {SCHEMAS}", SCHEMAS.is_dir())
+def crd_schemas(shared: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> JSON schema, from the chart's own CRDs and, with `shared`,
+    from every CRD in the shared schemas folder (KEDA, prometheus-operator)."""
+    paths = list((CHART / "crds").glob("*.yaml"))
+    if shared:
+        need(f"the CRD schemas folder {SCHEMAS}", SCHEMAS.is_dir())
+        paths += SCHEMAS.glob("*.yaml")
     schemas = {}
-    for path in SCHEMAS.glob("*.yaml"):
+    for path in paths:
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.chart.render import (
     CHART,
@@ -24,7 +26,8 @@ from tests.chart.render import (
 
 # The oldest and the newest Kubernetes the chart supports (Chart.yaml kubeVersion >=1.27).
 KUBERNETES = ["1.27.0", "1.37.0"]
-CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
+CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/", "conveyor.dev/", "kopf.dev/")
+OWN_GROUPS = ("conveyor.dev/", "kopf.dev/")
 
 
 def test_helm_lint_strict() -> None:
@@ -43,7 +46,8 @@ def test_every_values_file_renders_valid_objects(values: Path | None) -> None:
         for version in KUBERNETES:
             kubernetes_validate.validate(manifest, version, strict=True)
     if custom:
-        schemas = crd_schemas()
+        shared = any(not m["apiVersion"].startswith(OWN_GROUPS) for m in custom)
+        schemas = crd_schemas(shared)
         for manifest in custom:
             validate_custom(manifest, schemas)
 
@@ -112,7 +116,8 @@ def test_the_api_has_probes_on_the_health_endpoints() -> None:
 def test_every_pod_runs_locked_down(values: Path | None) -> None:
     for owner, spec in pod_specs(render(*([values] if values else []))):
         assert spec["securityContext"]["runAsNonRoot"] is True, owner
-        assert spec["automountServiceAccountToken"] is False, owner
+        # Only the operator talks to the Kubernetes API.
+        assert spec["automountServiceAccountToken"] is owner.endswith("-operator"), owner
         for container in spec["containers"]:
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True, owner
@@ -174,3 +179,34 @@ def test_helm_test_submits_a_task_and_waits() -> None:
 
 def test_skaffold_yaml_is_valid() -> None:
     validate_skaffold(ROOT / "skaffold.yaml")
+
+
+def test_the_chart_crds_are_valid_kubernetes_objects() -> None:
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        for version in KUBERNETES:
+            kubernetes_validate.validate(crd, version, strict=True)
+
+
+def test_the_sample_recovery_policy_is_valid() -> None:
+    sample = yaml.safe_load((ROOT / "k8s" / "recoverypolicy.yaml").read_text())
+    validate_custom(sample, crd_schemas(False))
+    bad = {**sample, "spec": {**sample["spec"], "sweepEvery": 5}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom(bad, crd_schemas(False))
+
+
+def test_the_operator_runs_alone_with_its_policy() -> None:
+    manifests = render()
+    deployment = one(manifests, "Deployment", "-operator")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    policy = one(manifests, "RecoveryPolicy")
+    worker = one(manifests, "Deployment", "-worker")
+    selector = policy["spec"]["workerSelector"]["matchLabels"]
+    assert selector.items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+    config = one(manifests, "ConfigMap", "-config")
+    assert str(policy["spec"]["leaseSeconds"]) == config["data"]["CONVEYOR_LEASE_SECONDS"]
+    assert not by_kind(render(CHART / "ci" / "operator-off-values.yaml"), "RecoveryPolicy")

@@ -1,0 +1,91 @@
+"""The real kopf operator against an emulated Kubernetes API (kmock) and the real
+PostgreSQL and RabbitMQ.
+
+kopf runs in a thread with its own event loop, as in its own process: on stopping, it
+cancels every task its loop started, which must not include the test's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+
+from services.core.settings import Settings
+from services.operator.handlers import build_registry
+from services.operator.main import run_operator
+
+NAMESPACE = "tasks"
+POLICIES = "conveyor.dev/v1/recoverypolicies"
+
+
+@pytest.fixture
+def cluster(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+    """The emulated API, told about the built-in resources, the CRDs and the namespace."""
+    kmock.resources.load_bundled()
+    kmock.resources[POLICIES] = kmock.ResourceInfo(
+        kind="RecoveryPolicy", singular="recoverypolicy", namespaced=True,
+        verbs={"get", "list", "watch", "patch"}, subresources={"status"})
+    kmock.resources["kopf.dev/v1/kopfpeerings"] = kmock.ResourceInfo(
+        kind="KopfPeering", singular="kopfpeering", namespaced=True,
+        verbs={"get", "list", "watch", "patch"})
+    kmock.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
+    kmock.objects["kopf.dev/v1/kopfpeerings", NAMESPACE, "conveyor"] = {
+        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": _metadata("conveyor")}
+    return kmock
+
+
+@pytest.fixture
+async def operator(
+    cluster: kmock.KubernetesEmulator, settings: Settings
+) -> Iterator[kmock.KubernetesEmulator]:
+    """The operator as the chart runs it (peering on), logged in to the emulator."""
+    registry = build_registry()
+    server = str(cluster.url).rstrip("/")
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=server, insecure=True, default_namespace=NAMESPACE)
+
+    stop, ready = threading.Event(), threading.Event()
+    settings = settings.model_copy(update={"operator_namespace": NAMESPACE})
+    thread = threading.Thread(target=asyncio.run, args=(run_operator(
+        settings, registry=registry, stop=stop, ready=ready),), daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 15), "the operator did not start"
+    try:
+        yield cluster
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 15)
+        assert not thread.is_alive(), "the operator did not stop"
+
+
+def _metadata(name: str, **more: Any) -> dict[str, Any]:
+    # The emulator stores objects as given: add what an API server would.
+    return {"name": name, "namespace": NAMESPACE, "uid": str(uuid.uuid4()),
+            "resourceVersion": "1", **more}
+
+
+def policy(name: str = "conveyor", interval: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "conveyor.dev/v1", "kind": "RecoveryPolicy",
+        "metadata": _metadata(name),
+        "spec": {"leaseSeconds": 30, "sweepIntervalSeconds": interval,
+                 "workerSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}},
+    }
+
+
+def worker_pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": _metadata(name, labels={"app.kubernetes.io/component": "worker"}),
+        "spec": {"containers": [{"name": "worker", "image": "conveyor-worker"}]},
+        "status": {"phase": "Running"},
+    }

@@ -1,0 +1,56 @@
+"""The chart's operator RBAC covers every API call the operator makes, and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kmock
+
+from services.core.db.store import SqlTaskStore
+from tests.chart.render import by_kind, render
+from tests.operator.conftest import NAMESPACE, policy, worker_pod
+from tests.operator.test_operator import _expire, _held_by, _post, _status_with, _until
+
+_VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create",
+          "DELETE": "delete"}
+
+
+def _permission(request: Any) -> tuple[str, str, str]:
+    action = request.action.name
+    verb = ({"PATCH": "patch", "PUT": "update"}[request.method.name] if action == "UPDATE"
+            else _VERBS[action])
+    plural = request.resource.plural
+    if request.subresource:
+        plural = f"{plural}/{request.subresource}"
+    return request.resource.group, plural, verb
+
+
+def _granted() -> set[tuple[str, str, str]]:
+    roles = [r for r in by_kind(render(), "Role") if r["metadata"]["name"].endswith("-operator")]
+    assert len(roles) == 1
+    return {(group, resource, verb)
+            for rule in roles[0]["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+async def test_the_role_grants_exactly_what_the_operator_uses(
+    operator: kmock.KubernetesEmulator, store: SqlTaskStore
+) -> None:
+    # Everything the operator does: take a policy in, sweep, requeue (with an Event),
+    # and react to a worker pod that is gone.
+    expired = await _held_by(store, "vanished")
+    await _expire(store, expired)
+    await _post(operator, "recoverypolicies", policy())
+    await _until(lambda: _status_with(operator, "requeued"))
+    await _post(operator, "pods", worker_pod("worker-a"))
+    await _held_by(store, "worker-a")
+    await operator.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a")
+    await asyncio.sleep(1.5)  # a peering heartbeat and a few sweeps
+
+    used = {_permission(r) for r in operator
+            if r.headers.get("User-Agent", "").startswith("kopf/")
+            and r.resource is not None and r.resource.plural is not None}
+    granted = _granted()
+    assert used <= granted, f"missing from the Role: {used - granted}"
+    assert granted <= used, f"granted but never used: {granted - used}"
