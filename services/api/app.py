@@ -20,6 +20,7 @@ from services.core.recovery import sweep_forever
 from services.core.relay import Relay
 from services.core.runtime import Clients, open_clients
 from services.core.settings import Settings
+from services.core.telemetry.tracing import tracing_enabled
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,8 +52,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(health.router)
     app.include_router(observability.router)
-    # SERVER spans for the task routes; probes and scrapes would only be noise.
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="/health/,/metrics")
+    if tracing_enabled():
+        # SERVER spans for the task routes; probes and scrapes would only be noise.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/health/,/metrics")
     return app
 
 

@@ -27,14 +27,14 @@ class Services:
     schema_ready: asyncio.Event
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     services: Services = request.state.services
     if not services.schema_ready.is_set():
         raise StoreUnavailable("the database schema is not at the expected revision yet")
     return services
 
 
-def _store(services: Annotated[Services, Depends(_services)]) -> SqlTaskStore:
+async def _store(services: Annotated[Services, Depends(_services)]) -> SqlTaskStore:
     return services.store
 
 

@@ -8,7 +8,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from services.api.deps import ServicesDep, StoreDep
@@ -35,17 +34,21 @@ def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
     return {code: _PROBLEM for code in codes}
 
 
-def _check_submission(body: TaskCreate, services: ServicesDep) -> str:
-    """Refuse what the models cannot see; answer the canonical body for idempotency."""
+def _check_submission(body: TaskCreate, services: ServicesDep) -> None:
+    """Refuse what the models cannot see: an unknown kind, an oversized payload."""
     if body.kind not in services.kinds:
         known = ", ".join(sorted(services.kinds))
         raise FieldError(422, ["body", "kind"], f"unknown kind {body.kind!r}; known: {known}")
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     payload_bytes = len(json.dumps(body.payload, separators=(",", ":")).encode())
     if payload_bytes > PAYLOAD_LIMIT:
         raise FieldError(413, ["body", "payload"],
                          f"the payload is {payload_bytes} bytes; at most {PAYLOAD_LIMIT}")
-    return canonical
+
+
+def _request_hash(body: TaskCreate) -> str:
+    """The same for equal bodies however they were written: what a repeated key must match."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @router.post(
@@ -59,10 +62,10 @@ async def submit_task(
     body: TaskCreate,
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
-) -> JSONResponse:
+) -> Response:
     """Store a task; it is handed to a worker once the broker has confirmed it."""
-    canonical = _check_submission(body, services)
-    request_hash = hashlib.sha256(canonical.encode()).hexdigest() if idempotency_key else None
+    _check_submission(body, services)
+    request_hash = _request_hash(body) if idempotency_key else None
     trace_context = current_carrier()  # the request's span: the root of the task's trace
     with db_span("INSERT", "create task"):
         task, created = await services.store.create(
@@ -71,10 +74,11 @@ async def submit_task(
         TASKS_SUBMITTED.labels(task.priority, task.kind).inc()
         STATUS_CHANGES.labels(task.status).inc()
         services.relay.kick()
-    return JSONResponse(
-        TaskOut.model_validate(task).model_dump(mode="json"),
+    return Response(
+        TaskOut.model_validate(task).model_dump_json(),
         status_code=201 if created else 200,
         headers={"Location": f"{router.prefix}/{task.id}"},
+        media_type="application/json",
     )
 
 

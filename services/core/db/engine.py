@@ -24,8 +24,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     """An async engine whose connections give up quickly when the server is away."""
     return create_async_engine(
         settings.database_url,
+        # A fixed pool: connections that come and go cost a PostgreSQL backend each time.
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        max_overflow=0,
         pool_timeout=5,
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 30},

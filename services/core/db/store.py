@@ -144,12 +144,19 @@ class SqlTaskStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Every write is one guarded statement, atomic on its own: no BEGIN and COMMIT
+        # round trips around it. Only the relay's batch needs a transaction.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+    async def _begin(self, transaction: bool = False) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self._engine.begin() as connection:
-                yield connection
+            if transaction:
+                async with self._engine.begin() as connection:
+                    yield connection
+            else:
+                async with self._autocommit.connect() as connection:
+                    yield connection
         except Exception as error:
             if is_outage(error):
                 raise StoreUnavailable(str(error)) from error
@@ -242,7 +249,7 @@ class SqlTaskStore:
 
         Rows stay locked (SKIP LOCKED for other relays) until the block ends and commits.
         """
-        async with self._begin() as connection:
+        async with self._begin(transaction=True) as connection:
             rows = await connection.execute(_DUE, {"limit": limit})
             yield RelayBatch(connection, {row.id: row.trace_context for row in rows})
 

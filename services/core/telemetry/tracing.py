@@ -41,6 +41,11 @@ def configure_tracing(service_name: str) -> None:
     trace.set_tracer_provider(provider)
 
 
+def tracing_enabled() -> bool:
+    """True once a real tracer provider is installed (by configure_tracing, or a test)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 def current_carrier() -> Carrier:
     """The current trace context, as W3C headers to keep with a task or a message."""
     carrier: Carrier = {}
