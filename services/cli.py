@@ -16,6 +16,7 @@ import httpx
 
 from services.core.db.migrate import ensure_database, upgrade
 from services.core.logs import configure_logging
+from services.core.runtime import tune_gc
 from services.core.settings import Settings
 from services.core.telemetry.tracing import configure_tracing
 
@@ -183,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     configure_tracing(f"conveyor-{args.command}")
+    tune_gc()
     _SERVICES[args.command](settings)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -40,3 +41,15 @@ async def open_clients(settings: Settings, *, wait: bool = True) -> AsyncIterato
     finally:
         await broker.close()
         await engine.dispose()
+
+
+def tune_gc() -> None:
+    """Collect less often in long-running servers, and never walk the startup objects.
+
+    Each request allocates many short-lived objects; the default thresholds run a young
+    collection every 700 allocations, which costs throughput and adds latency spikes.
+    Reference counting still frees almost everything at once; cycles are collected later.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
