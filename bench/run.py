@@ -1,0 +1,334 @@
+"""Conveyor's benchmark: one command, the local servers, one table.
+
+    python -m bench.run            (wrk must be installed: apt-get install wrk)
+
+It measures this machine's raw limits first (PostgreSQL committed inserts, RabbitMQ
+confirmed publishes and acked consumes) and prints each figure of the service beside the
+limit it leans on, so the numbers mean something on any machine. It uses its own database
+(conveyor_bench, made anew) and its own queue names, and stops what it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import httpx
+
+ADMIN_DSN = os.environ.get(
+    "CONVEYOR_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("CONVEYOR_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+DATABASE = "conveyor_bench"
+DSN = ADMIN_DSN.rsplit("/", 1)[0] + f"/{DATABASE}"
+PREFIX = f"conveyor-bench-{uuid.uuid4().hex[:6]}"
+API_PORT = 8787
+API = f"http://127.0.0.1:{API_PORT}"
+ROWS: list[tuple[str, str, str]] = []
+
+
+def row(what: str, figure: str, against: str = "") -> None:
+    ROWS.append((what, figure, against))
+    print(f"  {what}: {figure} {against}", file=sys.stderr, flush=True)
+
+
+def env(**more: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": DSN.replace("postgresql://", "postgresql+asyncpg://"),
+        "CONVEYOR_AMQP_URL": AMQP_URL,
+        "CONVEYOR_AMQP_PREFIX": PREFIX,
+        "CONVEYOR_API_PORT": str(API_PORT),
+        "CONVEYOR_LOG_LEVEL": "WARNING",
+        "CONVEYOR_WORKER_METRICS_PORT": "0",
+        **more,
+    }
+
+
+@contextmanager
+def process(command: str, **settings: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`conveyor COMMAND` running for the block; SIGTERM and a wait after it."""
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", command], env=env(**settings))
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def peak_rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def wait_ready() -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{API}/health/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the API did not become ready")
+
+
+# --- the machine's limits ----------------------------------------------------------------
+
+async def postgres_inserts(count: int = 4000) -> float:
+    connection = await asyncpg.connect(DSN)
+    try:
+        await connection.execute("CREATE TEMP TABLE bench_rows (id uuid, body text)")
+        started = time.perf_counter()
+        for _ in range(count):
+            await connection.execute("INSERT INTO bench_rows VALUES ($1, 'x')", uuid.uuid4())
+        return count / (time.perf_counter() - started)
+    finally:
+        await connection.close()
+
+
+async def rabbitmq_limits(count: int = 10_000) -> tuple[float, float]:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(f"{PREFIX}.raw", durable=True,
+                                            arguments={"x-queue-type": "quorum"})
+        message = aio_pika.Message(b"x", delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        started = time.perf_counter()
+        for offset in range(0, count, 200):  # confirms pipelined, 200 in flight
+            await asyncio.gather(*(channel.default_exchange.publish(message, queue.name)
+                                   for _ in range(min(200, count - offset))))
+        published = count / (time.perf_counter() - started)
+        await channel.set_qos(prefetch_count=200)
+        done = asyncio.Event()
+        seen = 0
+
+        async def take(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal seen
+            await incoming.ack()
+            seen += 1
+            if seen == count:
+                done.set()
+
+        started = time.perf_counter()
+        await queue.consume(take)
+        await done.wait()
+        consumed = count / (time.perf_counter() - started)
+        await queue.delete(if_unused=False, if_empty=False)
+    return published, consumed
+
+
+# --- the service --------------------------------------------------------------------------
+
+def wrk(
+    path: str, connections: int, seconds: int = 10, post: bool = False
+) -> tuple[float, str, str]:
+    script = Path(__file__).with_name("post.lua")
+    args = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if post:
+        args += ["-s", str(script)]
+    done = subprocess.run([*args, f"{API}{path}"], capture_output=True, text=True, check=True)
+    out = done.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    distribution = out.split("Latency Distribution", 1)[1]
+    p50 = re.search(r"50%\s+(\S+)", distribution).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+(\S+)", distribution).group(1)  # type: ignore[union-attr]
+    if "Non-2xx" in out:
+        raise SystemExit(f"errors under load:\n{out}")
+    return rate, p50, p99
+
+
+async def preload(count: int, *, kind: str = "noop", priorities: tuple[int, ...] = (2,),
+                  status: str = "NEW") -> None:
+    """Insert `count` tasks straight into the table, as if submitted (NEW: relayed next)."""
+    connection = await asyncpg.connect(DSN)
+    try:
+        await connection.execute(f"""
+            INSERT INTO tasks (id, title, priority, status, kind, created_at, updated_at,
+                               available_at)
+            SELECT gen_random_uuid(), 'bench ' || n,
+                   (ARRAY{list(priorities)})[1 + n % {len(priorities)}],
+                   '{status}', '{kind}', now() - (n || ' ms')::interval, now(), now()
+            FROM generate_series(1, {count}) AS n
+        """)
+    finally:
+        await connection.close()
+
+
+async def count_status(status: str) -> int:
+    connection = await asyncpg.connect(DSN)
+    try:
+        query = "SELECT count(*) FROM tasks WHERE status = $1"
+        return int(await connection.fetchval(query, status))
+    finally:
+        await connection.close()
+
+
+async def until(status: str, count: int, patience: float) -> float:
+    started = time.perf_counter()
+    while await count_status(status) < count:
+        if time.perf_counter() - started > patience:
+            raise SystemExit(f"timed out waiting for {count} {status}")
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+async def truncate() -> None:
+    connection = await asyncpg.connect(DSN)
+    try:
+        await connection.execute("TRUNCATE tasks")
+    finally:
+        await connection.close()
+
+
+def drain(workers: int, count: int) -> float:
+    asyncio.run(truncate())
+    with process("relay"):
+        asyncio.run(preload(count))
+        asyncio.run(until("PENDING", count, 120))
+    with ExitStack() as stack:
+        for _ in range(workers):
+            stack.enter_context(process("worker", WORKER_CONCURRENCY="64"))
+        elapsed = asyncio.run(until("COMPLETED", count, 600))
+    return count / elapsed
+
+
+async def submit_to_start(rate: float, seconds: float) -> tuple[float, float]:
+    async with httpx.AsyncClient(base_url=API, timeout=10) as client:
+        ids = []
+        started = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            response = await client.post("/api/v1/tasks", json={"title": "t", "kind": "noop"})
+            ids.append(response.json()["id"])
+        await asyncio.sleep(1)
+    connection = await asyncpg.connect(DSN)
+    try:
+        waits = await connection.fetch(
+            "SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms FROM tasks "
+            "WHERE id = ANY($1::uuid[]) AND started_at IS NOT NULL", ids)
+    finally:
+        await connection.close()
+    values = sorted(float(w["ms"]) for w in waits)
+    return statistics.median(values), values[int(len(values) * 0.99) - 1]
+
+
+async def start_order(per_level: int) -> str:
+    connection = await asyncpg.connect(DSN)
+    try:
+        rows = await connection.fetch("SELECT priority FROM tasks ORDER BY started_at")
+    finally:
+        await connection.close()
+    names = {1: "LOW", 2: "MEDIUM", 3: "HIGH"}
+    runs: list[list[object]] = []
+    for r in rows:
+        if runs and runs[-1][0] == r["priority"]:
+            runs[-1][1] += 1  # type: ignore[operator]
+        else:
+            runs.append([r["priority"], 1])
+    return " > ".join(f"{names[p]}x{n}" for p, n in runs)  # type: ignore[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--drain-tasks", type=int, default=20_000)
+    parser.add_argument("--list-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+
+    async def fresh_database() -> None:
+        admin = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        finally:
+            await admin.close()
+
+    asyncio.run(fresh_database())
+    subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env(), check=True,
+                   capture_output=True)
+
+    print("limits of this machine", file=sys.stderr)
+    inserts = asyncio.run(postgres_inserts())
+    published, consumed = asyncio.run(rabbitmq_limits())
+    row("PostgreSQL committed single-row inserts, 1 connection", f"{inserts:,.0f}/s")
+    row("RabbitMQ confirmed persistent publishes (pipelined)", f"{published:,.0f}/s")
+    row("RabbitMQ acked consumes", f"{consumed:,.0f}/s")
+
+    print("API", file=sys.stderr)
+    with process("api") as api:
+        wait_ready()
+        for connections in (1, 8, 32):
+            rate, p50, p99 = wrk("/api/v1/tasks", connections, post=True)
+            row(f"API create, {connections} connection(s)",
+                f"{rate:,.0f}/s, p50 {p50}, p99 {p99}", f"{rate / inserts:.0%} of PostgreSQL inserts")
+        api_peak = peak_rss_mb(api)
+
+    print("workers", file=sys.stderr)
+    for workers in (1, 2):
+        rate = drain(workers, args.drain_tasks)
+        row(f"drain of noop tasks, {workers} worker process(es)", f"{rate:,.0f}/s",
+            f"{rate / consumed:.0%} of RabbitMQ acked consumes")
+
+    asyncio.run(truncate())
+    with process("api"), process("worker") as worker:
+        wait_ready()
+        p50, p99 = asyncio.run(submit_to_start(50, 10))
+        row("submit to start at 50 tasks/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        worker_peak = peak_rss_mb(worker)
+    row("peak memory (RSS)", f"API {api_peak:.0f} MB, worker {worker_peak:.0f} MB")
+
+    asyncio.run(truncate())
+    with process("relay"):
+        asyncio.run(preload(60, priorities=(1, 2, 3)))
+        asyncio.run(until("PENDING", 60, 60))
+    with process("worker", WORKER_CONCURRENCY="1"):
+        asyncio.run(until("COMPLETED", 60, 120))
+    row("start order, 60 queued LOW/MEDIUM/HIGH, 1 slot", asyncio.run(start_order(20)))
+
+    asyncio.run(truncate())
+    asyncio.run(preload(args.list_rows, priorities=(1, 2, 3), status="COMPLETED"))
+    asyncio.run(_analyze())
+    with process("api", API_RUN_RELAY="false", API_RUN_RECOVERY="false"):
+        wait_ready()
+        for label, path in [
+            ("newest page", "/api/v1/tasks?limit=20"),
+            ("filtered page", "/api/v1/tasks?status=COMPLETED&priority=HIGH&limit=20"),
+        ]:
+            rate, p50, p99 = wrk(path, 8)
+            row(f"list, {label}, {args.list_rows:,} tasks, 8 connections",
+                f"p50 {p50}, p99 {p99} ({rate:,.0f}/s)")
+
+    print("\n| measure | figure | against this machine's limit |\n|---|---|---|")
+    for what, figure, against in ROWS:
+        print(f"| {what} | {figure} | {against} |")
+
+
+async def _analyze() -> None:
+    connection = await asyncpg.connect(DSN)
+    try:
+        await connection.execute("VACUUM ANALYZE tasks")
+    finally:
+        await connection.close()
+
+
+if __name__ == "__main__":
+    main()
