@@ -114,6 +114,7 @@ def make_settings(database_url: str, amqp_prefix: str, **overrides: object) -> S
         "retry_max_seconds": 0.2,
         "drain_seconds": 5,
         "worker_concurrency": 4,
+        "worker_metrics_port": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

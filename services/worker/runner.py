@@ -17,6 +17,7 @@ import time
 import uuid
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import AMQPError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -81,18 +82,31 @@ class Worker:
         """Work until stop(), then drain: finish within the grace period, hand back the rest."""
         WORKER_SLOTS.inc(self._settings.worker_concurrency)
         heartbeat = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
-        queue = await self._broker.consume_queue(self._settings.worker_concurrency)
-        consuming = asyncio.create_task(self._consume(queue), name="consume")
+        consuming = asyncio.create_task(self._consume_forever(), name="consume")
         await self._stopping.wait()
         consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
-        # Tickets taken but not acked go back to the queue when this channel closes.
-        await queue.channel.close()
         await self._drain()
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
         WORKER_SLOTS.dec(self._settings.worker_concurrency)
         logger.info("worker %s stopped", self.worker_id)
+
+    async def _consume_forever(self) -> None:
+        """Consume on a channel of its own; open another whenever the broker drops it."""
+        while True:
+            queue = None
+            try:
+                queue = await self._broker.consume_queue(self._settings.worker_concurrency)
+                await self._consume(queue)
+            except (OSError, AMQPError, RuntimeError) as error:
+                logger.warning("consuming stopped, reopening: %s", error)
+            finally:
+                # Tickets taken but not acked go back to the queue when the channel closes.
+                if queue is not None:
+                    with contextlib.suppress(Exception):
+                        await queue.channel.close()
+            await asyncio.sleep(1.0)
 
     async def _consume(self, queue: AbstractQueue) -> None:
         async with queue.iterator() as tickets:
@@ -101,6 +115,7 @@ class Worker:
                 job = asyncio.create_task(self._take(ticket))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
+        logger.warning("the broker closed the consuming channel")
 
     async def _drain(self) -> None:
         if self._jobs:

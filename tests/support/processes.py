@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 
 from services.core.settings import Settings
 from tests.conftest import settings_env
 
 
 def start_worker_process(settings: Settings) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """A worker process; its log goes to a file (a pipe nobody reads would block it)."""
+    log = tempfile.NamedTemporaryFile("w+", prefix="conveyor-worker-", suffix=".log")
+    process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "worker"],
-        env=settings_env(settings), stderr=subprocess.PIPE, text=True,
+        env=settings_env(settings), stderr=log, text=True,
     )
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def worker_log(process: subprocess.Popen[str]) -> str:
+    log = process.log  # type: ignore[attr-defined]
+    log.seek(0)
+    return str(log.read())

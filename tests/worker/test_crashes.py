@@ -11,7 +11,7 @@ import aio_pika
 import pytest
 
 from services.core.settings import Settings
-from tests.support.processes import start_worker_process
+from tests.support.processes import start_worker_process, worker_log
 from tests.support.rabbit import PrivateRabbit
 from tests.support.services import running_api, running_worker, submit, wait_for
 
@@ -45,7 +45,7 @@ async def test_sigterm_lets_held_tasks_finish_and_exits_0(settings: Settings) ->
         await wait_for(api, task["id"], {"IN_PROGRESS"}, timeout=30)
         worker.send_signal(signal.SIGTERM)
         after = await submit(api, kind="noop")  # a draining worker takes no more work
-        assert await _exit_code(worker) == 0, worker.stderr.read() if worker.stderr else ""
+        assert await _exit_code(worker) == 0, worker_log(worker)
         final = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
         assert (final["status"], final["attempts"]) == ("COMPLETED", 1)
         assert (await api.get(f"/api/v1/tasks/{after['id']}")).json()["status"] == "PENDING"
