@@ -278,8 +278,8 @@ def main() -> None:
         wait_ready()
         for connections in (1, 8, 32):
             rate, p50, p99 = wrk("/api/v1/tasks", connections, post=True)
-            row(f"API create, {connections} connection(s)",
-                f"{rate:,.0f}/s, p50 {p50}, p99 {p99}", f"{rate / inserts:.0%} of PostgreSQL inserts")
+            row(f"API create, {connections} connection(s)", f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
+                f"{rate / inserts:.0%} of PostgreSQL inserts")
         api_peak = peak_rss_mb(api)
 
     print("workers", file=sys.stderr)
