@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import random
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -88,18 +90,23 @@ async def run_attempt(held: Held, kind: Kind | None) -> Outcome:
     return _outcome_of(held, limit)
 
 
+Complete = Callable[[uuid.UUID, int, Any], Awaitable["Status | None"]]
+
+
 async def record(
-    store: SqlTaskStore, settings: Settings, claim: Claim, outcome: Outcome
+    store: SqlTaskStore, settings: Settings, claim: Claim, outcome: Outcome,
+    complete: Complete | None = None,
 ) -> Status | None:
     """Write `outcome` with the attempt as fencing token; retry while PostgreSQL is away.
 
-    Gives up once the lease would have run out: recovery owns the task from then on.
+    `complete` writes a result (by default one statement per task; the worker passes a
+    batching one). Gives up once the lease would have run out: recovery owns the task.
     """
     task, attempt = claim.task, claim.attempt
     delay = retry_delay(attempt, settings.retry_base_seconds, settings.retry_max_seconds,
                         random.random())
     writes = {
-        "complete": lambda: store.complete(task.id, attempt, outcome.result),
+        "complete": lambda: (complete or store.complete)(task.id, attempt, outcome.result),
         "fail": lambda: store.fail(
             task.id, attempt, outcome.error or "", delay if outcome.retryable else None),
         "cancelled": lambda: store.mark_cancelled(task.id, attempt),

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError
@@ -22,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from services.core.amqp.broker import Broker
+from services.core.batching import Batcher
 from services.core.db.store import Claim, SqlTaskStore
 from services.core.domain import Status
 from services.core.errors import StoreUnavailable
@@ -66,6 +68,11 @@ class Worker:
         self.worker_id = settings.worker_id or default_worker_id()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._held: dict[uuid.UUID, Held] = {}
+        # Group commit: concurrent claims, and concurrent results, share statements.
+        self._claims: Batcher[None, Claim | None] = Batcher(
+            self._claim_batch, settings.worker_concurrency)
+        self._results: Batcher[tuple[uuid.UUID, int, Any], Status | None] = Batcher(
+            store.complete_many, settings.worker_concurrency)
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
 
@@ -150,10 +157,11 @@ class Worker:
         deadline = asyncio.get_running_loop().time() + CLAIM_PATIENCE
         try:
             while not self._stopping.is_set():
-                claim = await self._store.claim(
-                    self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds,
-                    _named(ticket),
-                )
+                claim = await self._claims.submit(None)
+                named = _named(ticket)
+                if claim is None and named is not None:
+                    claim = await self._store.claim_named(
+                        self.worker_id, self._settings.lease_seconds, named)
                 if claim is not None or not await self._store.has_ready():
                     await _settle(ticket.ack())
                     return claim
@@ -165,6 +173,15 @@ class Worker:
             await asyncio.sleep(1.0)
         await _settle(ticket.reject(requeue=True))
         return None
+
+    async def _claim_batch(self, wanted: list[None]) -> list[Claim | None]:
+        claims: list[Claim | None] = list(await self._store.claim_many(
+            self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds,
+            len(wanted)))
+        return claims + [None] * (len(wanted) - len(claims))
+
+    async def _complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
+        return await self._results.submit((task_id, attempt, result))
 
     async def _execute(
         self, claim: Claim, ticket: AbstractIncomingMessage, received: int
@@ -185,7 +202,8 @@ class Worker:
             try:
                 outcome = await self._run(held)
                 with db_span("UPDATE", outcome.action):
-                    status = await record(self._store, self._settings, claim, outcome)
+                    status = await record(self._store, self._settings, claim, outcome,
+                                          self._complete)
             finally:
                 del self._held[task.id]
                 TASKS_IN_PROGRESS.dec()

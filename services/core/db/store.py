@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -65,6 +66,10 @@ def _task(row: Any) -> Task:
     values["priority"] = Priority.from_rank(values["priority"])
     values["status"] = Status(values["status"])
     return Task(**values)
+
+
+def _claim(row: Any) -> Claim:
+    return Claim(_task(row), row.trace_context, max(float(row.waited), 0.0))
 
 
 def encode_cursor(task: Task) -> str:
@@ -271,6 +276,22 @@ class SqlTaskStore:
 
     # --- workers --------------------------------------------------------------------------
 
+    async def claim_many(
+        self, worker_id: str, lease_seconds: float, aging_seconds: float, limit: int
+    ) -> list[Claim]:
+        """Take up to `limit` of the most urgent queued tasks in one statement.
+
+        Tasks that have waited longer than `aging_seconds` go first, oldest first, so that
+        no priority starves; then HIGH before MEDIUM before LOW, oldest first.
+        """
+        params = {"worker": worker_id, "lease": lease_seconds, "aging": aging_seconds,
+                  "limit": limit}
+        async with self._begin() as connection:
+            rows = (await connection.execute(_CLAIM_MANY, params)).all()
+        claims = [_claim(row) for row in rows]
+        return sorted(claims, key=lambda c: (c.waited_seconds < aging_seconds,
+                                             -c.task.priority.rank, -c.waited_seconds))
+
     async def claim(
         self, worker_id: str, lease_seconds: float, aging_seconds: float,
         named: uuid.UUID | None = None,
@@ -288,9 +309,16 @@ class SqlTaskStore:
             if row is None and named is not None:
                 params = {"worker": worker_id, "lease": lease_seconds, "id": named}
                 row = (await connection.execute(_CLAIM_NAMED, params)).first()
-        if row is None:
-            return None
-        return Claim(_task(row), row.trace_context, max(float(row.waited), 0.0))
+        return _claim(row) if row is not None else None
+
+    async def claim_named(
+        self, worker_id: str, lease_seconds: float, task_id: uuid.UUID
+    ) -> Claim | None:
+        """Take the task a message names, waiting if a relay still holds its row."""
+        params = {"worker": worker_id, "lease": lease_seconds, "id": task_id}
+        async with self._begin() as connection:
+            row = (await connection.execute(_CLAIM_NAMED, params)).first()
+        return _claim(row) if row is not None else None
 
     async def has_ready(self) -> bool:
         """True when some queued task is ready to claim, locked or not.
@@ -308,6 +336,20 @@ class SqlTaskStore:
         """
         params = {"id": task_id, "attempt": attempt, "result": result}
         return await self._finish(_COMPLETE, params)
+
+    async def complete_many(
+        self, results: Sequence[tuple[uuid.UUID, int, Any]]
+    ) -> list[Status | None]:
+        """complete() for many (task, attempt, result) at once, in one statement."""
+        params = {
+            "ids": [task_id for task_id, _, _ in results],
+            "attempts": [attempt for _, attempt, _ in results],
+            "results": [json.dumps(result) for _, _, result in results],
+        }
+        async with self._begin() as connection:
+            rows = (await connection.execute(_COMPLETE_MANY, params)).all()
+        done = {(row.id, row.attempts): Status(row.status) for row in rows}
+        return [done.get((task_id, attempt)) for task_id, attempt, _ in results]
 
     async def fail(
         self, task_id: uuid.UUID, attempt: int, error: str, retry_in: float | None
@@ -528,6 +570,8 @@ _CLAIMED = """
 # Two candidates, each found through its own index: the longest-waiting task once it has
 # waited past the aging bound, else the most urgent one. SKIP LOCKED lets claimers pass
 # each other; the outer WHERE re-checks the status, so the UPDATE is guarded on its own.
+# The chosen ids are looked up by primary key (= ANY(ARRAY(...))), whatever the planner
+# thinks of the candidates.
 _CLAIM = sa.text(f"""
     WITH aged AS (
         SELECT id, 0 AS rank FROM tasks
@@ -547,8 +591,36 @@ _CLAIM = sa.text(f"""
         LIMIT 1
     )
     {_CLAIMED}
-    FROM pick
-    WHERE tasks.id = pick.id AND tasks.status = 'PENDING'
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM pick)) AND tasks.status = 'PENDING'
+    RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}, {_CLAIM_EXTRA}
+""")
+
+# Up to :limit tasks: the aged ones (oldest first) before the rest (most urgent first).
+# Each candidate list is read from its own index; a task in both is taken once.
+_CLAIM_MANY = sa.text(f"""
+    WITH aged AS (
+        SELECT id, 0 AS rank, priority, available_at FROM tasks
+        WHERE {_CLAIMABLE} AND available_at <= now() - make_interval(secs => :aging)
+        ORDER BY available_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), urgent AS (
+        SELECT id, 1 AS rank, priority, available_at FROM tasks
+        WHERE {_CLAIMABLE}
+        ORDER BY priority DESC, available_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), pick AS (
+        SELECT id FROM (
+            SELECT DISTINCT ON (id) * FROM (SELECT * FROM aged UNION ALL SELECT * FROM urgent)
+                AS candidates
+            ORDER BY id, rank
+        ) AS unique_candidates
+        ORDER BY rank, CASE WHEN rank = 0 THEN 0 ELSE -priority END, available_at
+        LIMIT :limit
+    )
+    {_CLAIMED}
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM pick)) AND tasks.status = 'PENDING'
     RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}, {_CLAIM_EXTRA}
 """)
 
@@ -572,6 +644,17 @@ _COMPLETE = sa.text(f"""
     {_FENCE}
     RETURNING status
 """).bindparams(sa.bindparam("result", type_=tasks.c.result.type))
+
+_COMPLETE_MANY = sa.text("""
+    UPDATE tasks SET
+        status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END,
+        result = CASE WHEN cancel_requested THEN NULL ELSE done.result END,
+        finished_at = now(), updated_at = now(), lease_expires_at = NULL
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[]))
+        AS done(id, attempt, result)
+    WHERE tasks.id = done.id AND tasks.status = 'IN_PROGRESS' AND tasks.attempts = done.attempt
+    RETURNING tasks.id, tasks.attempts, tasks.status
+""")
 
 _FAIL = sa.text(f"""
     UPDATE tasks SET
