@@ -54,7 +54,7 @@ def env(**more: str) -> dict[str, str]:
         "CONVEYOR_API_PORT": str(API_PORT),
         "CONVEYOR_LOG_LEVEL": "WARNING",
         "CONVEYOR_WORKER_METRICS_PORT": "0",
-        **more,
+        **{f"CONVEYOR_{name}": value for name, value in more.items()},
     }
 
 
@@ -202,6 +202,7 @@ def drain(workers: int, count: int) -> float:
     with process("relay"):
         asyncio.run(preload(count))
         asyncio.run(until("PENDING", count, 120))
+    asyncio.run(_analyze())
     with ExitStack() as stack:
         for _ in range(workers):
             stack.enter_context(process("worker", WORKER_CONCURRENCY="64"))
