@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from services.core.db.migrate import ensure_database, upgrade
+from services.core.db.schema import ensure_database
 from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
 from services.core.settings import Settings
@@ -26,6 +26,8 @@ MIGRATE_PATIENCE = 120.0
 
 
 def _migrate(settings: Settings) -> None:
+    from services.core.db.migrate import upgrade
+
     asyncio.run(_reach_database(settings.database_url, MIGRATE_PATIENCE))
     upgrade(settings.database_url)
     logger.info("schema is at the latest revision")

@@ -7,14 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from services.api import observability
 from services.api.deps import Services
 from services.api.errors import BodyLimit, install_error_handlers
 from services.api.observability import HttpMetrics
 from services.api.routes import health, tasks
-from services.core.db.migrate import wait_for_schema
+from services.core.db.schema import wait_for_schema
 from services.core.kinds import load_kinds
 from services.core.recovery import sweep_forever
 from services.core.relay import Relay
@@ -53,6 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(observability.router)
     if tracing_enabled():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
         # SERVER spans for the task routes; probes and scrapes would only be noise.
         FastAPIInstrumentor.instrument_app(app, excluded_urls="/health/,/metrics")
     return app

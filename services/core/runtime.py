@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.core.amqp.broker import Broker
 from services.core.amqp.topology import Topology
 from services.core.db.engine import create_engine
-from services.core.db.migrate import wait_for_schema
+from services.core.db.schema import wait_for_schema
 from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
 

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from services.core.db.engine import create_engine
-from services.core.db.migrate import wait_for_schema
+from services.core.db.schema import wait_for_schema
 from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
 from services.operator.handlers import build_registry

@@ -17,7 +17,8 @@ import asyncpg
 import httpx
 import pytest
 
-from services.core.db.migrate import ensure_database, upgrade
+from services.core.db.migrate import upgrade
+from services.core.db.schema import ensure_database
 from services.core.settings import Settings
 from tests.conftest import AMQP_URL, make_settings, unreachable
 from tests.support.postgres import PrivatePostgres, postgres_available

@@ -9,13 +9,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from services.core.db.engine import create_engine
-from services.core.db.migrate import (
-    alembic_config,
-    current_revision,
-    downgrade,
-    head_revision,
-    upgrade,
-)
+from services.core.db.migrate import alembic_config, downgrade, head_revision, upgrade
+from services.core.db.schema import SCHEMA_REVISION, current_revision
 from services.core.settings import Settings
 from tests.conftest import create_database, drop_database
 
@@ -43,3 +38,7 @@ async def test_stairway(database_url: str) -> None:
             await engine.dispose()
     finally:
         await asyncio.to_thread(drop_database, make_url(url).database or name)
+
+
+def test_the_code_expects_the_newest_revision() -> None:
+    assert head_revision() == SCHEMA_REVISION, "update SCHEMA_REVISION with each migration"
