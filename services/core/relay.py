@@ -3,8 +3,9 @@
 A task is committed before anything is published, so a 201 never waits on RabbitMQ.
 The relay then publishes a message for each task that is due and has none yet (new
 tasks, retries whose backoff ended, scheduled tasks whose time came, recovered tasks),
-and marks them queued only once the broker has confirmed. Several relays may run: rows
-are locked with SKIP LOCKED while their messages are in flight.
+and marks them PENDING only once the broker has confirmed. Several relays may run: each
+reserves its batch in one statement (SKIP LOCKED), so none sends a message twice, and no
+row stays locked while a publish waits for its confirm.
 """
 
 from __future__ import annotations
@@ -60,11 +61,16 @@ class Relay:
 
     async def relay_once(self) -> int:
         """Publish and mark one batch of due tasks; answer how many were queued."""
-        async with self._store.relay_batch(self._batch) as batch:
-            if batch.ids:
-                await self._publish(batch.traces)
-                STATUS_CHANGES.labels(Status.PENDING).inc(await batch.mark_queued(batch.ids))
-        return len(batch.ids)
+        traces = await self._store.reserve_due(self._batch)
+        if traces:
+            try:
+                await self._publish(traces)
+            except BrokerUnavailable:
+                await self._store.release(list(traces))
+                raise
+            STATUS_CHANGES.labels(Status.PENDING).inc(
+                await self._store.confirm_queued(list(traces)))
+        return len(traces)
 
     async def _publish(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
         """Publish each task's message in a PRODUCER span of the task's own trace."""
@@ -86,14 +92,14 @@ class Relay:
                 span.end()
 
     async def resend_lost(self) -> int:
-        """Queue again tasks whose message is gone: the queue is empty, yet they wait.
+        """Queue again tasks whose message is not coming: never confirmed, or gone.
 
         The safety net under the message accounting, checked every `stale_after` seconds.
         A spare message costs one empty claim; a missing one would strand a task.
         """
-        if await self._broker.ready_messages() > 0:
-            return 0
-        owed = await self._store.unqueue_stale(self._stale_after, self._batch)
+        queue_empty = await self._broker.ready_messages() == 0
+        owed = await self._store.unqueue_stale(self._stale_after, self._batch,
+                                               queue_empty=queue_empty)
         MESSAGES_RESENT.inc(owed)
         if owed:
             logger.warning("%d queued task(s) had no message in the broker; sending again", owed)

@@ -12,8 +12,7 @@ from services.core.domain import NewTask, Priority, Status
 
 async def _queued(store: SqlTaskStore, **fields: object) -> uuid.UUID:
     task, _ = await store.create(NewTask(title="t", **fields))  # type: ignore[arg-type]
-    async with store.relay_batch(100) as batch:
-        await batch.mark_queued(batch.ids)
+    await store.confirm_queued(list(await store.reserve_due(100)))
     return task.id
 
 
@@ -74,8 +73,7 @@ async def test_a_retryable_failure_waits_out_its_backoff(store: SqlTaskStore) ->
     await _queued(store, max_attempts=2)
     claim = await _claim(store)
     assert await store.fail(claim.task.id, claim.attempt, "boom", 3600.0) is Status.PENDING
-    async with store.relay_batch(100) as batch:
-        assert batch.ids == []  # not due for an hour
+    assert await store.reserve_due(100) == {}  # not due for an hour
     assert await store.claim("w", 30, 3600, named=claim.task.id) is None
     task = await store.get(claim.task.id)
     assert (task.status, task.error, task.finished_at) == (Status.PENDING, "boom", None)
@@ -142,8 +140,7 @@ async def test_recovery_requeues_cancels_or_fails_expired_leases(store: SqlTaskS
     assert requeued.attempts == 1 and "lost" in (requeued.error or "")
     # The lost holder's late result is refused; the requeued task waits for the relay.
     assert await store.complete(requeue.task.id, requeue.attempt, {"late": True}) is None
-    async with store.relay_batch(100) as batch:
-        assert batch.ids == [requeue.task.id]
+    assert list(await store.reserve_due(100)) == [requeue.task.id]
     assert await recover(store) == []
 
 

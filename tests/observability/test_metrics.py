@@ -40,15 +40,19 @@ def _moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 async def test_counters_move_by_exactly_the_workload(settings: Settings) -> None:
     settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
-    async with running_api(settings) as api, running_worker(settings):
+    async with running_api(settings) as api:
         before = await _scrape(api)
         tasks = [await submit(api, kind="noop", priority="HIGH") for _ in range(3)]
         tasks.append(await submit(api, kind="fail", priority="LOW",
                                   payload={"message": "no", "retryable": False}))
         tasks.append(await submit(api, kind="flaky", priority="MEDIUM",
                                   payload={"key": uuid.uuid4().hex, "failures": 1}))
+        # All queued before any worker runs, so each goes NEW -> PENDING -> IN_PROGRESS.
         for task in tasks:
-            await wait_for(api, task["id"])
+            await wait_for(api, task["id"], {"PENDING"})
+        async with running_worker(settings):
+            for task in tasks:
+                await wait_for(api, task["id"])
         cancelled = await submit(api, kind="noop", scheduled_at="2999-01-01T00:00:00Z")
         await api.delete(f"/api/v1/tasks/{cancelled['id']}")
         after = await _scrape(api)

@@ -69,8 +69,8 @@ async def test_a_relay_republish_stays_in_the_same_trace(
     async with running_api(settings) as api:
         task = await submit(api, kind="echo", payload={"a": 1})
         engine = create_engine(settings)
-        async with SqlTaskStore(engine).relay_batch(10) as batch:  # queued, message lost
-            await batch.mark_queued(batch.ids)
+        store = SqlTaskStore(engine)  # queued, but its message was lost
+        await store.confirm_queued(list(await store.reserve_due(10)))
         await engine.dispose()
     relayed = settings.model_copy(update={"api_run_relay": True})
     async with running_api(relayed) as api, running_worker(relayed):

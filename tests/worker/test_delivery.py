@@ -62,8 +62,8 @@ async def test_a_queued_task_whose_message_was_lost_is_queued_again(
 ) -> None:
     settings = settings.model_copy(update={"lost_message_seconds": 0.5})
     task, _ = await store.create(NewTask(title="orphan", kind="noop"))
-    async with store.relay_batch(10) as batch:  # marked queued, but never published
-        await batch.mark_queued(batch.ids)
+    # Marked queued, but its message never reached the broker.
+    await store.confirm_queued(list(await store.reserve_due(10)))
     async with running_api(settings) as api, running_worker(settings):
         final = await wait_for(api, str(task.id), timeout=10)
     assert (final["status"], final["attempts"]) == ("COMPLETED", 1)

@@ -123,27 +123,6 @@ class Heartbeat:
     cancel_requested: frozenset[uuid.UUID]
 
 
-class RelayBatch:
-    """Tasks the broker holds no message for, locked until the batch is marked and closed."""
-
-    def __init__(
-        self, connection: AsyncConnection, traces: dict[uuid.UUID, dict[str, str] | None]
-    ) -> None:
-        self._connection = connection
-        self.traces = traces
-        self.ids = list(traces)
-
-    async def mark_queued(self, ids: Sequence[uuid.UUID]) -> int:
-        """Record that the broker confirmed a message for each of `ids`.
-
-        Answers how many of them were NEW, and so have now become PENDING.
-        """
-        if not ids:
-            return 0
-        result = await self._connection.execute(_MARK_QUEUED, {"ids": list(ids)})
-        return sum(1 for was in result.scalars() if was == Status.NEW)
-
-
 class SqlTaskStore:
     """Tasks in PostgreSQL. Raises StoreUnavailable when the server cannot be reached."""
 
@@ -248,25 +227,41 @@ class SqlTaskStore:
 
     # --- the relay ------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def relay_batch(self, limit: int) -> AsyncIterator[RelayBatch]:
-        """Lock up to `limit` due tasks that need a broker message, oldest first.
+    async def reserve_due(self, limit: int) -> dict[uuid.UUID, dict[str, str] | None]:
+        """Take up to `limit` due tasks that need a broker message, oldest first.
 
-        Rows stay locked (SKIP LOCKED for other relays) until the block ends and commits.
-        """
-        async with self._begin(transaction=True) as connection:
-            rows = await connection.execute(_DUE, {"limit": limit})
-            yield RelayBatch(connection, {row.id: row.trace_context for row in rows})
-
-    async def unqueue_stale(self, older_than: float, limit: int) -> int:
-        """Owe a new message to queued tasks that have waited `older_than` seconds.
-
-        For when the broker's queue is empty yet tasks are queued: their messages were
-        lost (a purge, a node lost with its data, a delivery limit). Answers how many.
+        Marks them as having a message (queued_at), so that no other relay sends one too,
+        and answers their trace contexts. The caller publishes, then confirm_queued(), or
+        release() when the broker would not confirm. A relay that dies in between leaves
+        them to resend_lost(): nothing waits on a lock meanwhile.
         """
         async with self._begin() as connection:
-            result = await connection.execute(_UNQUEUE_STALE,
-                                              {"older": older_than, "limit": limit})
+            rows = await connection.execute(_RESERVE, {"limit": limit})
+            return {row.id: row.trace_context for row in rows}
+
+    async def confirm_queued(self, ids: Sequence[uuid.UUID]) -> int:
+        """The broker confirmed their messages: NEW becomes PENDING. Answers how many did."""
+        if not ids:
+            return 0
+        async with self._begin() as connection:
+            return (await connection.execute(_CONFIRM, {"ids": list(ids)})).rowcount
+
+    async def release(self, ids: Sequence[uuid.UUID]) -> None:
+        """Their messages were not confirmed: the relay owes them one again."""
+        async with self._begin() as connection:
+            await connection.execute(_RELEASE, {"ids": list(ids)})
+
+    async def unqueue_stale(self, older_than: float, limit: int, *, queue_empty: bool) -> int:
+        """Owe a new message to tasks whose message is not coming, after `older_than` s.
+
+        Always for NEW tasks reserved that long ago and never confirmed (their relay died
+        between reserving and publishing). With `queue_empty`, also for PENDING tasks
+        queued that long ago: the broker holds no message for them any more (a purge, a
+        node lost with its data, a delivery limit). Answers how many.
+        """
+        params = {"older": older_than, "limit": limit, "pending": queue_empty}
+        async with self._begin() as connection:
+            result = await connection.execute(_UNQUEUE_STALE, params)
         return int(result.rowcount)
 
     async def next_due(self) -> datetime | None:
@@ -517,37 +512,44 @@ _OUTBOX_AND_LEASES = sa.text("""
     FROM tasks WHERE status IN ('NEW', 'IN_PROGRESS')
 """)
 
-_DUE = sa.text("""
-    SELECT id, trace_context FROM tasks
-    WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING') AND available_at <= now()
-    ORDER BY available_at
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-""")
-
-_UNQUEUE_STALE = sa.text("""
-    UPDATE tasks SET queued_at = NULL
+_RESERVE = sa.text("""
+    UPDATE tasks SET queued_at = now()
     WHERE id IN (
         SELECT id FROM tasks
-        WHERE status = 'PENDING' AND queued_at < now() - make_interval(secs => :older)
+        WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING') AND available_at <= now()
+        ORDER BY available_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED)
+      AND queued_at IS NULL AND status IN ('NEW', 'PENDING')
+    RETURNING id, trace_context
+""")
+
+_CONFIRM = sa.text("""
+    UPDATE tasks SET status = 'PENDING', updated_at = now()
+    WHERE id = ANY(:ids) AND status = 'NEW'
+""")
+
+_RELEASE = sa.text("""
+    UPDATE tasks SET queued_at = NULL
+    WHERE id = ANY(:ids) AND status IN ('NEW', 'PENDING')
+""")
+
+_STALE = """
+    queued_at < now() - make_interval(secs => :older)
+    AND (status = 'NEW' OR (:pending AND status = 'PENDING'))
+"""
+
+_UNQUEUE_STALE = sa.text(f"""
+    UPDATE tasks SET queued_at = NULL
+    WHERE id IN (
+        SELECT id FROM tasks WHERE {_STALE}
         ORDER BY queued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
-      AND status = 'PENDING'
+      AND {_STALE}
 """)
 
 _NEXT_DUE = sa.text("""
     SELECT min(available_at) FROM tasks
     WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING')
-""")
-
-# The batch's rows are locked by the relay, so `was` is the status this UPDATE changed.
-_MARK_QUEUED = sa.text("""
-    UPDATE tasks
-    SET queued_at = now(),
-        updated_at = CASE WHEN tasks.status = 'NEW' THEN now() ELSE tasks.updated_at END,
-        status = 'PENDING'
-    FROM (SELECT id, status AS was FROM tasks WHERE id = ANY(:ids)) AS before
-    WHERE tasks.id = before.id AND tasks.status IN ('NEW', 'PENDING')
-    RETURNING before.was
 """)
 
 # Claimable: in the queue, with a confirmed message, and due. Only such tasks are claimed,
