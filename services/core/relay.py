@@ -115,7 +115,7 @@ class Relay:
                     sent = await self.relay_once()
                     pause = 0 if sent >= self._batch else await self._until_due()
                 except (StoreUnavailable, BrokerUnavailable) as error:
-                    logger.warning("relay paused: %s", error)
+                    logger.warning("relay paused: %s", error or type(error.__cause__).__name__)
             if pause:
                 await self._pause(pause)
 

@@ -514,12 +514,12 @@ _OUTBOX_AND_LEASES = sa.text("""
 
 _RESERVE = sa.text("""
     UPDATE tasks SET queued_at = now()
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM tasks
         WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING') AND available_at <= now()
         ORDER BY available_at
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
       AND queued_at IS NULL AND status IN ('NEW', 'PENDING')
     RETURNING id, trace_context
 """)
@@ -541,9 +541,9 @@ _STALE = """
 
 _UNQUEUE_STALE = sa.text(f"""
     UPDATE tasks SET queued_at = NULL
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT id FROM tasks WHERE {_STALE}
-        ORDER BY queued_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+        ORDER BY queued_at LIMIT :limit FOR UPDATE SKIP LOCKED))
       AND {_STALE}
 """)
 
@@ -705,7 +705,7 @@ _RECOVER = """
             ELSE 'attempt ' || attempts || ' was lost: ' || :why END,
         finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN now() END,
         available_at = now(), queued_at = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE id IN ({candidates}) AND status = 'IN_PROGRESS' AND {guard}
+    WHERE id = ANY(ARRAY({candidates})) AND status = 'IN_PROGRESS' AND {guard}
     RETURNING id, status, attempts, trace_context
 """
 
