@@ -30,19 +30,25 @@ async def test_sigkill_a_worker(drill: Callable[[], Drill]) -> None:
     assert_nothing_lost(report)
 
 
+async def _restart_under_load(
+    run: Drill, stop: Callable[[], None], start: Callable[[], None]
+) -> dict[str, int]:
+    """Two workers and a steady load; the server goes away for a while, and comes back."""
+    run.start_workers(2)
+    run.start_load()
+    await run.run_load(3)
+    await asyncio.to_thread(stop)
+    await run.run_load(2)
+    await asyncio.to_thread(start)
+    await run.run_load(3)
+    return await run.finish()
+
+
 async def test_restart_rabbitmq(
     drill: Callable[[], Drill], servers: tuple[PrivatePostgres, PrivateRabbit]
 ) -> None:
     _, rabbit = servers
-    run = drill()
-    run.start_workers(2)
-    run.start_load()
-    await run.run_load(3)
-    await asyncio.to_thread(rabbit.stop)
-    await run.run_load(2)
-    await asyncio.to_thread(rabbit.start)
-    await run.run_load(3)
-    report = await run.finish()
+    report = await _restart_under_load(drill(), rabbit.stop, rabbit.start)
     logger.warning("restart RabbitMQ: %s", report)
     assert_nothing_lost(report)
 
@@ -51,15 +57,7 @@ async def test_restart_postgresql(
     drill: Callable[[], Drill], servers: tuple[PrivatePostgres, PrivateRabbit]
 ) -> None:
     postgres, _ = servers
-    run = drill()
-    run.start_workers(2)
-    run.start_load()
-    await run.run_load(3)
-    await asyncio.to_thread(postgres.stop)
-    await run.run_load(2)
-    await asyncio.to_thread(postgres.start)
-    await run.run_load(3)
-    report = await run.finish()
+    report = await _restart_under_load(drill(), postgres.stop, postgres.start)
     logger.warning("restart PostgreSQL: %s", report)
     assert report["answered_503"] > 0, "PostgreSQL was away: the API must have said 503"
     assert_nothing_lost(report)
