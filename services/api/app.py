@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from services.api import observability
+from services.api.auth import Authenticator
 from services.api.deps import Services
-from services.api.errors import BodyLimit, install_error_handlers
+from services.api.errors import RequestLimits, install_error_handlers
 from services.api.observability import HttpMetrics
-from services.api.routes import health, tasks
+from services.api.routes import health, keys, tasks
+from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.schema import wait_for_schema
+from services.core.errors import StoreUnavailable
 from services.core.kinds import load_kinds
 from services.core.recovery import sweep_forever
 from services.core.relay import Relay
 from services.core.runtime import Clients, open_clients
 from services.core.settings import Settings
 from services.core.telemetry.tracing import tracing_enabled
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -28,11 +35,16 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
         # Serve at once (503 until the schema is right), so probes and clients get answers.
+        # A bad seed file stops the start-up here, naming the entry, rather than later.
+        seed = load_seed(Path(settings.auth_seed_file)) if settings.auth_seed_file else []
         async with open_clients(settings, wait=False) as clients:
             relay = Relay.from_settings(clients.store, clients.broker, settings)
-            services = Services(clients.store, clients.broker, relay,
-                                load_kinds(settings.task_modules), asyncio.Event())
-            background = asyncio.create_task(_background(settings, clients, services))
+            key_store = SqlKeyStore(clients.engine)
+            services = Services(
+                settings, clients.store, clients.broker, relay,
+                kinds=load_kinds(settings.task_modules), keys=key_store,
+                auth=Authenticator(key_store, settings), schema_ready=asyncio.Event())
+            background = asyncio.create_task(_background(settings, clients, services, seed))
             try:
                 yield {"services": services}
             finally:
@@ -46,9 +58,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestLimits, body_bytes=settings.max_body_bytes,
+                       header_bytes=settings.max_header_bytes)
     app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)
+    app.include_router(keys.router)
     app.include_router(health.router)
     app.include_router(observability.router)
     if tracing_enabled():
@@ -59,12 +73,28 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _background(settings: Settings, clients: Clients, services: Services) -> None:
+async def _background(
+    settings: Settings, clients: Clients, services: Services, seed: list[SeedKey]
+) -> None:
     """Once the schema is at the expected revision: take requests, relay, and recover."""
     await wait_for_schema(clients.engine)
+    await _seed(services.keys, seed)
     services.schema_ready.set()
     async with asyncio.TaskGroup() as group:
         if settings.api_run_relay:
             group.create_task(services.relay.run())
         if settings.api_run_recovery:
             group.create_task(sweep_forever(clients.store, settings.recovery_interval_seconds))
+
+
+async def _seed(keys: SqlKeyStore, seed: list[SeedKey]) -> None:
+    """Add the seed file's new keys, waiting out a database outage."""
+    while seed:
+        try:
+            added = await keys.seed(seed)
+        except StoreUnavailable as error:
+            logger.warning("API keys not seeded yet: %s", error)
+            await asyncio.sleep(2)
+        else:
+            logger.info("API keys seeded: %d of %d were new", added, len(seed))
+            return

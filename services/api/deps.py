@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from services.core.amqp.broker import Broker
+from services.core.db.keys import SqlKeyStore
 from services.core.db.store import SqlTaskStore
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.relay import Relay
+from services.core.settings import Settings
+
+if TYPE_CHECKING:
+    from services.api.auth import Authenticator
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     """What the lifespan builds once and every request shares."""
 
+    settings: Settings
     store: SqlTaskStore
     broker: Broker
     relay: Relay
     kinds: dict[str, Kind]
+    keys: SqlKeyStore
+    auth: Authenticator
     # Set once the database is at the schema revision this code expects.
     schema_ready: asyncio.Event
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.core.errors import (
     ConveyorError,
     IdempotencyConflict,
+    KeyNotFound,
     StoreUnavailable,
     TaskAlreadyTerminal,
     TaskNotFound,
@@ -25,6 +26,17 @@ logger = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
+
+
+class Refused(Exception):
+    """A request turned away before its route runs: no valid key, no scope, too many."""
+
+    def __init__(self, status: int, slug: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.headers = headers
 
 
 class FieldError(Exception):
@@ -64,6 +76,7 @@ def _detail(errors: list[dict[str, Any]]) -> str:
 # Domain errors -> (status, slug). The only place that knows both sides.
 _DOMAIN: dict[type[ConveyorError], tuple[int, str]] = {
     TaskNotFound: (404, "task-not-found"),
+    KeyNotFound: (404, "key-not-found"),
     TaskAlreadyTerminal: (409, "task-terminal"),
     IdempotencyConflict: (409, "idempotency-key-reused"),
 }
@@ -94,6 +107,11 @@ async def _on_field(_: Request, error: Exception) -> JSONResponse:
     return problem(error.status, _detail(errors), slug=slug, errors=errors)
 
 
+async def _on_refused(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, Refused)
+    return problem(error.status, str(error), slug=error.slug, headers=error.headers)
+
+
 async def _on_http(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     return problem(error.status_code, str(error.detail), headers=error.headers)
@@ -109,36 +127,44 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConveyorError, _on_domain)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(FieldError, _on_field)
+    app.add_exception_handler(Refused, _on_refused)
     app.add_exception_handler(HTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)
 
 
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, before anything parses them."""
+class RequestLimits:
+    """Refuse oversized headers (431) and bodies (413) before anything parses them."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, body_bytes: int, header_bytes: int) -> None:
         self.app = app
-        self.limit = limit
+        self.body_bytes = body_bytes
+        self.header_bytes = header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, receive, send)
+        headers = scope["headers"]
+        if sum(len(name) + len(value) for name, value in headers) > self.header_bytes:
+            return await self._refuse(scope, receive, send, 431, "headers", self.header_bytes)
+        declared = dict(headers).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.body_bytes:
+            return await self._refuse(scope, receive, send, 413, "body", self.body_bytes)
         seen = 0
 
         async def limited() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:  # a streamed body with no Content-Length
-                raise HTTPException(413, f"the request body is over {self.limit} bytes")
+            if seen > self.body_bytes:  # a streamed body with no Content-Length
+                raise HTTPException(413, f"the request body is over {self.body_bytes} bytes")
             return message
 
         await self.app(scope, limited, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(413, f"the request body is over {self.limit} bytes", slug="too-large",
-                           errors=[{"loc": ["body"], "msg": f"at most {self.limit} bytes"}])
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, part: str,
+                      limit: int) -> None:
+        detail = f"request {part} over the limit of {limit} bytes"
+        response = problem(status, detail, slug="too-large",
+                           errors=[{"loc": [part], "msg": f"at most {limit} bytes"}])
         await response(scope, receive, send)

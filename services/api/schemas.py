@@ -7,9 +7,23 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.core.auth import ApiKey, Scope
 from services.core.domain import NewTask, Priority, Status
 
 PAYLOAD_LIMIT = 64 * 1024
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and lists nest in `value` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 class TaskCreate(BaseModel):
@@ -79,3 +93,32 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldProblem] | None = None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[Scope] = Field(min_length=1, max_length=4)
+    name: str = Field("", max_length=200)
+
+
+class KeyOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    scopes: list[Scope]
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None
+
+    @classmethod
+    def from_key(cls, key: ApiKey) -> KeyOut:
+        return cls(id=key.id, tenant=key.tenant, name=key.name, scopes=sorted(key.scopes),
+                   created_at=key.created_at, revoked_at=key.revoked_at)
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The whole key; shown this once and stored nowhere")
+
+
+class KeyPage(BaseModel):
+    items: list[KeyOut]

@@ -123,6 +123,8 @@ class TaskFilter:
     kind: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # One tenant's tasks; None is every tenant's (operators and tests only, never clients).
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

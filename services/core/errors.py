@@ -42,3 +42,9 @@ class TaskFailed(ConveyorError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class KeyNotFound(ConveyorError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id} does not exist")
+        self.key_id = key_id

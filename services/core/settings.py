@@ -29,6 +29,20 @@ class Settings(BaseSettings):
     api_run_relay: bool = True
     api_run_recovery: bool = True
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # All request headers together; more is refused with 431.
+    max_header_bytes: int = Field(16_384, ge=1024)
+    # Nesting of a task's payload (objects and lists inside each other).
+    max_payload_depth: int = Field(32, ge=1, le=1000)
+
+    # API keys (Authorization: Bearer). Off, every request acts for the tenant "default"
+    # with every scope: for a laptop only.
+    auth_enabled: bool = True
+    # A JSON file of keys to add at start-up (the chart mounts it from a Secret).
+    auth_seed_file: str = ""
+    # How long a key's lookup is reused: a revocation takes effect within this time.
+    auth_cache_seconds: float = Field(5.0, ge=0)
+    # Requests per key and API process, as "100/second" or "6000/minute"; empty: no limit.
+    rate_limit: str = "100/second"
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
     # Where `conveyor worker` serves /metrics; 0 serves none.
@@ -55,6 +69,15 @@ class Settings(BaseSettings):
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        if value:
+            from limits import parse
+
+            parse(value)  # ValueError names what it cannot read
+        return value
 
     @field_validator("task_modules", mode="before")
     @classmethod

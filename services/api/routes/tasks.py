@@ -8,17 +8,19 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime
 
+from services.api.auth import Canceller, Reader, Submitter
 from services.api.deps import ServicesDep, StoreDep
 from services.api.errors import FieldError
+from services.api.responses import errors, json_response
 from services.api.schemas import (
     PAYLOAD_LIMIT,
-    Problem,
     TaskCreate,
     TaskOut,
     TaskPage,
     TaskStatusOut,
+    json_depth,
 )
 from services.core.db.store import InvalidCursor
 from services.core.domain import Priority, Status, TaskFilter
@@ -26,20 +28,6 @@ from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED
 from services.core.telemetry.tracing import current_carrier, db_span
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
-
-_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
-    return {code: _PROBLEM for code in codes}
-
-
-def _json(model: BaseModel, status_code: int = 200, **headers: str) -> Response:
-    # Serialized once, in Rust, from a model built here: FastAPI's response_model would
-    # validate and encode it all over again. The documented shapes stay in the decorators.
-    return Response(model.model_dump_json(), status_code=status_code, headers=headers,
-                    media_type="application/json")
-
 
 def _check_submission(body: TaskCreate, services: ServicesDep) -> None:
     """Refuse what the models cannot see: an unknown kind, an oversized payload."""
@@ -50,6 +38,9 @@ def _check_submission(body: TaskCreate, services: ServicesDep) -> None:
     if payload_bytes > PAYLOAD_LIMIT:
         raise FieldError(413, ["body", "payload"],
                          f"the payload is {payload_bytes} bytes; at most {PAYLOAD_LIMIT}")
+    limit = services.settings.max_payload_depth
+    if json_depth(body.payload) > limit:
+        raise FieldError(422, ["body", "payload"], f"the payload nests deeper than {limit} levels")
 
 
 def _request_hash(body: TaskCreate) -> str:
@@ -63,11 +54,12 @@ def _request_hash(body: TaskCreate) -> str:
     status_code=201,
     response_model=TaskOut,
     responses={200: {"model": TaskOut, "description": "A repeat of an earlier submission"},
-               **_errors(409, 413, 422, 503)},
+               **errors(409, 413, 422)},
 )
 async def submit_task(
     body: TaskCreate,
     services: ServicesDep,
+    principal: Submitter,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     """Store a task; it is handed to a worker once the broker has confirmed it."""
@@ -76,18 +68,19 @@ async def submit_task(
     trace_context = current_carrier()  # the request's span: the root of the task's trace
     with db_span("INSERT", "create task"):
         task, created = await services.store.create(
-            body.to_new_task(), idempotency_key, request_hash, trace_context)
+            body.to_new_task(), idempotency_key, request_hash, trace_context, principal.tenant)
     if created:
         TASKS_SUBMITTED.labels(task.priority, task.kind).inc()
         STATUS_CHANGES.labels(task.status).inc()
         services.relay.kick()
-    return _json(TaskOut.model_validate(task), 201 if created else 200,
+    return json_response(TaskOut.model_validate(task), 201 if created else 200,
                  Location=f"{router.prefix}/{task.id}")
 
 
-@router.get("", response_model=TaskPage, responses=_errors(422, 503))
+@router.get("", response_model=TaskPage, responses=errors(422))
 async def list_tasks(
     store: StoreDep,
+    principal: Reader,
     status: Annotated[list[Status] | None, Query()] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
     kind: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
@@ -98,36 +91,37 @@ async def list_tasks(
 ) -> Response:
     """Tasks newest first; follow `next_cursor` to visit every match once."""
     where = TaskFilter(frozenset(status or ()), frozenset(priority or ()), kind,
-                       created_after, created_before)
+                       created_after, created_before, principal.tenant)
     try:
         page = await store.list(where, limit, cursor)
     except InvalidCursor as error:
         raise FieldError(422, ["query", "cursor"], str(error)) from error
-    return _json(TaskPage(items=[TaskOut.model_validate(t) for t in page.items],
+    return json_response(TaskPage(items=[TaskOut.model_validate(t) for t in page.items],
                           next_cursor=page.next_cursor))
 
 
-@router.get("/{task_id}", response_model=TaskOut, responses=_errors(404, 422, 503))
-async def get_task(task_id: uuid.UUID, store: StoreDep) -> Response:
+@router.get("/{task_id}", response_model=TaskOut, responses=errors(404, 422))
+async def get_task(task_id: uuid.UUID, store: StoreDep, principal: Reader) -> Response:
     """One task."""
-    return _json(TaskOut.model_validate(await store.get(task_id)))
+    return json_response(TaskOut.model_validate(await store.get(task_id, principal.tenant)))
 
 
-@router.get("/{task_id}/status", response_model=TaskStatusOut, responses=_errors(404, 422, 503))
-async def get_task_status(task_id: uuid.UUID, store: StoreDep) -> Response:
+@router.get("/{task_id}/status", response_model=TaskStatusOut, responses=errors(404, 422))
+async def get_task_status(task_id: uuid.UUID, store: StoreDep, principal: Reader) -> Response:
     """The short form of a task, for polling."""
-    return _json(TaskStatusOut.model_validate(await store.get(task_id)))
+    return json_response(TaskStatusOut.model_validate(await store.get(task_id, principal.tenant)))
 
 
 @router.delete(
     "/{task_id}",
     response_model=TaskOut,
     responses={202: {"model": TaskOut, "description": "Running: its worker was asked to stop"},
-               **_errors(404, 409, 422, 503)},
+               **errors(404, 409, 422)},
 )
-async def cancel_task(task_id: uuid.UUID, store: StoreDep) -> Response:
+async def cancel_task(task_id: uuid.UUID, store: StoreDep, principal: Canceller) -> Response:
     """Cancel a queued task at once (200), or ask a running one to stop (202)."""
-    task = await store.cancel(task_id)
+    task = await store.cancel(task_id, principal.tenant)
     if task.status is Status.CANCELLED:
         STATUS_CHANGES.labels(Status.CANCELLED).inc()
-    return _json(TaskOut.model_validate(task), 200 if task.status is Status.CANCELLED else 202)
+    status = 200 if task.status is Status.CANCELLED else 202
+    return json_response(TaskOut.model_validate(task), status)

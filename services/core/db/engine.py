@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from services.core.errors import StoreUnavailable
 from services.core.settings import Settings
 
 # asyncpg errors that mean "the server is away or going away", not "the query is wrong".
@@ -43,3 +47,17 @@ def is_outage(error: BaseException) -> bool:
             or isinstance(getattr(error.orig, "__cause__", None), _OUTAGE)
         )
     return isinstance(error, _OUTAGE)
+
+
+@asynccontextmanager
+async def connect(
+    engine: AsyncEngine, *, transaction: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A connection of `engine`, in a transaction or not; an outage becomes StoreUnavailable."""
+    try:
+        async with engine.begin() if transaction else engine.connect() as connection:
+            yield connection
+    except Exception as error:
+        if is_outage(error):
+            raise StoreUnavailable(str(error)) from error
+        raise

@@ -6,8 +6,8 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core.db.engine import is_outage
+from services.core.auth import DEFAULT_TENANT
+from services.core.db.engine import connect
 from services.core.db.tables import tasks
 from services.core.domain import (
     NewTask,
@@ -27,7 +28,6 @@ from services.core.domain import (
 )
 from services.core.errors import (
     IdempotencyConflict,
-    StoreUnavailable,
     TaskAlreadyTerminal,
     TaskNotFound,
 )
@@ -132,19 +132,8 @@ class SqlTaskStore:
         # round trips around it. Only the relay's batch needs a transaction.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    @asynccontextmanager
-    async def _begin(self, transaction: bool = False) -> AsyncIterator[AsyncConnection]:
-        try:
-            if transaction:
-                async with self._engine.begin() as connection:
-                    yield connection
-            else:
-                async with self._autocommit.connect() as connection:
-                    yield connection
-        except Exception as error:
-            if is_outage(error):
-                raise StoreUnavailable(str(error)) from error
-            raise
+    def _begin(self, transaction: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
+        return connect(self._engine if transaction else self._autocommit, transaction=transaction)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless PostgreSQL answers."""
@@ -155,26 +144,29 @@ class SqlTaskStore:
 
     async def create(
         self, new: NewTask, idempotency_key: str | None = None, request_hash: str | None = None,
-        trace_context: dict[str, str] | None = None,
+        trace_context: dict[str, str] | None = None, tenant: str = DEFAULT_TENANT,
     ) -> tuple[Task, bool]:
-        """Store `new`; answer (task, True), or (earlier task, False) for a repeated key."""
+        """Store `new` for `tenant`; answer (task, True), or (earlier task, False) for a
+        key this tenant used before."""
         values = _insert_values(new, idempotency_key, request_hash)
         values["trace_context"] = trace_context or None
+        values["tenant"] = tenant
         async with self._begin() as connection:
             row = (await connection.execute(_INSERT, values)).first()
             if row is not None:
                 return _task(row), True
-            found = (await connection.execute(_BY_KEY, {"key": idempotency_key})).first()
+            params = {"key": idempotency_key, "tenant": tenant}
+            found = (await connection.execute(_BY_KEY, params)).first()
         if found is None:  # the earlier task was deleted between the two statements
             raise IdempotencyConflict(idempotency_key or "")
         if found.request_hash != request_hash:
             raise IdempotencyConflict(idempotency_key or "")
         return _task(found), False
 
-    async def get(self, task_id: uuid.UUID) -> Task:
-        """The task `task_id`, or TaskNotFound."""
+    async def get(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
+        """The task `task_id`, or TaskNotFound; also when it belongs to another `tenant`."""
         async with self._begin() as connection:
-            row = (await connection.execute(_select().where(tasks.c.id == task_id))).first()
+            row = (await connection.execute(_by_id(task_id, tenant))).first()
         if row is None:
             raise TaskNotFound(task_id)
         return _task(row)
@@ -192,24 +184,26 @@ class SqlTaskStore:
         items = items[:limit]
         return Page(items, encode_cursor(items[-1]) if more else None)
 
-    async def cancel(self, task_id: uuid.UUID) -> Task:
+    async def cancel(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """Cancel a queued task at once, or ask the holder of a running one to stop.
 
-        Answers the task as it now stands; raises TaskNotFound or TaskAlreadyTerminal.
+        Answers the task as it now stands; raises TaskNotFound (also for a task of another
+        `tenant`) or TaskAlreadyTerminal.
         """
+        params = {"id": task_id, "tenant": tenant}
         async with self._begin() as connection:
             for statement in (_CANCEL_QUEUED, _REQUEST_CANCEL):
-                row = (await connection.execute(statement, {"id": task_id})).first()
+                row = (await connection.execute(statement, params)).first()
                 if row is not None:
                     return _task(row)
-            row = (await connection.execute(_select().where(tasks.c.id == task_id))).first()
+            row = (await connection.execute(_by_id(task_id, tenant))).first()
         if row is None:
             raise TaskNotFound(task_id)
         task = _task(row)
         if task.status.is_terminal:
             raise TaskAlreadyTerminal(task_id, task.status)
         # It moved between the statements (queued to running); the caller may ask again.
-        return await self.cancel(task_id)
+        return await self.cancel(task_id, tenant)
 
     async def gauges(self) -> Gauges:
         """Queue depth and oldest wait by priority, and the outbox backlog, in two reads."""
@@ -428,8 +422,15 @@ def _select() -> sa.Select[Any]:
     return sa.select(*_PUBLIC)
 
 
+def _by_id(task_id: uuid.UUID, tenant: str | None) -> sa.Select[Any]:
+    query = _select().where(tasks.c.id == task_id)
+    return query if tenant is None else query.where(tasks.c.tenant == tenant)
+
+
 def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
     conditions: list[sa.ColumnElement[bool]] = []
+    if where.tenant is not None:
+        conditions.append(tasks.c.tenant == where.tenant)
     if where.statuses:
         conditions.append(tasks.c.status.in_(sorted(where.statuses)))
     if where.priorities:
@@ -465,32 +466,38 @@ _bind_json = sa.bindparam("payload", type_=tasks.c.payload.type)
 
 # A task scheduled for later waits as PENDING; the relay sends its message once it is due.
 _INSERT = sa.text(f"""
-    INSERT INTO tasks (id, title, description, priority, status, kind, payload,
+    INSERT INTO tasks (id, tenant, title, description, priority, status, kind, payload,
                        max_attempts, timeout_seconds, scheduled_at, available_at,
                        idempotency_key, request_hash, trace_context)
-    VALUES (:id, :title, :description, :priority,
+    VALUES (:id, :tenant, :title, :description, :priority,
             CASE WHEN :scheduled_at > now() THEN 'PENDING' ELSE 'NEW' END,
             :kind, :payload, :max_attempts, :timeout_seconds, :scheduled_at,
             greatest(now(), coalesce(:scheduled_at, now())),
             :idempotency_key, :request_hash, :trace_context)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING {_RETURNING}
 """).bindparams(
     _bind_json, sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True)),
     sa.bindparam("trace_context", type_=tasks.c.trace_context.type),
 )
 
-_BY_KEY = sa.text(f"SELECT {_RETURNING}, request_hash FROM tasks WHERE idempotency_key = :key")
+_BY_KEY = sa.text(f"""
+    SELECT {_RETURNING}, request_hash FROM tasks
+    WHERE tenant = :tenant AND idempotency_key = :key
+""")
+
+# A NULL :tenant matches every tenant: the unscoped form, for operators and tests.
+_OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
 
 _CANCEL_QUEUED = sa.text(f"""
     UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now()
-    WHERE id = :id AND status IN ('NEW', 'PENDING')
+    WHERE id = :id AND status IN ('NEW', 'PENDING') AND {_OF_TENANT}
     RETURNING {_RETURNING}
 """)
 
 _REQUEST_CANCEL = sa.text(f"""
     UPDATE tasks SET cancel_requested = true, updated_at = now()
-    WHERE id = :id AND status = 'IN_PROGRESS'
+    WHERE id = :id AND status = 'IN_PROGRESS' AND {_OF_TENANT}
     RETURNING {_RETURNING}
 """)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = sa.MetaData()
 
@@ -11,6 +11,8 @@ tasks = sa.Table(
     "tasks",
     metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    # Who submitted it: every client read and write is scoped to one tenant.
+    sa.Column("tenant", sa.Text, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("priority", sa.SmallInteger, nullable=False),
@@ -38,4 +40,17 @@ tasks = sa.Table(
     sa.Column("worker_id", sa.Text),
     # The W3C trace context of the request that submitted the task (traceparent, ...).
     sa.Column("trace_context", JSONB),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("tenant", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("scopes", ARRAY(sa.Text), nullable=False),
+    # SHA-256 of the key's secret, hex: the secret itself is never stored.
+    sa.Column("secret_digest", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )

@@ -56,3 +56,7 @@ HTTP_REQUESTS = Counter(
 HTTP_DURATION = Histogram(
     "conveyor_http_request_duration_seconds", "HTTP request latency.", ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+AUTH_REFUSALS = Counter(
+    "conveyor_http_auth_refusals_total",
+    "Requests refused by authentication, scope or rate limit; never labelled by tenant or key.",
+    ["reason"])

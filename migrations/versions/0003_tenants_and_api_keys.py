@@ -1,0 +1,65 @@
+"""Tenants own tasks; API keys name a tenant and its scopes.
+
+Existing tasks go to the tenant "default". Listing indexes and idempotency keys become
+per tenant, so one tenant's keys and listings never meet another's.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import ARRAY
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+LISTED_BY = ("status", "priority", "kind")
+SCOPES = "'submit', 'read', 'cancel', 'admin'"
+
+
+def upgrade() -> None:
+    # The default also serves processes of the previous release during a rolling update.
+    op.add_column("tasks", sa.Column("tenant", sa.Text, nullable=False,
+                                     server_default="default"))
+    op.drop_constraint("uq_tasks_idempotency_key", "tasks", type_="unique")
+    op.create_unique_constraint("uq_tasks_tenant_idempotency_key", "tasks",
+                                ["tenant", "idempotency_key"])
+    _listing_indexes(["tenant"])
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("tenant", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False, server_default=""),
+        sa.Column("scopes", ARRAY(sa.Text), nullable=False),
+        sa.Column("secret_digest", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+                  server_default=sa.text("now()")),
+        sa.Column("revoked_at", sa.DateTime(timezone=True)),
+        sa.CheckConstraint(f"scopes <@ ARRAY[{SCOPES}] AND cardinality(scopes) > 0",
+                           name="ck_api_keys_scopes"),
+    )
+    op.create_index("ix_api_keys_tenant", "api_keys", ["tenant", "created_at"])
+
+
+def downgrade() -> None:
+    op.drop_table("api_keys")
+    _listing_indexes([])
+    op.drop_constraint("uq_tasks_tenant_idempotency_key", "tasks", type_="unique")
+    op.create_unique_constraint("uq_tasks_idempotency_key", "tasks", ["idempotency_key"])
+    op.drop_column("tasks", "tenant")
+
+
+def _listing_indexes(leading: list[str]) -> None:
+    """(Re)make the newest-first listing indexes, led by `leading` columns."""
+    newest = [sa.text("created_at DESC"), sa.text("id DESC")]
+    op.drop_index("ix_tasks_created", "tasks")
+    op.create_index("ix_tasks_created", "tasks", [*leading, *newest])
+    for column in LISTED_BY:
+        op.drop_index(f"ix_tasks_{column}_created", "tasks")
+        op.create_index(f"ix_tasks_{column}_created", "tasks", [*leading, column, *newest])

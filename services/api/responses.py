@@ -1,0 +1,25 @@
+"""What every route answers with: JSON serialized once, and the problems it may return."""
+
+from __future__ import annotations
+
+from fastapi import Response
+from pydantic import BaseModel
+
+from services.api.schemas import Problem
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+# Every route may refuse a request before it runs: no valid key, no scope, too many, too big.
+REFUSALS = (401, 403, 429, 431, 503)
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    """The `responses` of a route that may answer `codes`, besides the refusals."""
+    return {code: _PROBLEM for code in (*codes, *REFUSALS)}
+
+
+def json_response(model: BaseModel, status_code: int = 200, **headers: str) -> Response:
+    """`model` as JSON."""
+    # Serialized once, in Rust, from a model built here: FastAPI's response_model would
+    # validate and encode it all over again. The documented shapes stay in the decorators.
+    return Response(model.model_dump_json(), status_code=status_code, headers=headers,
+                    media_type="application/json")
