@@ -115,6 +115,8 @@ def make_settings(database_url: str, amqp_prefix: str, **overrides: object) -> S
         "drain_seconds": 5,
         "worker_concurrency": 4,
         "worker_metrics_port": 0,
+        # Keys are tested on their own (tests/security); elsewhere the API is open.
+        "auth_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -133,7 +135,7 @@ async def settings(database_url: str, amqp_prefix: str) -> AsyncIterator[Setting
 async def _empty(database_url: str, amqp_prefix: str) -> None:
     connection = await asyncpg.connect(_dsn(make_url(database_url).database or ""))
     try:
-        await connection.execute("TRUNCATE tasks")
+        await connection.execute("TRUNCATE tasks, api_keys")
     finally:
         await connection.close()
     broker = await aio_pika.connect(AMQP_URL)
