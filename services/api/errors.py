@@ -114,7 +114,9 @@ async def _on_refused(_: Request, error: Exception) -> JSONResponse:
 
 async def _on_http(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
-    return problem(error.status_code, str(error.detail), headers=error.headers)
+    # FastAPI's one 400 is a body its JSON parser gave up on (nested past recursion).
+    errors = [{"loc": ["body"], "msg": str(error.detail)}] if error.status_code == 400 else None
+    return problem(error.status_code, str(error.detail), headers=error.headers, errors=errors)
 
 
 async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:
