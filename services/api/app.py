@@ -7,8 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from services.api import observability
 from services.api.auth import Authenticator
@@ -19,7 +21,7 @@ from services.api.routes import health, keys, tasks
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.schema import wait_for_schema
 from services.core.errors import StoreUnavailable
-from services.core.kinds import load_kinds
+from services.core.kinds import Kind, load_kinds
 from services.core.recovery import sweep_forever
 from services.core.relay import Relay
 from services.core.runtime import Clients, open_clients
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     """The API, configured by `settings`; it connects only when it starts."""
 
+    kinds = load_kinds(settings.task_modules)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
         # Serve at once (503 until the schema is right), so probes and clients get answers.
@@ -42,7 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
             key_store = SqlKeyStore(clients.engine)
             services = Services(
                 settings, clients.store, clients.broker, relay,
-                kinds=load_kinds(settings.task_modules), keys=key_store,
+                kinds=kinds, keys=key_store,
                 auth=Authenticator(key_store, settings), schema_ready=asyncio.Event())
             background = asyncio.create_task(_background(settings, clients, services, seed))
             try:
@@ -57,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Asynchronous tasks on PostgreSQL and RabbitMQ.",
         lifespan=lifespan,
     )
+    app.openapi = lambda: _openapi(app, kinds)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(RequestLimits, body_bytes=settings.max_body_bytes,
                        header_bytes=settings.max_header_bytes)
@@ -71,6 +76,31 @@ def create_app(settings: Settings) -> FastAPI:
         # SERVER spans for the task routes; probes and scrapes would only be noise.
         FastAPIInstrumentor.instrument_app(app, excluded_urls="/health/,/metrics")
     return app
+
+
+def _openapi(app: FastAPI, kinds: dict[str, Kind]) -> dict[str, Any]:
+    """The generated document, naming the kinds this installation runs."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                               routes=app.routes)
+        kind = document["components"]["schemas"]["TaskCreate"]["properties"]["kind"]
+        kind["enum"] = sorted(kinds)
+        _close_pattern_keys(document)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def _close_pattern_keys(node: Any) -> None:
+    """Say that a JSON object's keys must match its key pattern (pydantic leaves other keys
+    open): the NUL-free keys of payloads, which PostgreSQL needs."""
+    if isinstance(node, dict):
+        if "patternProperties" in node:
+            node["additionalProperties"] = False
+        for child in node.values():
+            _close_pattern_keys(child)
+    elif isinstance(node, list):
+        for child in node:
+            _close_pattern_keys(child)
 
 
 async def _background(

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
 
 from services.core.auth import ApiKey, Scope
 from services.core.domain import NewTask, Priority, Status
 
 PAYLOAD_LIMIT = 64 * 1024
+# PostgreSQL text and jsonb hold no NUL character: refused here, named, rather than failing there.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(pattern=NO_NUL)]
+# Any JSON, as PostgreSQL can keep it: no NUL in a string or key, no NaN or Infinity.
+JsonValue = TypeAliasType(  # type: ignore[misc]
+    "JsonValue",
+    "Text | int | Annotated[float, Field(allow_inf_nan=False)] | bool "
+    "| list[JsonValue] | dict[Text, JsonValue] | None",
+)
 
 
 def json_depth(value: Any) -> int:
@@ -29,11 +39,11 @@ def json_depth(value: Any) -> int:
 class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field("", max_length=10_000)
+    title: Text = Field(min_length=1, max_length=200)
+    description: Text = Field("", max_length=10_000)
     priority: Priority = Priority.MEDIUM
     kind: str = Field("demo", min_length=1, max_length=100)
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[Text, JsonValue] = Field(default_factory=dict)
     max_attempts: int = Field(3, ge=1, le=20)
     timeout_seconds: float | None = Field(None, gt=0, le=7 * 86_400)
     scheduled_at: AwareDatetime | None = None
@@ -99,7 +109,7 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scopes: list[Scope] = Field(min_length=1, max_length=4)
-    name: str = Field("", max_length=200)
+    name: Text = Field("", max_length=200)
 
 
 class KeyOut(BaseModel):

@@ -134,3 +134,28 @@ async def test_an_idempotency_key_out_of_range_is_422(api: httpx.AsyncClient, ke
     assert response.status_code == 422
     assert ["header", "idempotency-key"] in [e["loc"] for e in response.json()["errors"]]
     assert await count_tasks(api) == 0
+
+
+@pytest.mark.parametrize(("body", "loc"), [
+    ('{"title": "a\\u0000b"}', ["body", "title"]),
+    ('{"title": "t", "payload": {"k\\u0000": 1}}', ["body", "payload"]),
+    ('{"title": "t", "payload": {"k": ["\\u0000"]}}', ["body", "payload"]),
+    ('{"title": "t", "payload": {"k": NaN}}', ["body", "payload"]),
+    ('{"title": "t", "payload": {"k": -Infinity}}', ["body", "payload"]),
+])
+async def test_what_postgresql_cannot_keep_gets_422_naming_the_field(
+    api: httpx.AsyncClient, body: str, loc: list[str]
+) -> None:
+    response = await api.post("/api/v1/tasks", content=body,
+                              headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][:2] == loc
+    assert await count_tasks(api) == 0
+
+
+async def test_a_kind_filter_with_a_nul_gets_422(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/v1/tasks", params={"kind": "a\x00"})
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "kind"]

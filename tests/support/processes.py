@@ -1,4 +1,4 @@
-"""`conveyor worker` as a real process, for tests that signal or kill it."""
+"""`conveyor` commands as real processes, for tests that signal, kill or fuzz them."""
 
 from __future__ import annotations
 
@@ -10,15 +10,20 @@ from services.core.settings import Settings
 from tests.conftest import settings_env
 
 
-def start_worker_process(settings: Settings) -> subprocess.Popen[str]:
-    """A worker process; its log goes to a file (a pipe nobody reads would block it)."""
-    log = tempfile.NamedTemporaryFile("w+", prefix="conveyor-worker-", suffix=".log")
+def start_process(settings: Settings, command: str) -> subprocess.Popen[str]:
+    """`conveyor <command>`; its log goes to a file (a pipe nobody reads would block it)."""
+    log = tempfile.NamedTemporaryFile("w+", prefix=f"conveyor-{command}-", suffix=".log")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "worker"],
+        [sys.executable, "-m", "services.cli", command],
         env=settings_env(settings), stderr=log, text=True,
     )
     process.log = log  # type: ignore[attr-defined]
     return process
+
+
+def start_worker_process(settings: Settings) -> subprocess.Popen[str]:
+    """A worker process, logging to a file."""
+    return start_process(settings, "worker")
 
 
 def worker_log(process: subprocess.Popen[str]) -> str:

@@ -15,6 +15,7 @@ from services.api.deps import ServicesDep, StoreDep
 from services.api.errors import FieldError
 from services.api.responses import errors, json_response
 from services.api.schemas import (
+    NO_NUL,
     PAYLOAD_LIMIT,
     TaskCreate,
     TaskOut,
@@ -83,7 +84,7 @@ async def list_tasks(
     principal: Reader,
     status: Annotated[list[Status] | None, Query()] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
-    kind: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    kind: Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_NUL)] = None,
     created_after: AwareDatetime | None = None,
     created_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
