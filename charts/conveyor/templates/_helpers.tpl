@@ -38,6 +38,21 @@ checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha
 checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end -}}
 
+{{/* Rolls the API when the seeded keys change (not on the helm test key, made at random once). */}}
+{{- define "conveyor.authChecksum" -}}
+checksum/auth: {{ list .Values.auth.seedKeys .Values.auth.existingSecret .Values.auth.helmTestKey | toJson | sha256sum }}
+{{- end -}}
+
+{{/* The Secret holding keys.json (the keys to seed) and helm-test-key. */}}
+{{- define "conveyor.authSecretName" -}}
+{{- .Values.auth.existingSecret | default (printf "%s-auth" (include "conveyor.fullname" .)) -}}
+{{- end -}}
+
+{{/* Does the API seed keys from a file? */}}
+{{- define "conveyor.seeds" -}}
+{{- if and .Values.auth.enabled (or .Values.auth.existingSecret .Values.auth.seedKeys .Values.auth.helmTestKey) }}true{{ end -}}
+{{- end -}}
+
 {{/* Settings for every container: the ConfigMap, and the two URLs from the Secret. */}}
 {{- define "conveyor.env" -}}
 envFrom:
