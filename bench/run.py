@@ -38,6 +38,8 @@ PREFIX = f"conveyor-bench-{uuid.uuid4().hex[:6]}"
 API_PORT = 8787
 API = f"http://127.0.0.1:{API_PORT}"
 ROWS: list[tuple[str, str, str]] = []
+# Requests carry an API key, as in the chart: its lookup and check are part of each figure.
+AUTH: dict[str, str] = {}
 
 
 def row(what: str, figure: str, against: str = "") -> None:
@@ -54,6 +56,8 @@ def env(**more: str) -> dict[str, str]:
         "CONVEYOR_API_PORT": str(API_PORT),
         "CONVEYOR_LOG_LEVEL": "WARNING",
         "CONVEYOR_WORKER_METRICS_PORT": "0",
+        # One client sends everything here: a per-key limit would measure only itself.
+        "CONVEYOR_RATE_LIMIT": "",
         **{f"CONVEYOR_{name}": value for name, value in more.items()},
     }
 
@@ -140,7 +144,8 @@ def wrk(
     path: str, connections: int, seconds: int = 10, post: bool = False
 ) -> tuple[float, str, str]:
     script = Path(__file__).with_name("post.lua")
-    args = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    args = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "-H", f"Authorization: {AUTH['Authorization']}"]
     if post:
         args += ["-s", str(script)]
     done = subprocess.run([*args, f"{API}{path}"], capture_output=True, text=True, check=True)
@@ -211,7 +216,7 @@ def drain(workers: int, count: int) -> float:
 
 
 async def submit_to_start(rate: float, seconds: float) -> tuple[float, float]:
-    async with httpx.AsyncClient(base_url=API, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=API, timeout=10, headers=AUTH) as client:
         ids = []
         started = time.perf_counter()
         for n in range(int(rate * seconds)):
@@ -266,6 +271,11 @@ def main() -> None:
     asyncio.run(fresh_database())
     subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env(), check=True,
                    capture_output=True)
+    # Tenant "default": the tasks preloaded straight into the table belong to it.
+    key = subprocess.run([sys.executable, "-m", "services.cli", "keys", "create", "--tenant",
+                          "default", "--scopes", "submit,read,cancel"], env=env(), check=True,
+                         capture_output=True, text=True).stdout.strip()
+    AUTH["Authorization"] = f"Bearer {key}"
 
     print("limits of this machine", file=sys.stderr)
     inserts = asyncio.run(postgres_inserts())

@@ -22,7 +22,8 @@ ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "conveyor"
 # The CRD and skaffold schemas live beside the checkout, not in it.
 SCHEMAS = Path(os.environ.get("CONVEYOR_SCHEMAS", ROOT.parent / "shared" / "schemas"))
-VALUES_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
+# Every ci/ file, and the values skaffold deploys to kind.
+VALUES_FILES = [*sorted((CHART / "ci").glob("*-values.yaml")), ROOT / "k8s" / "dev-values.yaml"]
 Manifest = dict[str, Any]
 
 
