@@ -131,3 +131,20 @@ class TaskFilter:
 class Page:
     items: list[Task]
     next_cursor: str | None
+
+
+def has_nul(value: Any) -> bool:
+    """True when a NUL character is in any string or key of the JSON `value` (PostgreSQL's
+    jsonb cannot keep one)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

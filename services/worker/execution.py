@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.core.db.store import Claim, SqlTaskStore
-from services.core.domain import Status, retry_delay
+from services.core.domain import Status, has_nul, retry_delay
 from services.core.errors import StoreUnavailable, TaskFailed
 from services.core.kinds import Kind
 from services.core.settings import Settings
@@ -62,15 +62,23 @@ def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
         }[held.reason]
     error = handler.exception()
     if isinstance(error, TaskFailed):
-        return Outcome("fail", error=str(error), retryable=error.retryable)
+        return Outcome("fail", error=_text(str(error)), retryable=error.retryable)
     if error is not None:
-        return Outcome("fail", error=f"{type(error).__name__}: {error}")
+        return Outcome("fail", error=_text(f"{type(error).__name__}: {error}"))
     result = handler.result()
     try:
-        json.dumps(result)
+        json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as problem:
         return Outcome("fail", error=f"the result is not JSON: {problem}", retryable=False)
+    if has_nul(result):
+        return Outcome("fail", error="the result holds a NUL character, which PostgreSQL "
+                       "cannot keep", retryable=False)
     return Outcome("complete", result=result)
+
+
+def _text(message: str) -> str:
+    # PostgreSQL text holds no NUL: an error message that has one is shown with U+FFFD.
+    return message.replace("\x00", "\ufffd")
 
 
 async def run_attempt(held: Held, kind: Kind | None) -> Outcome:

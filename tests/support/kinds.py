@@ -40,3 +40,15 @@ async def slow_by_default(payload: dict[str, Any]) -> None:
     import asyncio
 
     await asyncio.sleep(5)
+
+
+@kind("unstorable")
+async def unstorable(payload: dict[str, Any]) -> Any:
+    """Returns, or fails with, what PostgreSQL cannot keep: NaN, or a NUL character."""
+    from services.core.errors import TaskFailed
+
+    if payload["what"] == "nan":
+        return {"x": float("nan")}
+    if payload["what"] == "nul":
+        return {"x": "a\x00b"}
+    raise TaskFailed("bad\x00byte", retryable=False)

@@ -73,3 +73,19 @@ async def test_cancelling_a_running_task_stops_it_and_it_never_runs_again(
     await asyncio.sleep(1.0)
     later = (await system.get(f"/api/v1/tasks/{task['id']}")).json()
     assert (later["status"], later["attempts"]) == ("CANCELLED", 1)
+
+
+@pytest.mark.parametrize(("what", "error"), [
+    ("nan", "the result is not JSON: Out of range float values are not JSON compliant"),
+    ("nul", "the result holds a NUL character, which PostgreSQL cannot keep"),
+    ("nul-error", "bad\ufffdbyte"),
+])
+async def test_what_postgresql_cannot_keep_fails_the_task_alone(
+    system: httpx.AsyncClient, what: str, error: str
+) -> None:
+    bad = await submit(system, kind="unstorable", payload={"what": what})
+    good = await submit(system, kind="noop")
+
+    failed = await wait_for(system, bad["id"])
+    assert (failed["status"], failed["error"], failed["attempts"]) == ("FAILED", error, 1)
+    assert (await wait_for(system, good["id"]))["status"] == "COMPLETED"
