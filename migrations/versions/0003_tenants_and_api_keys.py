@@ -24,7 +24,10 @@ SCOPES = "'submit', 'read', 'cancel', 'admin'"
 
 
 def upgrade() -> None:
-    # The default also serves processes of the previous release during a rolling update.
+    # Existing rows join "default". The server default stays: this release always names
+    # the tenant, and a worker or relay of the previous release never inserts. (Its API
+    # cannot submit once the idempotency constraint below has changed: see the README's
+    # upgrade notes.)
     op.add_column("tasks", sa.Column("tenant", sa.Text, nullable=False,
                                      server_default="default"))
     op.drop_constraint("uq_tasks_idempotency_key", "tasks", type_="unique")
@@ -51,6 +54,13 @@ def downgrade() -> None:
     op.drop_table("api_keys")
     _listing_indexes([])
     op.drop_constraint("uq_tasks_tenant_idempotency_key", "tasks", type_="unique")
+    # Tenants may share a key; without tenants, the oldest task keeps it.
+    op.execute("""
+        UPDATE tasks AS later SET idempotency_key = NULL
+        WHERE EXISTS (SELECT 1 FROM tasks AS first
+                      WHERE first.idempotency_key = later.idempotency_key
+                        AND (first.created_at, first.id) < (later.created_at, later.id))
+    """)
     op.create_unique_constraint("uq_tasks_idempotency_key", "tasks", ["idempotency_key"])
     op.drop_column("tasks", "tenant")
 

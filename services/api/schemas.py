@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from typing_extensions import TypeAliasType
 
 from services.core.auth import ApiKey, Scope
@@ -15,6 +16,17 @@ PAYLOAD_LIMIT = 64 * 1024
 # PostgreSQL text and jsonb hold no NUL character: refused here, named, rather than failing there.
 NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(pattern=NO_NUL)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once in UTC (years 1 to 9999)") from None
+
+
+# A time with its offset that is still a time in UTC (0001-01-01T00:00+01:00 is not).
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 # Any JSON, as PostgreSQL can keep it: no NUL in a string or key, no NaN or Infinity.
 JsonValue = TypeAliasType(  # type: ignore[misc]
     "JsonValue",
@@ -46,7 +58,7 @@ class TaskCreate(BaseModel):
     payload: dict[Text, JsonValue] = Field(default_factory=dict)
     max_attempts: int = Field(3, ge=1, le=20)
     timeout_seconds: float | None = Field(None, gt=0, le=7 * 86_400)
-    scheduled_at: AwareDatetime | None = None
+    scheduled_at: Instant | None = None
 
     def to_new_task(self) -> NewTask:
         return NewTask(**{name: getattr(self, name) for name in type(self).model_fields})

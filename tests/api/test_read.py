@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 
 import httpx
 import pytest
 
 from tests.support.services import submit
+
+
+def encode_cursor_at(created_at: str) -> str:
+    """A cursor as the service makes them, for a position of the test's choosing."""
+    raw = f"{created_at}|{uuid.UUID(int=0)}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 async def test_get_and_status_of_a_task(api: httpx.AsyncClient) -> None:
@@ -93,3 +100,17 @@ async def test_a_cursor_walk_sees_each_task_once_while_new_tasks_arrive(
     assert len(seen) == len(set(seen)), "a task was visited twice"
     assert before <= set(seen), "a task was skipped"
     assert set(seen) - before <= new
+
+
+@pytest.mark.parametrize(("query", "loc"), [
+    ({"created_after": "0001-01-01T00:00:00+01:00"}, ["query", "created_after"]),
+    ({"created_before": "9999-12-31T23:59:00-01:00"}, ["query", "created_before"]),
+    ({"cursor": encode_cursor_at("0001-01-01T00:00:00+01:00")}, ["query", "cursor"]),
+])
+async def test_times_that_leave_the_calendar_in_utc_get_422(
+    api: httpx.AsyncClient, query: dict[str, str], loc: list[str]
+) -> None:
+    response = await api.get("/api/v1/tasks", params=query)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][:2] == loc

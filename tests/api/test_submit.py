@@ -159,3 +159,12 @@ async def test_a_kind_filter_with_a_nul_gets_422(api: httpx.AsyncClient) -> None
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["query", "kind"]
+
+
+async def test_a_schedule_past_the_calendar_in_utc_gets_422(api: httpx.AsyncClient) -> None:
+    response = await api.post("/api/v1/tasks", json={
+        "title": "t", "scheduled_at": "9999-12-31T23:59:00-01:00"})
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "scheduled_at"]
+    assert await count_tasks(api) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
@@ -42,3 +43,33 @@ async def test_stairway(database_url: str) -> None:
 
 def test_the_code_expects_the_newest_revision() -> None:
     assert head_revision() == SCHEMA_REVISION, "update SCHEMA_REVISION with each migration"
+
+
+async def _sql(url: str, statement: str) -> list[tuple[object, ...]]:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        return [tuple(row) for row in await connection.fetch(statement)]
+    finally:
+        await connection.close()
+
+
+async def test_tenants_keep_existing_tasks_and_come_out_again_cleanly() -> None:
+    name = f"conveyor_tenants_{uuid.uuid4().hex[:8]}"
+    url = await asyncio.to_thread(create_database, name)
+    insert = ("INSERT INTO tasks (id, title, priority, status, kind, idempotency_key{col}) "
+              "VALUES (gen_random_uuid(), '{title}', 2, 'NEW', 'demo', 'k'{val})")
+    try:
+        await asyncio.to_thread(upgrade, url, "0002")
+        await _sql(url, insert.format(col="", title="before", val=""))
+        await asyncio.to_thread(upgrade, url, "0003")
+        await _sql(url, insert.format(col=", tenant", title="other", val=", 'team-b'"))
+        assert await _sql(url, "SELECT title, tenant FROM tasks ORDER BY title") == [
+            ("before", "default"), ("other", "team-b")]
+
+        await asyncio.to_thread(downgrade, url, "0002")
+
+        assert await _sql(url, "SELECT title, idempotency_key FROM tasks ORDER BY title") == [
+            ("before", "k"), ("other", None)]
+    finally:
+        await asyncio.to_thread(drop_database, make_url(url).database or name)

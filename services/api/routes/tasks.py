@@ -8,7 +8,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import AwareDatetime
 
 from services.api.auth import Canceller, Reader, Submitter
 from services.api.deps import ServicesDep, StoreDep
@@ -17,6 +16,7 @@ from services.api.responses import errors, json_response
 from services.api.schemas import (
     NO_NUL,
     PAYLOAD_LIMIT,
+    Instant,
     TaskCreate,
     TaskOut,
     TaskPage,
@@ -85,8 +85,8 @@ async def list_tasks(
     status: Annotated[list[Status] | None, Query()] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,
     kind: Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_NUL)] = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
+    created_after: Instant | None = None,
+    created_before: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -88,6 +88,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidCursor("not a cursor from this service") from error
     if position[0].tzinfo is None:
         raise InvalidCursor("not a cursor from this service")
+    try:
+        position[0].astimezone(UTC)  # what PostgreSQL will be sent
+    except OverflowError:
+        raise InvalidCursor("not a cursor from this service") from None
     return position
 
 
