@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
                 kinds=kinds, keys=key_store,
                 auth=Authenticator(key_store, settings), schema_ready=asyncio.Event())
             background = asyncio.create_task(_background(settings, clients, services, seed))
+            background.add_done_callback(_report_crash)
             try:
                 yield {"services": services}
             finally:
@@ -115,6 +116,12 @@ async def _background(
             group.create_task(services.relay.run())
         if settings.api_run_recovery:
             group.create_task(sweep_forever(clients.store, settings.recovery_interval_seconds))
+
+
+def _report_crash(background: asyncio.Task[None]) -> None:
+    """The relay, recovery and seeding stopped for good: say so, loudly."""
+    if not background.cancelled() and background.exception() is not None:
+        logger.critical("the API's background work stopped", exc_info=background.exception())
 
 
 async def _seed(keys: SqlKeyStore, seed: list[SeedKey]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,7 +19,7 @@ from services.core.db.keys import SqlKeyStore
 from services.core.settings import Settings
 from services.core.telemetry.metrics import AUTH_REFUSALS
 
-# Lookups remembered at most; past this the cache starts again (bogus ids cannot grow it).
+# Lookups remembered at most, of known keys and of unknown ids each.
 CACHE_ENTRIES = 10_000
 _bearer = HTTPBearer(auto_error=False, description="An API key: `cvk_<id>_<secret>`")
 _EVERYTHING = Principal(DEFAULT_TENANT, frozenset(Scope))
@@ -32,7 +32,10 @@ class Authenticator:
         self._keys = keys
         self._enabled = settings.auth_enabled
         self._cache_seconds = settings.auth_cache_seconds
-        self._cache: dict[str, tuple[float, tuple[ApiKey, str] | None]] = {}
+        # Known keys and unknown ids apart, so that a flood of made-up ids cannot evict
+        # the keys in use; each is emptied when full.
+        self._known: dict[str, tuple[float, tuple[ApiKey, str]]] = {}
+        self._unknown: dict[str, float] = {}
         self._rate: RateLimitItem | None = None
         if settings.rate_limit:
             self._rate = parse(settings.rate_limit)
@@ -56,17 +59,21 @@ class Authenticator:
 
     def forget(self, key_id: str) -> None:
         """Look `key_id` up again on its next use (it was just revoked here)."""
-        self._cache.pop(key_id, None)
+        self._known.pop(key_id, None)
 
     async def _find(self, key_id: str) -> tuple[ApiKey, str] | None:
         now = time.monotonic()
-        cached = self._cache.get(key_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        known = self._known.get(key_id)
+        if known is not None and known[0] > now:
+            return known[1]
+        if self._unknown.get(key_id, 0.0) > now:
+            return None
         found = await self._keys.find(key_id)
-        if len(self._cache) >= CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[key_id] = (now + self._cache_seconds, found)
+        until = now + self._cache_seconds
+        if found is None:
+            _remember(self._unknown, key_id, until)
+        else:
+            _remember(self._known, key_id, (until, found))
         return found
 
     async def _spend(self, key_id: str) -> None:
@@ -77,6 +84,12 @@ class Authenticator:
         wait = max(1, math.ceil(reset_at - time.time()))
         raise Refused(429, "rate-limited", f"over {self._rate} for this key; retry in {wait} s",
                       headers={"Retry-After": str(wait)})
+
+
+def _remember(cache: dict[str, Any], key_id: str, entry: Any) -> None:
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[key_id] = entry
 
 
 def _unauthenticated(reason: str, detail: str) -> Refused:

@@ -1,0 +1,64 @@
+"""The Authenticator's lookup cache, against a fake key store that counts lookups."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.security import HTTPAuthorizationCredentials
+
+from services.api.auth import CACHE_ENTRIES, Authenticator
+from services.api.errors import Refused
+from services.core.auth import ApiKey, KeyMaterial, Scope, new_key
+from services.core.settings import Settings
+
+
+class FakeKeyStore:
+    def __init__(self, material: KeyMaterial) -> None:
+        self.key = ApiKey(material.key_id, "team-a", "", frozenset({Scope.READ}),
+                          datetime.now(UTC), None)
+        self.digest = material.digest
+        self.lookups = 0
+
+    async def find(self, key_id: str) -> tuple[ApiKey, str] | None:
+        self.lookups += 1
+        return (self.key, self.digest) if key_id == self.key.id else None
+
+
+def _bearer(key: str) -> HTTPAuthorizationCredentials:
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
+
+
+@pytest.fixture
+def keys() -> tuple[str, FakeKeyStore]:
+    key, material = new_key()
+    return key, FakeKeyStore(material)
+
+
+async def test_a_flood_of_unknown_ids_does_not_evict_the_keys_in_use(
+    keys: tuple[str, FakeKeyStore]
+) -> None:
+    key, store = keys
+    auth = Authenticator(store, Settings(auth_cache_seconds=60, rate_limit=""))  # type: ignore[arg-type]
+    assert (await auth.authenticate(_bearer(key))).tenant == "team-a"
+
+    for n in range(CACHE_ENTRIES + 1):
+        with pytest.raises(Refused):
+            await auth.authenticate(_bearer(f"cvk_{n:012d}_{'A' * 43}"))
+    looked_up = store.lookups
+    await auth.authenticate(_bearer(key))
+
+    assert store.lookups == looked_up
+
+
+async def test_forgetting_a_key_looks_it_up_again(keys: tuple[str, FakeKeyStore]) -> None:
+    key, store = keys
+    auth = Authenticator(store, Settings(auth_cache_seconds=60, rate_limit=""))  # type: ignore[arg-type]
+    await auth.authenticate(_bearer(key))
+    await auth.authenticate(_bearer(key))
+    assert store.lookups == 1
+
+    auth.forget(store.key.id)
+    await auth.authenticate(_bearer(key))
+
+    assert store.lookups == 2
