@@ -77,13 +77,15 @@ def test_only_this_releases_pods_and_keda_reach_postgresql_and_rabbitmq() -> Non
     for store, port, extra in (("postgresql", 5432, 1), ("rabbitmq", 5672, 0)):
         policy = _store_policy(manifests, store)
         assert policy["policyTypes"] == ["Ingress"]
-        [rule] = policy["ingress"]
+        rule = policy["ingress"][0]
         assert rule["ports"] == [{"port": port}]
         ours, *others = rule["from"]
         assert ours["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "conveyor"
         [components] = ours["podSelector"]["matchExpressions"]
         assert sorted(components["values"]) == ["api", "migrate", "operator", "worker"]
         assert len(others) == extra
+    management = _store_policy(manifests, "rabbitmq")["ingress"][1]
+    assert management["ports"] == [{"port": 15672}]
     postgres = _store_policy(manifests, "postgresql")["podSelector"]
     assert postgres == {"matchLabels": {"app": "postgres"}}
     # The components let in are exactly those of the chart's pods that use the servers.
@@ -92,8 +94,13 @@ def test_only_this_releases_pods_and_keda_reach_postgresql_and_rabbitmq() -> Non
     assert components == {"api", "worker", "operator", "migrate"}
 
 
-def test_prometheus_may_still_scrape_an_api_fenced_to_the_ingress() -> None:
-    api = one(render(STORES), "NetworkPolicy", "-api")["spec"]
+def test_prometheus_and_helm_test_still_reach_an_api_fenced_to_the_ingress() -> None:
+    manifests = render(STORES)
+    api = one(manifests, "NetworkPolicy", "-api")["spec"]
     peers = [peer for rule in api["ingress"] for peer in rule["from"]]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} \
         in peers
+    test_pod = next(m for m in manifests if m["kind"] == "Pod")["metadata"]["labels"]
+    assert any(set(peer.get("podSelector", {}).get("matchLabels", {}).items())
+               <= set(test_pod.items()) for peer in peers if "podSelector" in peer)
+    assert all(rule["from"] for rule in api["ingress"])  # an empty `from` would admit anyone
