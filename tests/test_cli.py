@@ -7,15 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import ADMIN_URL, AMQP_URL, drop_database
+from tests.support.processes import wait_until_ready
 from tests.support.services import free_port
 
 CONVEYOR = [sys.executable, "-m", "services.cli"]
@@ -38,7 +37,7 @@ def dev_server(amqp_prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
     process = subprocess.Popen([*CONVEYOR, "dev"], env=env, stderr=subprocess.PIPE, text=True)
     url = env["CONVEYOR_API_URL"]
     try:
-        _wait_until_ready(url, process)
+        wait_until_ready(url, process)
         yield url, env
     finally:
         process.send_signal(signal.SIGTERM)
@@ -46,19 +45,6 @@ def dev_server(amqp_prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
         drop_database(name)
     assert process.returncode == 0, log
     assert "Traceback" not in log, log
-
-
-def _wait_until_ready(url: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            if httpx.get(f"{url}/health/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("conveyor dev did not become ready")
 
 
 def _conveyor(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:

@@ -3,12 +3,9 @@ forbids, and checks that no answer is a 5xx or breaks the documented schema."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +14,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from services.core.auth import Scope, new_key
 from services.core.db.keys import SeedKey, dump_seed
 from tests.conftest import make_settings
-from tests.support.processes import start_process
+from tests.support.processes import start_process, wait_until_ready
 from tests.support.services import free_port
 
 KEY = new_key()[0]
@@ -37,23 +34,11 @@ def api_url(database_url: str, amqp_prefix: str, tmp_path_factory: pytest.TempPa
     process = start_process(api, "api")
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_ready(url, process)
+        wait_until_ready(url, process)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def _wait_until_ready(url: str, process: object) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the API did not become ready: {Path(process.log.name).read_text()}")
 
 
 def test_no_5xx_and_every_answer_matches_the_documented_schema(api_url: str) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import time
+
+import httpx
 
 from services.core.settings import Settings
 from tests.conftest import settings_env
@@ -30,3 +33,24 @@ def worker_log(process: subprocess.Popen[str]) -> str:
     log = process.log  # type: ignore[attr-defined]
     log.seek(0)
     return str(log.read())
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[str], seconds: float = 60) -> None:
+    """Poll `url`/health/ready until it answers 200; fail at once if `process` exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode}: {_output(process)}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} was not ready after {seconds} s")
+
+
+def _output(process: subprocess.Popen[str]) -> str:
+    if hasattr(process, "log"):
+        return worker_log(process)
+    return process.stderr.read() if process.stderr else ""
