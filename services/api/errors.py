@@ -20,6 +20,7 @@ from services.core.errors import (
     StoreUnavailable,
     TaskAlreadyTerminal,
     TaskNotFound,
+    TooManyKeys,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ _DOMAIN: dict[type[ConveyorError], tuple[int, str]] = {
     KeyNotFound: (404, "key-not-found"),
     TaskAlreadyTerminal: (409, "task-terminal"),
     IdempotencyConflict: (409, "idempotency-key-reused"),
+    TooManyKeys: (409, "too-many-keys"),
 }
 
 

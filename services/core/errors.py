@@ -48,3 +48,10 @@ class KeyNotFound(ConveyorError):
     def __init__(self, key_id: str) -> None:
         super().__init__(f"API key {key_id} does not exist")
         self.key_id = key_id
+
+
+class TooManyKeys(ConveyorError):
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(f"tenant {tenant} has {limit} keys in use, the most it may have; "
+                         "revoke one first")
+        self.tenant = tenant

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     auth_seed_file: str = ""
     # How long a key's lookup is reused: a revocation takes effect within this time.
     auth_cache_seconds: float = Field(5.0, ge=0)
+    # Keys in use (not revoked) a tenant's admin may have made through the API.
+    max_keys_per_tenant: int = Field(100, ge=1)
     # Requests per key and API process, as "100/second" or "6000/minute"; empty: no limit.
     rate_limit: str = "100/second"
 

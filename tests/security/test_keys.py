@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import subprocess
 import sys
 import uuid
@@ -13,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from services.core.auth import new_key
+from services.core.auth import new_key, parse_scopes
 from services.core.db.keys import SeedKey, SqlKeyStore, dump_seed
 from services.core.settings import Settings
 from tests.conftest import settings_env
@@ -178,3 +181,39 @@ async def test_the_cli_makes_lists_and_revokes_keys(
     assert (await api.get("/api/v1/tasks", headers=bearer)).status_code == 401
     refused = _conveyor(secured, "keys", "create", "--tenant", "team-b", "--scopes", "root")
     assert refused.returncode == 2 and "unknown scope" in refused.stderr
+
+
+async def test_an_admin_makes_keys_up_to_the_tenants_limit(
+    secured: Settings, keys: SqlKeyStore
+) -> None:
+    admin_key, _ = await keys.create("alice", parse_scopes("admin"))
+    async with running_api(secured.model_copy(update={"max_keys_per_tenant": 3})) as api:
+        admin = Caller(api, "alice", admin_key)
+        made = [await admin.request("POST", "/api/v1/keys", json={"scopes": ["read"]})
+                for _ in range(3)]
+        revoked = await admin.request("DELETE", f"/api/v1/keys/{made[0].json()['id']}")
+        again = await admin.request("POST", "/api/v1/keys", json={"scopes": ["read"]})
+
+    assert [m.status_code for m in made] == [201, 201, 409]
+    assert made[2].json()["type"] == "urn:conveyor:problem:too-many-keys"
+    assert (revoked.status_code, again.status_code) == (200, 201)
+
+
+async def test_the_cli_client_sends_the_key_from_its_environment(
+    caller: Callable[..., Awaitable[Caller]]
+) -> None:
+    who = await caller("alice", "submit,read")
+    env = {**os.environ, "CONVEYOR_API_URL": str(who.client.base_url).rstrip("/")}
+
+    async def conveyor(*args: str, key: str | None) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", *args, stdout=asyncio.subprocess.PIPE,
+            env={**env, **({"CONVEYOR_API_KEY": key} if key else {})})
+        out, _ = await process.communicate()
+        return process.returncode or 0, out.decode()
+
+    code, out = await conveyor("submit", "from the CLI", "--kind", "noop", key=who.key)
+    refused, _ = await conveyor("get", json.loads(out)["id"], key=None)
+
+    assert code == 0 and json.loads(out)["title"] == "from the CLI"
+    assert refused == 1
