@@ -7,22 +7,19 @@ import asyncio
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
-from services.core.auth import TENANT_PATTERN, new_key, parse_scopes
-from services.core.db.keys import SeedKey, SqlKeyStore
-from services.core.db.schema import SCHEMA_REVISION, current_revision, ensure_database
-from services.core.errors import KeyNotFound
+from services.core.db.schema import ensure_database
 from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
 from services.core.settings import Settings
 from services.core.telemetry.tracing import configure_tracing
+from services.keys_cli import add_key_commands, run_keys
 
 logger = logging.getLogger("conveyor")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -152,87 +149,6 @@ def _get(args: argparse.Namespace) -> int:
         return _print(client.get(f"/api/v1/tasks/{args.id}"))
 
 
-def _keys(args: argparse.Namespace) -> int:
-    from services.core.db.engine import create_engine
-
-    async def run() -> int:
-        engine = create_engine(Settings())
-        try:
-            if await current_revision(engine) != SCHEMA_REVISION:
-                print("the database is not migrated yet: run `conveyor migrate`", file=sys.stderr)
-                return 1
-            return await _KEY_ACTIONS[args.action](SqlKeyStore(engine), args)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-async def _create_key(keys: SqlKeyStore, args: argparse.Namespace) -> int:
-    key, stored = await keys.create(args.tenant, parse_scopes(args.scopes), args.name)
-    print(key)
-    print(f"key {stored.id} of tenant {stored.tenant}, scopes {','.join(sorted(stored.scopes))}:"
-          " keep it now, it is not shown again", file=sys.stderr)
-    return 0
-
-
-async def _list_keys(keys: SqlKeyStore, args: argparse.Namespace) -> int:
-    print(f"{'ID':12}  {'TENANT':20}  {'SCOPES':28}  {'CREATED':20}  {'REVOKED':20}  NAME")
-    for key in await keys.list(args.tenant):
-        revoked = key.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if key.revoked_at else "-"
-        print(f"{key.id:12}  {key.tenant:20}  {','.join(sorted(key.scopes)):28}  "
-              f"{key.created_at:%Y-%m-%dT%H:%M:%SZ}  {revoked:20}  {key.name}")
-    return 0
-
-
-async def _revoke_key(keys: SqlKeyStore, args: argparse.Namespace) -> int:
-    try:
-        revoked = await keys.revoke(args.id)
-    except KeyNotFound as error:
-        print(error, file=sys.stderr)
-        return 1
-    print(f"key {revoked.id} of tenant {revoked.tenant} is revoked", file=sys.stderr)
-    return 0
-
-
-def _generate_key(args: argparse.Namespace) -> int:
-    """A seed-file entry with a new key, made offline: for the chart's Secret."""
-    entry = SeedKey(key=new_key()[0], tenant=args.tenant,
-                    scopes=sorted(parse_scopes(args.scopes)), name=args.name)
-    print(json.dumps(entry.model_dump(mode="json")))
-    return 0
-
-
-def _tenant(text: str) -> str:
-    if not re.match(TENANT_PATTERN, text):
-        raise argparse.ArgumentTypeError("lowercase letters, digits and '-', at most 63")
-    return text
-
-
-def _scopes(text: str) -> str:
-    try:
-        parse_scopes(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
-def _add_key_commands(commands: argparse._SubParsersAction) -> None:
-    keys = commands.add_parser("keys", help="make, list and revoke API keys (in the database)")
-    actions = keys.add_subparsers(dest="action", required=True)
-    for name, text in [("create", "make a key and print it, once"),
-                       ("generate", "print a seed-file entry with a new key; stores nothing")]:
-        action = actions.add_parser(name, help=text)
-        action.add_argument("--tenant", required=True, type=_tenant)
-        action.add_argument("--scopes", required=True, type=_scopes,
-                            help="comma-separated: submit, read, cancel, admin")
-        action.add_argument("--name", default="", help="what the key is for")
-    listing = actions.add_parser("list", help="list keys, revoked ones included")
-    listing.add_argument("--tenant", type=_tenant)
-    revoke = actions.add_parser("revoke", help="revoke a key for good")
-    revoke.add_argument("id", help="the key's id (the part after cvk_)")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -258,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", help="show a task")
     get.add_argument("id")
     get.add_argument("--url", default=url)
-    _add_key_commands(commands)
+    add_key_commands(commands)
     return parser
 
 
@@ -268,18 +184,13 @@ _SERVICES: dict[str, Callable[[Settings], None]] = {
     "migrate": _migrate, "dev": _dev,
 }
 _CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "submit": _submit, "get": _get, "keys": _keys,
-}
-_KEY_ACTIONS: dict[str, Callable[[SqlKeyStore, argparse.Namespace], Awaitable[int]]] = {
-    "create": _create_key, "list": _list_keys, "revoke": _revoke_key,
+    "submit": _submit, "get": _get, "keys": run_keys,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `conveyor` command."""
     args = _parser().parse_args(argv)
-    if args.command == "keys" and args.action == "generate":
-        sys.exit(_generate_key(args))
     if args.command in _CLIENTS:
         sys.exit(_CLIENTS[args.command](args))
     settings = Settings()
