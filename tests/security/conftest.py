@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 
 from services.core.auth import Scope, parse_scopes
 from services.core.db.engine import create_engine
-from services.core.db.keys import SqlKeyStore
+from services.core.db.keys import SeedKey, SqlKeyStore
 from services.core.settings import Settings
 from tests.support.services import running_api
 
@@ -68,3 +70,9 @@ def caller(api: httpx.AsyncClient, keys: SqlKeyStore) -> Callable[..., Awaitable
 
 
 ALL_SCOPES = ",".join(scope.value for scope in Scope)
+
+
+def write_seed(path: Path, *entries: SeedKey) -> str:
+    """A seed file at `path` holding `entries`; answers its path."""
+    path.write_text(json.dumps([entry.model_dump(mode="json") for entry in entries]))
+    return str(path)

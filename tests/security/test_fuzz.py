@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.core.auth import Scope, new_key
-from services.core.db.keys import SeedKey, dump_seed
+from services.core.db.keys import SeedKey
 from tests.conftest import make_settings
+from tests.security.conftest import write_seed
 from tests.support.processes import start_process, wait_until_ready
 from tests.support.services import free_port
 
@@ -27,7 +28,7 @@ def api_url(database_url: str, amqp_prefix: str, tmp_path_factory: pytest.TempPa
             ) -> Iterator[str]:
     """`conveyor api` in its own process, keys on, with one admin key seeded."""
     seed = tmp_path_factory.mktemp("fuzz") / "keys.json"
-    seed.write_text(dump_seed([SeedKey(key=KEY, tenant="fuzz", scopes=list(Scope))]))
+    write_seed(seed, SeedKey(key=KEY, tenant="fuzz", scopes=list(Scope)))
     port = free_port()
     api = make_settings(database_url, amqp_prefix, auth_enabled=True, rate_limit="",
                         auth_seed_file=str(seed), api_port=port, api_run_relay=False)

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from services.core.auth import new_key, parse_scopes
-from services.core.db.keys import SeedKey, SqlKeyStore, dump_seed
+from services.core.db.keys import SeedKey, SqlKeyStore
 from services.core.settings import Settings
 from tests.conftest import settings_env
-from tests.security.conftest import ALL_SCOPES, Caller
+from tests.security.conftest import ALL_SCOPES, Caller, write_seed
 from tests.support.services import running_api
 
 TASK = f"/api/v1/tasks/{uuid.UUID(int=0)}"
@@ -131,7 +131,7 @@ async def test_seeded_keys_work_and_a_revoked_one_stays_revoked(
 ) -> None:
     key = new_key()[0]
     seed = tmp_path / "keys.json"
-    seed.write_text(dump_seed([SeedKey(key=key, tenant="team-a", scopes=["read"])]))
+    write_seed(seed, SeedKey(key=key, tenant="team-a", scopes=["read"]))
     seeded = secured.model_copy(update={"auth_seed_file": str(seed)})
     bearer = {"Authorization": f"Bearer {key}"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +102,3 @@ class SqlKeyStore:
         async with connect(self._engine, transaction=True) as connection:
             return (await connection.execute(statement)).rowcount
 
-
-def dump_seed(keys: list[SeedKey]) -> str:
-    """A seed file's text."""
-    return json.dumps([entry.model_dump(mode="json") for entry in keys], indent=2)
