@@ -19,7 +19,8 @@ from datetime import datetime
 PREFIX = "cvk"
 DEFAULT_TENANT = "default"
 TENANT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_KEY = re.compile(rf"^{PREFIX}_([a-z0-9]{{12}})_([A-Za-z0-9_-]{{43}})$")
+KEY_PATTERN = rf"^{PREFIX}_([a-z0-9]{{12}})_([A-Za-z0-9_-]{{43}})$"
+_KEY = re.compile(KEY_PATTERN)
 
 
 class Scope(enum.StrEnum):

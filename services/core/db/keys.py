@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.core.auth import TENANT_PATTERN, ApiKey, Scope, new_key, parse_key
+from services.core.auth import KEY_PATTERN, TENANT_PATTERN, ApiKey, Scope, new_key, parse_key
 from services.core.db.engine import connect
 from services.core.db.tables import api_keys
 from services.core.errors import KeyNotFound
@@ -20,11 +20,11 @@ _SHOWN = [api_keys.c[name] for name in ("id", "tenant", "name", "scopes", "creat
 
 
 class SeedKey(BaseModel):
-    """One entry of a seed file: a key made elsewhere (`conveyor keys create --print-only`)."""
+    """One entry of a seed file: a key made elsewhere (`conveyor keys generate`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str = Field(pattern=r"^cvk_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$")
+    key: str = Field(pattern=KEY_PATTERN)
     tenant: str = Field(pattern=TENANT_PATTERN)
     scopes: list[Scope] = Field(min_length=1)
     name: str = Field("", max_length=200)
