@@ -25,6 +25,7 @@ from services.core.telemetry.metrics import (
 logger = logging.getLogger(__name__)
 router = APIRouter()
 
+GAUGES_SECONDS = 1.0
 # Unmatched paths share one label, so a scan of random URLs cannot grow the series.
 _UNMATCHED = "unmatched"
 
@@ -57,12 +58,16 @@ class HttpMetrics:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format; the database-wide gauges are read for each scrape."""
+    """Prometheus text format; the database-wide gauges are read at most once a second,
+    so that a flood of scrapes (the endpoint needs no key) cannot load PostgreSQL."""
     services: Services = request.state.services
-    try:
-        await asyncio.wait_for(_read_gauges(services), timeout=5)
-    except (StoreUnavailable, TimeoutError) as error:
-        logger.warning("database gauges not refreshed: %s", error)
+    now = time.monotonic()
+    if now - getattr(request.app.state, "gauges_read_at", -GAUGES_SECONDS) >= GAUGES_SECONDS:
+        request.app.state.gauges_read_at = now
+        try:
+            await asyncio.wait_for(_read_gauges(services), timeout=5)
+        except (StoreUnavailable, TimeoutError) as error:
+            logger.warning("database gauges not refreshed: %s", error)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
