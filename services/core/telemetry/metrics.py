@@ -60,3 +60,6 @@ AUTH_REFUSALS = Counter(
     "conveyor_http_auth_refusals_total",
     "Requests refused by authentication, scope or rate limit; never labelled by tenant or key.",
     ["reason"])
+# Every reason from zero, so that rate() sees the first refusal of each.
+for _reason in ("missing", "invalid", "revoked", "forbidden", "rate_limited"):
+    AUTH_REFUSALS.labels(_reason)
