@@ -74,6 +74,7 @@ class Worker:
         self._results: Batcher[tuple[uuid.UUID, int, Any], Status | None] = Batcher(
             store.complete_many, settings.worker_concurrency)
         self._jobs: set[asyncio.Task[None]] = set()
+        self._queue: AbstractQueue | None = None
         self._stopping = asyncio.Event()
 
     @property
@@ -94,26 +95,36 @@ class Worker:
         consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
         await self._drain()
+        # Only now: no job acks or rejects a ticket on this channel any more. A frame
+        # sent after Channel.Close makes RabbitMQ close the whole connection (504).
+        await self._close_channel()
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
         WORKER_SLOTS.dec(self._settings.worker_concurrency)
         logger.info("worker %s stopped", self.worker_id)
 
     async def _consume_forever(self) -> None:
-        """Consume on a channel of its own; open another whenever the broker drops it."""
+        """Consume on a channel of its own; open another whenever the broker drops it.
+
+        When run() cancels it, leaving the iterator cancels the consumer, but the channel
+        stays open for the jobs still settling their tickets: run() closes it after them.
+        """
         while True:
-            queue = None
             try:
-                queue = await self._broker.consume_queue(self._settings.worker_concurrency)
-                await self._consume(queue)
+                self._queue = await self._broker.consume_queue(
+                    self._settings.worker_concurrency)
+                await self._consume(self._queue)
             except (OSError, AMQPError, RuntimeError) as error:
                 logger.warning("consuming stopped, reopening: %s", error)
-            finally:
-                # Tickets taken but not acked go back to the queue when the channel closes.
-                if queue is not None:
-                    with contextlib.suppress(Exception):
-                        await queue.channel.close()
+            await self._close_channel()
             await asyncio.sleep(1.0)
+
+    async def _close_channel(self) -> None:
+        """Tickets taken but not acked go back to the queue when the channel closes."""
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            with contextlib.suppress(Exception):
+                await queue.channel.close()
 
     async def _consume(self, queue: AbstractQueue) -> None:
         async with queue.iterator() as tickets:
