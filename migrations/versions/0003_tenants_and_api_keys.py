@@ -21,6 +21,7 @@ depends_on = None
 
 LISTED_BY = ("status", "priority", "kind")
 SCOPES = "'submit', 'read', 'cancel', 'admin'"
+LIVE = "'NEW', 'PENDING', 'IN_PROGRESS'"
 
 
 def upgrade() -> None:
@@ -34,6 +35,10 @@ def upgrade() -> None:
     op.create_unique_constraint("uq_tasks_tenant_idempotency_key", "tasks",
                                 ["tenant", "idempotency_key"])
     _listing_indexes(["tenant"])
+    # What the tenant-led indexes no longer serve: queries of the whole queue by status
+    # (KEDA's count, the metrics gauges, the relay's safety net). Live tasks only.
+    op.create_index("ix_tasks_live", "tasks", ["status", "available_at"],
+                    postgresql_where=sa.text(f"status IN ({LIVE})"))
     op.create_table(
         "api_keys",
         sa.Column("id", sa.Text, primary_key=True),
@@ -52,6 +57,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("api_keys")
+    op.drop_index("ix_tasks_live", "tasks")
     _listing_indexes([])
     op.drop_constraint("uq_tasks_tenant_idempotency_key", "tasks", type_="unique")
     # Tenants may share a key; without tenants, the oldest task keeps it.

@@ -67,9 +67,11 @@ def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
         return Outcome("fail", error=_text(f"{type(error).__name__}: {error}"))
     result = handler.result()
     try:
-        json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as problem:
-        return Outcome("fail", error=f"the result is not JSON: {problem}", retryable=False)
+        # As PostgreSQL will get it: no NaN, and UTF-8 (a lone surrogate is not).
+        json.dumps(result, allow_nan=False, ensure_ascii=False).encode()
+    except (TypeError, ValueError) as problem:  # UnicodeEncodeError is a ValueError
+        return Outcome("fail", error=_text(f"the result is not JSON: {problem}"),
+                       retryable=False)
     if has_nul(result):
         return Outcome("fail", error="the result holds a NUL character, which PostgreSQL "
                        "cannot keep", retryable=False)
@@ -77,8 +79,8 @@ def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
 
 
 def _text(message: str) -> str:
-    # PostgreSQL text holds no NUL: an error message that has one is shown with U+FFFD.
-    return message.replace("\x00", "\ufffd")
+    # PostgreSQL text holds only UTF-8 and no NUL: a lone surrogate becomes ?, a NUL U+FFFD.
+    return message.encode("utf-8", "replace").decode().replace("\x00", "\ufffd")
 
 
 async def run_attempt(held: Held, kind: Kind | None) -> Outcome:

@@ -44,11 +44,15 @@ async def slow_by_default(payload: dict[str, Any]) -> None:
 
 @kind("unstorable")
 async def unstorable(payload: dict[str, Any]) -> Any:
-    """Returns, or fails with, what PostgreSQL cannot keep: NaN, or a NUL character."""
+    """Returns, or fails with, what PostgreSQL cannot keep: NaN, a NUL, a lone surrogate."""
     from services.core.errors import TaskFailed
 
     if payload["what"] == "nan":
         return {"x": float("nan")}
     if payload["what"] == "nul":
         return {"x": "a\x00b"}
+    if payload["what"] == "surrogate":
+        return {"x": "\udc80"}
+    if payload["what"] == "surrogate-error":
+        raise TaskFailed("bad\ud800byte", retryable=False)
     raise TaskFailed("bad\x00byte", retryable=False)

@@ -79,13 +79,19 @@ async def test_cancelling_a_running_task_stops_it_and_it_never_runs_again(
     ("nan", "the result is not JSON: Out of range float values are not JSON compliant"),
     ("nul", "the result holds a NUL character, which PostgreSQL cannot keep"),
     ("nul-error", "bad\ufffdbyte"),
-])
+    ("surrogate", "the result is not JSON: 'utf-8' codec can't encode character '\\udc80' "
+                  "in position 7: surrogates not allowed"),
+    ("surrogate-error", "bad?byte"),
+], ids=["nan", "nul", "nul-error", "surrogate", "surrogate-error"])
 async def test_what_postgresql_cannot_keep_fails_the_task_alone(
     system: httpx.AsyncClient, what: str, error: str
 ) -> None:
-    bad = await submit(system, kind="unstorable", payload={"what": what})
-    good = await submit(system, kind="noop")
+    # Submitted together, the no-op tasks end in the same batched writes as the bad one.
+    bad, *good = await asyncio.gather(
+        submit(system, kind="unstorable", payload={"what": what}),
+        *(submit(system, kind="noop") for _ in range(8)))
 
     failed = await wait_for(system, bad["id"])
     assert (failed["status"], failed["error"], failed["attempts"]) == ("FAILED", error, 1)
-    assert (await wait_for(system, good["id"]))["status"] == "COMPLETED"
+    for task in good:
+        assert (await wait_for(system, task["id"]))["status"] == "COMPLETED"
