@@ -82,8 +82,9 @@ def _operator(settings: Settings) -> None:
 
 def _dev(settings: Settings) -> None:
     _migrate(settings)
-    if settings.auth_enabled and "CONVEYOR_AUTH_ENABLED" not in os.environ:
-        # A laptop's API on 127.0.0.1: no keys to make first. Set the variable to keep them.
+    loopback = settings.api_host in ("127.0.0.1", "::1", "localhost")
+    if settings.auth_enabled and loopback and "CONVEYOR_AUTH_ENABLED" not in os.environ:
+        # A laptop's API on loopback: no keys to make first. Set the variable to keep them.
         settings = settings.model_copy(update={"auth_enabled": False})
         logger.warning("API keys are off (CONVEYOR_AUTH_ENABLED=true turns them on)")
     asyncio.run(_serve_dev(settings))

@@ -71,7 +71,7 @@ def _generate_key(args: argparse.Namespace) -> int:
 
 
 def _tenant(text: str) -> str:
-    if not re.match(TENANT_PATTERN, text):
+    if not re.fullmatch(TENANT_PATTERN, text):
         raise argparse.ArgumentTypeError("lowercase letters, digits and '-', at most 63")
     return text
 

@@ -10,11 +10,9 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from typing_extensions import TypeAliasType
 
 from services.core.auth import ApiKey, Scope
-from services.core.domain import NewTask, Priority, Status
+from services.core.domain import NO_NUL, NewTask, Priority, Status
 
 PAYLOAD_LIMIT = 64 * 1024
-# PostgreSQL text and jsonb hold no NUL character: refused here, named, rather than failing there.
-NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, Field(pattern=NO_NUL)]
 
 

@@ -79,7 +79,7 @@ def new_key() -> tuple[str, KeyMaterial]:
 
 def parse_key(key: str) -> KeyMaterial | None:
     """The parts of `key`, or None when it is not shaped like one of ours."""
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key)
     return KeyMaterial(match[1], match[2]) if match else None
 
 

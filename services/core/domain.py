@@ -133,6 +133,10 @@ class Page:
     next_cursor: str | None
 
 
+# A string PostgreSQL's text and jsonb can hold: no NUL character.
+NO_NUL = r"^[^\x00]*$"
+
+
 def has_nul(value: Any) -> bool:
     """True when a NUL character is in any string or key of the JSON `value` (PostgreSQL's
     jsonb cannot keep one)."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from typing import Any
 
 from services.core.auth import parse_key
 from services.core.db.keys import SeedKey
-from tests.chart.render import CHART, by_kind, one, pod_specs, render
+from tests.chart.render import CHART, by_kind, helm, one, pod_specs, render
 
 SEED = CHART / "ci" / "auth-seed-values.yaml"
 STORES = CHART / "ci" / "networkpolicy-values.yaml"
@@ -104,3 +105,16 @@ def test_prometheus_and_helm_test_still_reach_an_api_fenced_to_the_ingress() -> 
     assert any(set(peer.get("podSelector", {}).get("matchLabels", {}).items())
                <= set(test_pod.items()) for peer in peers if "podSelector" in peer)
     assert all(rule["from"] for rule in api["ingress"])  # an empty `from` would admit anyone
+
+
+def test_no_helm_test_pod_that_could_not_authenticate() -> None:
+    assert not [m for m in render(SEED) if m["kind"] == "Pod"]  # helmTestKey: false
+    assert [m for m in render(CHART / "ci" / "auth-off-values.yaml") if m["kind"] == "Pod"]
+
+
+def test_seed_keys_and_an_existing_secret_exclude_each_other() -> None:
+    args = [helm(), "template", "conveyor", str(CHART), "--values", str(SEED),
+            "--set", "auth.existingSecret=conveyor-api-keys"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "exclude each other" in done.stderr

@@ -205,15 +205,15 @@ async def test_the_cli_client_sends_the_key_from_its_environment(
     who = await caller("alice", "submit,read")
     env = {**os.environ, "CONVEYOR_API_URL": str(who.client.base_url).rstrip("/")}
 
-    async def conveyor(*args: str, key: str | None) -> tuple[int, str]:
+    async def conveyor(*args: str, key: str | None) -> tuple[int, dict[str, object]]:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli", *args, stdout=asyncio.subprocess.PIPE,
             env={**env, **({"CONVEYOR_API_KEY": key} if key else {})})
         out, _ = await process.communicate()
-        return process.returncode or 0, out.decode()
+        return process.returncode or 0, json.loads(out)
 
-    code, out = await conveyor("submit", "from the CLI", "--kind", "noop", key=who.key)
-    refused, _ = await conveyor("get", json.loads(out)["id"], key=None)
+    code, task = await conveyor("submit", "from the CLI", "--kind", "noop", key=who.key)
+    refused, problem = await conveyor("get", str(task["id"]), key=None)
 
-    assert code == 0 and json.loads(out)["title"] == "from the CLI"
-    assert refused == 1
+    assert (code, task["title"]) == (0, "from the CLI")
+    assert (refused, problem["status"]) == (1, 401)

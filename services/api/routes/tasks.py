@@ -14,7 +14,6 @@ from services.api.deps import ServicesDep, StoreDep
 from services.api.errors import FieldError
 from services.api.responses import errors, json_response
 from services.api.schemas import (
-    NO_NUL,
     PAYLOAD_LIMIT,
     Instant,
     TaskCreate,
@@ -24,7 +23,7 @@ from services.api.schemas import (
     json_depth,
 )
 from services.core.db.store import InvalidCursor
-from services.core.domain import Priority, Status, TaskFilter
+from services.core.domain import NO_NUL, Priority, Status, TaskFilter
 from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED
 from services.core.telemetry.tracing import current_carrier, db_span
 

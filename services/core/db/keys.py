@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.core.auth import KEY_PATTERN, TENANT_PATTERN, ApiKey, Scope, new_key, parse_key
 from services.core.db.engine import connect
 from services.core.db.tables import api_keys
+from services.core.domain import NO_NUL
 from services.core.errors import KeyNotFound
 
 _SHOWN = [api_keys.c[name] for name in ("id", "tenant", "name", "scopes", "created_at",
@@ -27,7 +28,7 @@ class SeedKey(BaseModel):
     key: str = Field(pattern=KEY_PATTERN)
     tenant: str = Field(pattern=TENANT_PATTERN)
     scopes: list[Scope] = Field(min_length=1)
-    name: str = Field("", max_length=200)
+    name: str = Field("", max_length=200, pattern=NO_NUL)
 
 
 def load_seed(path: Path) -> list[SeedKey]:
