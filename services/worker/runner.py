@@ -129,7 +129,11 @@ class Worker:
     async def _consume(self, queue: AbstractQueue) -> None:
         async with queue.iterator() as tickets:
             async for ticket in tickets:
-                await self._slots.acquire()
+                try:
+                    await self._slots.acquire()
+                except asyncio.CancelledError:  # stopping: this ticket goes back at once
+                    await _settle(ticket.reject(requeue=True))
+                    raise
                 job = asyncio.create_task(self._take(ticket))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
