@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from limits import RateLimitItem, parse
+from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
@@ -36,9 +36,8 @@ class Authenticator:
         # the keys in use; each is emptied when full.
         self._known: dict[str, tuple[float, tuple[ApiKey, str]]] = {}
         self._unknown: dict[str, float] = {}
-        self._rate: RateLimitItem | None = None
-        if settings.rate_limit:
-            self._rate = parse(settings.rate_limit)
+        self._rate = parse(settings.rate_limit) if settings.rate_limit else None
+        self._lookups = parse(settings.auth_lookup_limit) if settings.auth_lookup_limit else None
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
@@ -68,6 +67,10 @@ class Authenticator:
             return known[1]
         if self._unknown.get(key_id, 0.0) > now:
             return None
+        if self._lookups is not None and not await self._limiter.hit(self._lookups, "lookups"):
+            AUTH_REFUSALS.labels("lookup_limited").inc()
+            raise Refused(503, "auth-busy", "too many keys to look up at once; retry shortly",
+                          headers={"Retry-After": "1"})
         found = await self._keys.find(key_id)
         until = now + self._cache_seconds
         if found is None:

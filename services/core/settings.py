@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(5.0, ge=0)
     # Keys in use (not revoked) a tenant's admin may have made through the API.
     max_keys_per_tenant: int = Field(100, ge=1)
+    # Key lookups in PostgreSQL per API process (keys not in the cache): past it, 503 with
+    # Retry-After, so a flood of made-up keys cannot take the database pool.
+    auth_lookup_limit: str = "200/second"
     # Requests per key and API process, as "100/second" or "6000/minute"; empty: no limit.
     rate_limit: str = "100/second"
 
@@ -72,7 +75,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_lookup_limit")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         if value:

@@ -25,6 +25,10 @@ class FakeKeyStore:
         return (self.key, self.digest) if key_id == self.key.id else None
 
 
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{"auth_cache_seconds": 60, "rate_limit": "", **overrides})  # type: ignore[arg-type]
+
+
 def _bearer(key: str) -> HTTPAuthorizationCredentials:
     return HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
 
@@ -39,7 +43,7 @@ async def test_a_flood_of_unknown_ids_does_not_evict_the_keys_in_use(
     keys: tuple[str, FakeKeyStore]
 ) -> None:
     key, store = keys
-    auth = Authenticator(store, Settings(auth_cache_seconds=60, rate_limit=""))  # type: ignore[arg-type]
+    auth = Authenticator(store, _settings(auth_lookup_limit=""))  # type: ignore[arg-type]
     assert (await auth.authenticate(_bearer(key))).tenant == "team-a"
 
     for n in range(CACHE_ENTRIES + 1):
@@ -53,7 +57,7 @@ async def test_a_flood_of_unknown_ids_does_not_evict_the_keys_in_use(
 
 async def test_forgetting_a_key_looks_it_up_again(keys: tuple[str, FakeKeyStore]) -> None:
     key, store = keys
-    auth = Authenticator(store, Settings(auth_cache_seconds=60, rate_limit=""))  # type: ignore[arg-type]
+    auth = Authenticator(store, _settings())  # type: ignore[arg-type]
     await auth.authenticate(_bearer(key))
     await auth.authenticate(_bearer(key))
     assert store.lookups == 1
@@ -62,3 +66,22 @@ async def test_forgetting_a_key_looks_it_up_again(keys: tuple[str, FakeKeyStore]
     await auth.authenticate(_bearer(key))
 
     assert store.lookups == 2
+
+
+async def test_lookups_past_their_limit_get_503_while_cached_keys_go_on(
+    keys: tuple[str, FakeKeyStore]
+) -> None:
+    key, store = keys
+    auth = Authenticator(store, _settings(auth_lookup_limit="3/minute"))  # type: ignore[arg-type]
+    await auth.authenticate(_bearer(key))
+    for n in range(2):
+        with pytest.raises(Refused) as refused:
+            await auth.authenticate(_bearer(f"cvk_{n:012d}_{'A' * 43}"))
+        assert refused.value.status == 401
+
+    with pytest.raises(Refused) as busy:
+        await auth.authenticate(_bearer(f"cvk_{9:012d}_{'A' * 43}"))
+
+    assert (busy.value.status, busy.value.headers) == (503, {"Retry-After": "1"})
+    assert store.lookups == 3
+    assert (await auth.authenticate(_bearer(key))).tenant == "team-a"

@@ -61,5 +61,5 @@ AUTH_REFUSALS = Counter(
     "Requests refused by authentication, scope or rate limit; never labelled by tenant or key.",
     ["reason"])
 # Every reason from zero, so that rate() sees the first refusal of each.
-for _reason in ("missing", "invalid", "revoked", "forbidden", "rate_limited"):
+for _reason in ("missing", "invalid", "revoked", "forbidden", "rate_limited", "lookup_limited"):
     AUTH_REFUSALS.labels(_reason)
