@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     auth_lookup_limit: str = "200/second"
     # Requests per key and API process, as "100/second" or "6000/minute"; empty: no limit.
     rate_limit: str = "100/second"
+    # Requests of one tenant handled at once by an API process; more wait in the tenant's
+    # own line (503 + Retry-After past a short wait), so one tenant cannot take the pool.
+    tenant_max_requests: int = Field(4, ge=1)
+    # A request's headers and body must arrive within this time, or the connection closes.
+    http_read_timeout_seconds: float = Field(10.0, gt=0)
+    # Open connections per API process; past it new requests get 503 + Retry-After.
+    http_max_connections: int = Field(1000, ge=1)
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
     # Where `conveyor worker` serves /metrics; 0 serves none.
@@ -59,6 +66,10 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(300.0, ge=0)
     aging_seconds: float = Field(60.0, gt=0)
     drain_seconds: float = Field(25.0, ge=0)
+    # The per-attempt time limit of a task whose kind and submission set none.
+    default_timeout_seconds: float = Field(3600.0, gt=0)
+    # Running tasks of one tenant across all workers; 0: no cap (the fair share still holds).
+    tenant_max_running: int = Field(0, ge=0)
 
     recovery_interval_seconds: float = Field(1.0, gt=0)
     relay_interval_seconds: float = Field(1.0, gt=0)
