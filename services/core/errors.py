@@ -32,6 +32,11 @@ class StoreUnavailable(ConveyorError):
     """PostgreSQL cannot be reached; callers should try again later."""
 
 
+class StoreBusy(StoreUnavailable):
+    """Every connection of this process's pool stayed in use: overload, not an outage of
+    PostgreSQL, but the caller's answer is the same (503, try again shortly)."""
+
+
 class TaskFailed(ConveyorError):
     """Raised by a handler: the attempt failed.
 

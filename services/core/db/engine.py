@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.core.errors import StoreUnavailable
+from services.core.errors import StoreBusy, StoreUnavailable
 from services.core.settings import Settings
 
 # asyncpg errors that mean "the server is away or going away", not "the query is wrong".
@@ -57,6 +58,8 @@ async def connect(
     try:
         async with engine.begin() if transaction else engine.connect() as connection:
             yield connection
+    except PoolTimeout as error:
+        raise StoreBusy("every database connection of this process is in use") from error
     except Exception as error:
         if is_outage(error):
             raise StoreUnavailable(str(error)) from error
