@@ -73,3 +73,27 @@ async def test_tenants_keep_existing_tasks_and_come_out_again_cleanly() -> None:
             ("before", "k"), ("other", None)]
     finally:
         await asyncio.to_thread(drop_database, make_url(url).database or name)
+
+
+async def test_infinite_times_stored_before_are_brought_into_range_and_refused_after() -> None:
+    name = f"conveyor_finite_{uuid.uuid4().hex[:8]}"
+    url = await asyncio.to_thread(create_database, name)
+    insert = ("INSERT INTO tasks (id, title, priority, status, kind, scheduled_at, available_at)"
+              " VALUES (gen_random_uuid(), '{title}', 2, 'PENDING', 'demo', '{at}', '{at}')")
+    try:
+        await asyncio.to_thread(upgrade, url, "0003")
+        await _sql(url, insert.format(title="late", at="infinity"))
+        await _sql(url, insert.format(title="early", at="-infinity"))
+        await asyncio.to_thread(upgrade, url, "0004")
+        rows = await _sql(url, "SELECT title, scheduled_at = available_at,"
+                               " extract(year FROM scheduled_at),"
+                               " scheduled_at = created_at FROM tasks ORDER BY title")
+        assert rows == [("early", True, rows[0][2], True), ("late", True, 9999, False)]
+        try:
+            await _sql(url, insert.format(title="again", at="infinity"))
+        except asyncpg.CheckViolationError:
+            pass
+        else:
+            raise AssertionError("an infinite time was stored")
+    finally:
+        await asyncio.to_thread(drop_database, make_url(url).database or name)
