@@ -26,6 +26,7 @@ from services.core.recovery import sweep_forever
 from services.core.relay import Relay
 from services.core.runtime import Clients, open_clients
 from services.core.settings import Settings
+from services.core.supervision import Supervisor
 from services.core.telemetry.tracing import tracing_enabled
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
             services = Services(
                 settings, clients.store, clients.broker, relay,
                 kinds=kinds, keys=key_store,
-                auth=Authenticator(key_store, settings), schema_ready=asyncio.Event())
+                auth=Authenticator(key_store, settings), schema_ready=asyncio.Event(),
+                supervisor=Supervisor())
             background = asyncio.create_task(_background(settings, clients, services, seed))
             background.add_done_callback(_report_crash)
             try:
@@ -113,9 +115,10 @@ async def _background(
     services.schema_ready.set()
     async with asyncio.TaskGroup() as group:
         if settings.api_run_relay:
-            group.create_task(services.relay.run())
+            group.create_task(services.relay.run(services.supervisor))
         if settings.api_run_recovery:
-            group.create_task(sweep_forever(clients.store, settings.recovery_interval_seconds))
+            group.create_task(sweep_forever(clients.store, settings.recovery_interval_seconds,
+                                            services.supervisor))
 
 
 def _report_crash(background: asyncio.Task[None]) -> None:

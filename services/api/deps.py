@@ -15,6 +15,7 @@ from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.relay import Relay
 from services.core.settings import Settings
+from services.core.supervision import Supervisor
 
 if TYPE_CHECKING:
     from services.api.auth import Authenticator
@@ -33,6 +34,8 @@ class Services:
     auth: Authenticator
     # Set once the database is at the schema revision this code expects.
     schema_ready: asyncio.Event
+    # The relay and the recovery sweep, when this process runs them.
+    supervisor: Supervisor
 
 
 async def _services(request: Request) -> Services:

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.deps import Services
 from services.core.errors import StoreUnavailable
 from services.core.telemetry.metrics import (
+    BACKGROUND_ERRORS,
     HTTP_DURATION,
     HTTP_REQUESTS,
     LEASE_EXPIRED,
@@ -68,6 +69,9 @@ async def metrics(request: Request) -> Response:
             await asyncio.wait_for(_read_gauges(services), timeout=5)
         except (StoreUnavailable, TimeoutError) as error:
             logger.warning("database gauges not refreshed: %s", error)
+        except Exception:  # a bad read must not take the process's own metrics with it
+            BACKGROUND_ERRORS.labels("gauges").inc()
+            logger.exception("database gauges not refreshed")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -9,15 +9,14 @@ late result is refused.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from datetime import datetime
 
 from services.core.db.store import Recovered, SqlTaskStore
-from services.core.errors import StoreUnavailable
 from services.core.runtime import open_clients
 from services.core.settings import Settings
+from services.core.supervision import Supervisor
 from services.core.telemetry.metrics import RECOVERIES, STATUS_CHANGES
 from services.core.telemetry.tracing import trace_id_of
 
@@ -60,17 +59,17 @@ def _count(recovered: list[Recovered], why: str, reason: str) -> None:
         logger.info("recovery (%s): %s", why, dict(counts))
 
 
-async def sweep_forever(store: SqlTaskStore, interval: float) -> None:
+async def sweep_forever(store: SqlTaskStore, interval: float, supervisor: Supervisor) -> None:
     """Run `recover` every `interval` seconds until cancelled."""
-    while True:
-        try:
-            await recover(store)
-        except StoreUnavailable as error:
-            logger.warning("recovery sweep skipped: %s", error)
-        await asyncio.sleep(interval)
+
+    async def sweep() -> float:
+        await recover(store)
+        return interval
+
+    await supervisor.run("recovery", sweep)
 
 
 async def run_recovery(settings: Settings) -> None:
     """The sweep as a process of its own (`conveyor recover`), until cancelled."""
     async with open_clients(settings) as clients:
-        await sweep_forever(clients.store, settings.recovery_interval_seconds)
+        await sweep_forever(clients.store, settings.recovery_interval_seconds, Supervisor())

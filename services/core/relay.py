@@ -20,9 +20,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Status
-from services.core.errors import StoreUnavailable
 from services.core.runtime import open_clients
 from services.core.settings import Settings
+from services.core.supervision import Supervisor
 from services.core.telemetry.metrics import MESSAGES_RESENT, STATUS_CHANGES
 from services.core.telemetry.tracing import (
     carrier_of,
@@ -105,19 +105,17 @@ class Relay:
             logger.warning("%d queued task(s) had no message in the broker; sending again", owed)
         return owed
 
-    async def run(self) -> None:
+    async def run(self, supervisor: Supervisor) -> None:
         """Relay until cancelled, waking on kick(), when a task falls due, or each interval."""
-        while True:
-            pause = self._interval
-            if self._broker.ready:
-                try:
-                    await self._check_stale()
-                    sent = await self.relay_once()
-                    pause = 0 if sent >= self._batch else await self._until_due()
-                except (StoreUnavailable, BrokerUnavailable) as error:
-                    logger.warning("relay paused: %s", error or type(error.__cause__).__name__)
-            if pause:
-                await self._pause(pause)
+        await supervisor.run("relay", self.step, self._pause)
+
+    async def step(self) -> float:
+        """One pass: resend what was lost, publish a batch; answer how long to rest."""
+        if not self._broker.ready:
+            return self._interval
+        await self._check_stale()
+        sent = await self.relay_once()
+        return 0 if sent >= self._batch else await self._until_due()
 
     async def _check_stale(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -144,4 +142,5 @@ class Relay:
 async def run_relay(settings: Settings) -> None:
     """The relay as a process of its own (`conveyor relay`), until cancelled."""
     async with open_clients(settings) as clients:
-        await Relay.from_settings(clients.store, clients.broker, settings).run()
+        relay = Relay.from_settings(clients.store, clients.broker, settings)
+        await relay.run(Supervisor())

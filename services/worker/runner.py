@@ -22,13 +22,14 @@ from aio_pika.exceptions import AMQPError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from services.core.amqp.broker import Broker
+from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
 from services.core.db.store import Claim, SqlTaskStore
 from services.core.domain import Status
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.settings import Settings
+from services.core.supervision import Supervisor
 from services.core.telemetry.metrics import (
     ATTEMPT_DURATION,
     QUEUE_WAIT,
@@ -50,6 +51,8 @@ from services.worker.execution import Held, Outcome, record, run_attempt
 logger = logging.getLogger(__name__)
 
 CLAIM_PATIENCE = 2.0
+# What ends a consumer that the broker or the network dropped: reopened after a pause.
+_CONSUMER_OUTAGES = (OSError, AMQPError, RuntimeError, BrokerUnavailable, StoreUnavailable)
 
 
 def default_worker_id() -> str:
@@ -59,7 +62,8 @@ def default_worker_id() -> str:
 
 class Worker:
     def __init__(
-        self, settings: Settings, store: SqlTaskStore, broker: Broker, kinds: dict[str, Kind]
+        self, settings: Settings, store: SqlTaskStore, broker: Broker, kinds: dict[str, Kind],
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -76,6 +80,8 @@ class Worker:
         self._jobs: set[asyncio.Task[None]] = set()
         self._queue: AbstractQueue | None = None
         self._stopping = asyncio.Event()
+        # The heartbeat and the consumer; a worker whose loops keep failing is not live.
+        self.supervisor = supervisor or Supervisor()
 
     @property
     def held(self) -> int:
@@ -89,8 +95,11 @@ class Worker:
     async def run(self) -> None:
         """Work until stop(), then drain: finish within the grace period, hand back the rest."""
         WORKER_SLOTS.inc(self._settings.worker_concurrency)
-        heartbeat = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
-        consuming = asyncio.create_task(self._consume_forever(), name="consume")
+        heartbeat = asyncio.create_task(
+            self.supervisor.run("heartbeat", self._beat), name="heartbeat")
+        consuming = asyncio.create_task(
+            self.supervisor.run("consume", self._consume_once, outages=_CONSUMER_OUTAGES),
+            name="consume")
         await self._stopping.wait()
         consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
@@ -103,21 +112,20 @@ class Worker:
         WORKER_SLOTS.dec(self._settings.worker_concurrency)
         logger.info("worker %s stopped", self.worker_id)
 
-    async def _consume_forever(self) -> None:
-        """Consume on a channel of its own; open another whenever the broker drops it.
+    async def _consume_once(self) -> float:
+        """Consume on a channel of its own until the broker drops it; reopen in a second.
 
         When run() cancels it, leaving the iterator cancels the consumer, but the channel
         stays open for the jobs still settling their tickets: run() closes it after them.
         """
-        while True:
-            try:
-                self._queue = await self._broker.consume_queue(
-                    self._settings.worker_concurrency)
-                await self._consume(self._queue)
-            except (OSError, AMQPError, RuntimeError) as error:
-                logger.warning("consuming stopped, reopening: %s", error)
+        try:
+            self._queue = await self._broker.consume_queue(self._settings.worker_concurrency)
+            await self._consume(self._queue)
+        except Exception:
             await self._close_channel()
-            await asyncio.sleep(1.0)
+            raise
+        await self._close_channel()
+        return 1.0
 
     async def _close_channel(self) -> None:
         """Tickets taken but not acked go back to the queue when the channel closes."""
@@ -192,7 +200,7 @@ class Worker:
     async def _claim_batch(self, wanted: list[None]) -> list[Claim | None]:
         claims: list[Claim | None] = list(await self._store.claim_many(
             self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds,
-            len(wanted)))
+            len(wanted), self._settings.tenant_max_running))
         return claims + [None] * (len(wanted) - len(claims))
 
     async def _complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
@@ -247,17 +255,16 @@ class Worker:
         task = held.claim.task
         started = time.monotonic()
         with tracer.start_as_current_span(f"run {task.kind}") as span:
-            outcome = await run_attempt(held, self._kinds.get(task.kind))
+            outcome = await run_attempt(held, self._kinds.get(task.kind),
+                                        self._settings.default_timeout_seconds)
             if outcome.error is not None:
                 span.set_status(StatusCode.ERROR, outcome.error)
         ATTEMPT_DURATION.labels(task.kind).observe(time.monotonic() - started)
         return outcome
 
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.heartbeat_seconds)
-            with contextlib.suppress(StoreUnavailable):
-                await self.heartbeat()
+    async def _beat(self) -> float:
+        await self.heartbeat()
+        return self._settings.heartbeat_seconds
 
     async def heartbeat(self) -> None:
         """Renew every held lease in one statement; stop what was cancelled or taken over."""

@@ -18,9 +18,11 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "PostgreSQL or RabbitMQ is unreachable"}})
+@router.get("/ready", responses={503: {
+    "description": "PostgreSQL or RabbitMQ is unreachable, or a background loop keeps failing"}})
 async def ready(request: Request) -> JSONResponse:
-    """200 when PostgreSQL (at the expected schema) and RabbitMQ answer; else 503 naming which."""
+    """200 when PostgreSQL (at the expected schema) and RabbitMQ answer and no background
+    loop (relay, recovery) keeps failing; else 503 naming which."""
     services: Services = request.state.services
     failed = []
     try:
@@ -32,7 +34,10 @@ async def ready(request: Request) -> JSONResponse:
             failed.append("postgresql schema (not migrated to the expected revision)")
     if not services.broker.ready:
         failed.append("rabbitmq")
-    if failed:
-        return problem(503, f"unreachable: {', '.join(failed)}", slug="not-ready",
-                       headers={"Retry-After": "5"})
+    failing = services.supervisor.failing()
+    if failed or failing:
+        detail = "; ".join(
+            [f"unreachable: {', '.join(failed)}"] * bool(failed)
+            + [f"failing: {', '.join(failing)}"] * bool(failing))
+        return problem(503, detail, slug="not-ready", headers={"Retry-After": "5"})
     return JSONResponse({"status": "ok", "postgresql": "ok", "rabbitmq": "ok"})

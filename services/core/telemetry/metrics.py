@@ -61,5 +61,12 @@ AUTH_REFUSALS = Counter(
     "Requests refused by authentication, scope or rate limit; never labelled by tenant or key.",
     ["reason"])
 # Every reason from zero, so that rate() sees the first refusal of each.
-for _reason in ("missing", "invalid", "revoked", "forbidden", "rate_limited", "lookup_limited"):
+for _reason in ("missing", "invalid", "revoked", "forbidden", "rate_limited", "lookup_limited",
+                "tenant_busy"):
     AUTH_REFUSALS.labels(_reason)
+BACKGROUND_ERRORS = Counter(
+    "conveyor_background_errors_total",
+    "Unexpected errors in a pass of a background loop; the loop backs off and goes on.",
+    ["loop"])
+for _loop in ("relay", "recovery", "gauges", "heartbeat", "consume"):
+    BACKGROUND_ERRORS.labels(_loop)

@@ -1,0 +1,76 @@
+"""Supervised loops: no error in one pass stops a loop, and a loop that keeps failing says so.
+
+Every loop that runs beside the requests or the tasks (the relay, the recovery sweep, a
+worker's heartbeat and consumer) runs its passes through `Supervisor.run`. An outage of
+PostgreSQL or RabbitMQ is expected: it is logged as a warning and waited out with a
+backoff. Any other error is a bug or bad data: it is logged with its stack, counted in
+`conveyor_background_errors_total{loop}`, backed off, and the next pass runs. A loop whose
+last FAILING_AFTER passes all failed is reported by `failing()`, which the API's readiness
+and the worker's liveness read, so a process never looks healthy while it has stopped
+delivering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from services.core.amqp.broker import BrokerUnavailable
+from services.core.errors import StoreUnavailable
+from services.core.telemetry.metrics import BACKGROUND_ERRORS
+
+logger = logging.getLogger(__name__)
+
+FAILING_AFTER = 3
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+OUTAGES: tuple[type[BaseException], ...] = (StoreUnavailable, BrokerUnavailable)
+
+# One pass: answers how long to wait before the next one.
+Step = Callable[[], Awaitable[float]]
+Pause = Callable[[float], Awaitable[None]]
+
+
+class Supervisor:
+    """Runs the loops of one process and remembers which of them keep failing."""
+
+    def __init__(self) -> None:
+        self._errors_in_a_row: dict[str, int] = {}
+
+    def failing(self) -> list[str]:
+        """The loops whose last FAILING_AFTER passes failed with an unexpected error."""
+        # Also read from the worker's metrics thread: iterate over a snapshot.
+        counts = list(self._errors_in_a_row.items())
+        return sorted(name for name, n in counts if n >= FAILING_AFTER)
+
+    async def run(
+        self, name: str, step: Step, pause: Pause = asyncio.sleep,
+        outages: tuple[type[BaseException], ...] = OUTAGES,
+    ) -> None:
+        """Run `step` until cancelled, pausing as it asks; survive whatever a pass raises."""
+        self._errors_in_a_row.setdefault(name, 0)
+        outages_in_a_row = 0
+        while True:
+            try:
+                wait = await step()
+            except outages as error:
+                outages_in_a_row += 1
+                wait = _backoff(outages_in_a_row)
+                logger.warning("%s paused %.1f s: %s", name, wait,
+                               error or type(error.__cause__).__name__)
+            except Exception:  # the outermost loop: log, count, back off, carry on
+                self._errors_in_a_row[name] += 1
+                wait = _backoff(self._errors_in_a_row[name])
+                BACKGROUND_ERRORS.labels(name).inc()
+                logger.exception("%s pass failed; next in %.1f s", name, wait)
+            else:
+                self._errors_in_a_row[name] = outages_in_a_row = 0
+            if wait > 0:
+                await pause(wait)
+            else:
+                await asyncio.sleep(0)
+
+
+def _backoff(failures: int) -> float:
+    return min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
