@@ -41,10 +41,16 @@ def kind(name: str, *, timeout_seconds: float | None = None) -> Callable[[Handle
     return mark
 
 
+# The demo kinds sleep at most this long: a tenant cannot hold slots for hours with them.
+MAX_DEMO_SECONDS = 600
+
+
 def _seconds(payload: dict[str, Any], default: float | None) -> float:
     value = payload.get("seconds", default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86_400:
-        raise TaskFailed("payload.seconds must be a number from 0 to 86400", retryable=False)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_DEMO_SECONDS):
+        raise TaskFailed(f"payload.seconds must be a number from 0 to {MAX_DEMO_SECONDS}",
+                         retryable=False)
     return float(value)
 
 

@@ -83,12 +83,16 @@ def _text(message: str) -> str:
     return message.encode("utf-8", "replace").decode().replace("\x00", "\ufffd")
 
 
-async def run_attempt(held: Held, kind: Kind | None) -> Outcome:
-    """Run the handler of `held` to its end, its time limit, or a stop; say what to record."""
+async def run_attempt(held: Held, kind: Kind | None, default_timeout: float) -> Outcome:
+    """Run the handler of `held` to its end, its time limit, or a stop; say what to record.
+
+    The limit is the task's own, else its kind's, else `default_timeout`: every attempt
+    has one, so no task holds a slot for ever.
+    """
     task = held.claim.task
     if kind is None:
         return Outcome("fail", error=f"no handler for kind {task.kind!r} on this worker")
-    limit = task.timeout_seconds or kind.timeout_seconds
+    limit = task.timeout_seconds or kind.timeout_seconds or default_timeout
     held.handler = asyncio.create_task(kind.handler(task.payload), name=f"task-{task.id}")
     if held.reason is not None:  # stopped before it could start
         held.handler.cancel()

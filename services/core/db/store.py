@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import logging
+import random
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -13,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.auth import DEFAULT_TENANT
@@ -31,6 +35,12 @@ from services.core.errors import (
     TaskAlreadyTerminal,
     TaskNotFound,
 )
+
+logger = logging.getLogger(__name__)
+
+# Deadlock detected, serialization failure: the statement did nothing and may run again.
+_CONFLICTS = frozenset({"40P01", "40001"})
+_CONFLICT_RETRIES = 5
 
 _PUBLIC = [
     tasks.c[name]
@@ -61,6 +71,10 @@ class InvalidCursor(ValueError):
     """A listing cursor that this service did not make."""
 
 
+def _is_conflict(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) in _CONFLICTS
+
+
 def _task(row: Any) -> Task:
     values = {column.name: row._mapping[column.name] for column in _PUBLIC}
     values["priority"] = Priority.from_rank(values["priority"])
@@ -69,7 +83,10 @@ def _task(row: Any) -> Task:
 
 
 def _claim(row: Any) -> Claim:
-    return Claim(_task(row), row.trace_context, max(float(row.waited), 0.0))
+    waited = max(float(row.waited), 0.0)
+    # The order claim_many chose in: fair share, aged first, urgency, longest wait.
+    rank = (row.share, not row.aged, row.urgency, -waited) if "share" in row._fields else ()
+    return Claim(_task(row), row.trace_context, waited, rank)
 
 
 def encode_cursor(task: Task) -> str:
@@ -103,6 +120,8 @@ class Claim:
     # The task's trace context, and how long it waited ready before this claim.
     trace_context: dict[str, str] | None = None
     waited_seconds: float = 0.0
+    # The order in which one claim statement chose its tasks (fair share, then urgency).
+    rank: tuple[Any, ...] = ()
 
     @property
     def attempt(self) -> int:
@@ -138,6 +157,23 @@ class SqlTaskStore:
 
     def _begin(self, transaction: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
         return connect(self._engine if transaction else self._autocommit, transaction=transaction)
+
+    async def _write(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Any]:
+        """Run one statement that changes many rows; its rows. Such statements lock rows in
+        id order, but a lock taken by another statement in another order (a foreign
+        client, a future query) can still make PostgreSQL abort one of two: that one
+        runs again, so no batch of results is ever dropped for it."""
+        for attempt in range(1, _CONFLICT_RETRIES + 1):
+            try:
+                async with self._begin() as connection:
+                    return (await connection.execute(statement, params)).all()
+            except DBAPIError as error:
+                if not _is_conflict(error) or attempt == _CONFLICT_RETRIES:
+                    raise
+                logger.warning("statement aborted by a lock conflict; running it again: %s",
+                               error.orig)
+                await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+        raise AssertionError("unreachable")
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless PostgreSQL answers."""
@@ -241,13 +277,11 @@ class SqlTaskStore:
         """The broker confirmed their messages: NEW becomes PENDING. Answers how many did."""
         if not ids:
             return 0
-        async with self._begin() as connection:
-            return (await connection.execute(_CONFIRM, {"ids": list(ids)})).rowcount
+        return len(await self._write(_CONFIRM, {"ids": list(ids)}))
 
     async def release(self, ids: Sequence[uuid.UUID]) -> None:
         """Their messages were not confirmed: the relay owes them one again."""
-        async with self._begin() as connection:
-            await connection.execute(_RELEASE, {"ids": list(ids)})
+        await self._write(_RELEASE, {"ids": list(ids)})
 
     async def unqueue_stale(self, older_than: float, limit: int, *, queue_empty: bool) -> int:
         """Owe a new message to tasks whose message is not coming, after `older_than` s.
@@ -270,39 +304,34 @@ class SqlTaskStore:
     # --- workers --------------------------------------------------------------------------
 
     async def claim_many(
-        self, worker_id: str, lease_seconds: float, aging_seconds: float, limit: int
+        self, worker_id: str, lease_seconds: float, aging_seconds: float, limit: int,
+        tenant_cap: int = 0,
     ) -> list[Claim]:
-        """Take up to `limit` of the most urgent queued tasks in one statement.
+        """Take up to `limit` queued tasks in one statement, fairly across tenants.
 
-        Tasks that have waited longer than `aging_seconds` go first, oldest first, so that
-        no priority starves; then HIGH before MEDIUM before LOW, oldest first.
+        Each slot goes to the tenant with the fewest running tasks (counting the ones this
+        claim gives it), and never past `tenant_cap` running tasks per tenant when set.
+        Within a tenant, tasks that have waited longer than `aging_seconds` go first,
+        oldest first, so that no priority starves; then HIGH before MEDIUM before LOW,
+        oldest first. Between tenants with equal shares, the same order decides.
         """
         params = {"worker": worker_id, "lease": lease_seconds, "aging": aging_seconds,
-                  "limit": limit}
-        async with self._begin() as connection:
-            rows = (await connection.execute(_CLAIM_MANY, params)).all()
-        claims = [_claim(row) for row in rows]
-        return sorted(claims, key=lambda c: (c.waited_seconds < aging_seconds,
-                                             -c.task.priority.rank, -c.waited_seconds))
+                  "limit": limit, "cap": tenant_cap}
+        rows = await self._write(_CLAIM_MANY, params)
+        return sorted((_claim(row) for row in rows), key=lambda claim: claim.rank)
 
     async def claim(
         self, worker_id: str, lease_seconds: float, aging_seconds: float,
         named: uuid.UUID | None = None,
     ) -> Claim | None:
-        """Take the most urgent queued task under a lease, or else the task `named`.
+        """Take the task claim_many() would take first, or else the task `named`.
 
-        A task that has waited longer than `aging_seconds` goes first, oldest first, so
-        that no priority starves; otherwise HIGH before MEDIUM before LOW, oldest first.
-        When every queued task is taken or locked, the task the message names is claimed,
-        waiting if a relay is still committing it. None when neither can be had.
+        None when neither can be had.
         """
-        params = {"worker": worker_id, "lease": lease_seconds, "aging": aging_seconds}
-        async with self._begin() as connection:
-            row = (await connection.execute(_CLAIM, params)).first()
-            if row is None and named is not None:
-                params = {"worker": worker_id, "lease": lease_seconds, "id": named}
-                row = (await connection.execute(_CLAIM_NAMED, params)).first()
-        return _claim(row) if row is not None else None
+        claims = await self.claim_many(worker_id, lease_seconds, aging_seconds, 1)
+        if claims:
+            return claims[0]
+        return await self.claim_named(worker_id, lease_seconds, named) if named else None
 
     async def claim_named(
         self, worker_id: str, lease_seconds: float, task_id: uuid.UUID
@@ -314,10 +343,12 @@ class SqlTaskStore:
         return _claim(row) if row is not None else None
 
     async def has_ready(self) -> bool:
-        """True when some queued task is ready to claim, locked or not.
+        """True when some queued task holds a broker message, claimable yet or not.
 
         A claim that found nothing may have skipped rows that other claims held for a
-        moment: this tells a worker whether its message may still be owed a task.
+        moment, or met a task whose message the broker has confirmed before the relay
+        marked it PENDING: this tells a worker whether its message may still be owed a
+        task, and so must not be dropped.
         """
         async with self._begin() as connection:
             return bool((await connection.execute(_HAS_READY)).scalar())
@@ -339,8 +370,7 @@ class SqlTaskStore:
             "attempts": [attempt for _, attempt, _ in results],
             "results": [json.dumps(result) for _, _, result in results],
         }
-        async with self._begin() as connection:
-            rows = (await connection.execute(_COMPLETE_MANY, params)).all()
+        rows = await self._write(_COMPLETE_MANY, params)
         done = {(row.id, row.attempts): Status(row.status) for row in rows}
         return [done.get((task_id, attempt)) for task_id, attempt, _ in results]
 
@@ -396,8 +426,7 @@ class SqlTaskStore:
             return int((await connection.execute(_IN_PROGRESS)).scalar() or 0)
 
     async def _recover(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Recovered]:
-        async with self._begin() as connection:
-            rows = (await connection.execute(statement, params)).all()
+        rows = await self._write(statement, params)
         return [Recovered(row.id, Status(row.status), row.attempts, row.trace_context)
                 for row in rows]
 
@@ -414,8 +443,7 @@ class SqlTaskStore:
             "worker": worker_id, "lease": lease_seconds,
             "ids": [task_id for task_id, _ in held], "attempts": [attempt for _, attempt in held],
         }
-        async with self._begin() as connection:
-            rows = (await connection.execute(_HEARTBEAT, params)).all()
+        rows = await self._write(_HEARTBEAT, params)
         return Heartbeat(
             frozenset(row.id for row in rows),
             frozenset(row.id for row in rows if row.cancel_requested),
@@ -535,14 +563,23 @@ _RESERVE = sa.text("""
     RETURNING id, trace_context
 """)
 
-_CONFIRM = sa.text("""
+# Statements that change many given rows lock them first, in id order: two of them
+# (a worker's results and its lease renewal, say) then never wait on each other in a cycle.
+def _in_id_order(ids: str) -> str:
+    return f"tasks.id = ANY(ARRAY(SELECT id FROM tasks WHERE id = ANY({ids}) ORDER BY id " \
+           "FOR UPDATE))"
+
+
+_CONFIRM = sa.text(f"""
     UPDATE tasks SET status = 'PENDING', updated_at = now()
-    WHERE id = ANY(:ids) AND status = 'NEW'
+    WHERE {_in_id_order(":ids")} AND status = 'NEW'
+    RETURNING id
 """)
 
-_RELEASE = sa.text("""
+_RELEASE = sa.text(f"""
     UPDATE tasks SET queued_at = NULL
-    WHERE id = ANY(:ids) AND status IN ('NEW', 'PENDING')
+    WHERE {_in_id_order(":ids")} AND status IN ('NEW', 'PENDING')
+    RETURNING id
 """)
 
 _STALE = """
@@ -580,61 +617,64 @@ _CLAIMED = """
         worker_id = :worker
 """
 
-# Two candidates, each found through its own index: the longest-waiting task once it has
-# waited past the aging bound, else the most urgent one. SKIP LOCKED lets claimers pass
-# each other; the outer WHERE re-checks the status, so the UPDATE is guarded on its own.
-# The chosen ids are looked up by primary key (= ANY(ARRAY(...))), whatever the planner
-# thinks of the candidates.
-_CLAIM = sa.text(f"""
-    WITH aged AS (
-        SELECT id, 0 AS rank FROM tasks
-        WHERE {_CLAIMABLE} AND available_at <= now() - make_interval(secs => :aging)
-        ORDER BY available_at
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    ), urgent AS (
-        SELECT id, 1 AS rank FROM tasks
-        WHERE {_CLAIMABLE}
-        ORDER BY priority DESC, available_at
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    ), pick AS (
-        SELECT id FROM (SELECT * FROM aged UNION ALL SELECT * FROM urgent) AS candidates
-        ORDER BY rank
-        LIMIT 1
-    )
-    {_CLAIMED}
-    WHERE tasks.id = ANY(ARRAY(SELECT id FROM pick)) AND tasks.status = 'PENDING'
-    RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}, {_CLAIM_EXTRA}
-""")
+# The tenants with claimable work, one index probe each (a loose index scan).
+_READY_TENANTS = f"""
+    ready(tenant) AS (
+        (SELECT tenant FROM tasks WHERE {_CLAIMABLE} ORDER BY tenant LIMIT 1)
+        UNION ALL
+        SELECT (SELECT tenant FROM tasks WHERE {_CLAIMABLE} AND tenant > ready.tenant
+                ORDER BY tenant LIMIT 1)
+        FROM ready WHERE ready.tenant IS NOT NULL
+    )"""
 
-# Up to :limit tasks: the aged ones (oldest first) before the rest (most urgent first).
-# Each candidate list is read from its own index; a task in both is taken once.
+# Each tenant's next :limit tasks in its own order: the aged ones (oldest first), then the
+# most urgent; each list read from its own tenant-led index, a task in both taken once.
+# `share` is the tenant's running tasks once this task runs too; `urgency` its place
+# among the tenant's own. Slots then go by share, so the tenant with the fewest running
+# tasks is served first, and ties go by urgency, aged before the rest.
+_CANDIDATES = f"""
+    candidates AS (
+        SELECT c.id, running.n + row_number() OVER (
+                   PARTITION BY ready.tenant ORDER BY c.aged DESC, c.urgency, c.available_at
+               ) AS share,
+               c.aged, c.urgency, c.available_at
+        FROM ready
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS n FROM tasks
+            WHERE status = 'IN_PROGRESS' AND tenant = ready.tenant) AS running
+        CROSS JOIN LATERAL (
+            SELECT DISTINCT ON (id) id, aged, urgency, available_at FROM (
+                (SELECT id, true AS aged, 0 AS urgency, available_at FROM tasks
+                 WHERE tenant = ready.tenant AND {_CLAIMABLE}
+                   AND available_at <= now() - make_interval(secs => :aging)
+                 ORDER BY available_at LIMIT :limit)
+                UNION ALL
+                (SELECT id, false, -priority, available_at FROM tasks
+                 WHERE tenant = ready.tenant AND {_CLAIMABLE}
+                 ORDER BY priority DESC, available_at LIMIT :limit)
+            ) AS both_lists
+            ORDER BY id, aged DESC
+        ) AS c
+        WHERE ready.tenant IS NOT NULL
+    )"""
+
+# Up to :limit tasks, fair share first. SKIP LOCKED lets claimers pass each other; the
+# outer WHERE re-checks the status, so the UPDATE is guarded on its own.
 _CLAIM_MANY = sa.text(f"""
-    WITH aged AS (
-        SELECT id, 0 AS rank, priority, available_at FROM tasks
-        WHERE {_CLAIMABLE} AND available_at <= now() - make_interval(secs => :aging)
-        ORDER BY available_at
+    WITH RECURSIVE {_READY_TENANTS}, {_CANDIDATES}, pick AS (
+        SELECT tasks.id, candidates.share, candidates.aged, candidates.urgency
+        FROM candidates JOIN tasks ON tasks.id = candidates.id
+        WHERE tasks.status = 'PENDING' AND (:cap = 0 OR candidates.share <= :cap)
+        ORDER BY candidates.share, candidates.aged DESC, candidates.urgency,
+                 candidates.available_at
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ), urgent AS (
-        SELECT id, 1 AS rank, priority, available_at FROM tasks
-        WHERE {_CLAIMABLE}
-        ORDER BY priority DESC, available_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ), pick AS (
-        SELECT id FROM (
-            SELECT DISTINCT ON (id) * FROM (SELECT * FROM aged UNION ALL SELECT * FROM urgent)
-                AS candidates
-            ORDER BY id, rank
-        ) AS unique_candidates
-        ORDER BY rank, CASE WHEN rank = 0 THEN 0 ELSE -priority END, available_at
-        LIMIT :limit
+        FOR UPDATE OF tasks SKIP LOCKED
     )
     {_CLAIMED}
-    WHERE tasks.id = ANY(ARRAY(SELECT id FROM pick)) AND tasks.status = 'PENDING'
-    RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}, {_CLAIM_EXTRA}
+    FROM pick
+    WHERE tasks.id = pick.id AND tasks.status = 'PENDING'
+    RETURNING {", ".join(f"tasks.{column.name}" for column in _PUBLIC)}, {_CLAIM_EXTRA},
+        pick.share, pick.aged, pick.urgency
 """)
 
 # The task a message names, waiting for its row lock: a relay may still hold it, between
@@ -645,7 +685,11 @@ _CLAIM_NAMED = sa.text(f"""
     RETURNING {_RETURNING}, {_CLAIM_EXTRA}
 """)
 
-_HAS_READY = sa.text(f"SELECT EXISTS (SELECT 1 FROM tasks WHERE {_CLAIMABLE})")
+# Claimable, or queued with a message the relay has not marked PENDING yet.
+_HAS_READY = sa.text(f"""
+    SELECT EXISTS (SELECT 1 FROM tasks WHERE {_CLAIMABLE})
+        OR EXISTS (SELECT 1 FROM tasks WHERE status = 'NEW' AND queued_at IS NOT NULL)
+""")
 
 _FENCE = "WHERE id = :id AND status = 'IN_PROGRESS' AND attempts = :attempt"
 
@@ -658,14 +702,15 @@ _COMPLETE = sa.text(f"""
     RETURNING status
 """).bindparams(sa.bindparam("result", type_=tasks.c.result.type))
 
-_COMPLETE_MANY = sa.text("""
+_COMPLETE_MANY = sa.text(f"""
     UPDATE tasks SET
         status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END,
         result = CASE WHEN cancel_requested THEN NULL ELSE done.result END,
         finished_at = now(), updated_at = now(), lease_expires_at = NULL
     FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[]))
         AS done(id, attempt, result)
-    WHERE tasks.id = done.id AND tasks.status = 'IN_PROGRESS' AND tasks.attempts = done.attempt
+    WHERE {_in_id_order("CAST(:ids AS uuid[])")}
+      AND tasks.id = done.id AND tasks.status = 'IN_PROGRESS' AND tasks.attempts = done.attempt
     RETURNING tasks.id, tasks.attempts, tasks.status
 """)
 
@@ -739,10 +784,11 @@ _RECOVER_WORKER = sa.text(_RECOVER.format(
 
 _IN_PROGRESS = sa.text("SELECT count(*) FROM tasks WHERE status = 'IN_PROGRESS'")
 
-_HEARTBEAT = sa.text("""
+_HEARTBEAT = sa.text(f"""
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)
     FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS held(id, attempt)
-    WHERE tasks.id = held.id AND tasks.attempts = held.attempt
+    WHERE {_in_id_order("CAST(:ids AS uuid[])")}
+      AND tasks.id = held.id AND tasks.attempts = held.attempt
       AND tasks.status = 'IN_PROGRESS' AND tasks.worker_id = :worker
     RETURNING tasks.id, tasks.cancel_requested
 """)
