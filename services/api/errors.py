@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
+# An answer stays small whatever the request: so many errors listed, names and messages
+# cut at so many characters, and the rest only counted.
+MAX_ERRORS = 20
+MAX_NAME = 100
+MAX_MESSAGE = 300
 
 
 class Refused(Exception):
@@ -52,9 +57,9 @@ class FieldError(Exception):
 
 def problem(
     status: int, detail: str, *, slug: str | None = None, headers: dict[str, str] | None = None,
-    errors: list[dict[str, Any]] | None = None,
+    errors: list[dict[str, Any]] | None = None, more_errors: int = 0,
 ) -> JSONResponse:
-    """A problem+json response."""
+    """A problem+json response; `more_errors` counts the errors left out of `errors`."""
     body: dict[str, Any] = {
         "type": f"urn:conveyor:problem:{slug}" if slug else "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -63,15 +68,24 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    if more_errors:
+        body["more_errors"] = more_errors
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _field_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"loc": list(error["loc"]), "msg": error["msg"]} for error in errors]
+    """The first MAX_ERRORS errors, with long names (a key of the body) cut short."""
+    return [{"loc": [_cut(p, MAX_NAME) if isinstance(p, str) else p for p in error["loc"]],
+             "msg": _cut(error["msg"], MAX_MESSAGE)} for error in errors[:MAX_ERRORS]]
 
 
-def _detail(errors: list[dict[str, Any]]) -> str:
-    return "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors)
+def _detail(errors: list[dict[str, Any]], more: int = 0) -> str:
+    listed = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors)
+    return f"{listed}; and {more} more errors" if more else listed
 
 
 # Domain errors -> (status, slug). The only place that knows both sides.
@@ -98,13 +112,16 @@ async def _on_domain(_: Request, error: Exception) -> JSONResponse:
 
 async def _on_validation(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    errors = _field_problems(error.errors())
-    return problem(422, _detail(errors), slug="validation", errors=errors)
+    every = error.errors()
+    errors = _field_problems(every)
+    more = len(every) - len(errors)
+    return problem(422, _detail(errors, more), slug="validation", errors=errors,
+                   more_errors=more)
 
 
 async def _on_field(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FieldError)
-    errors = [{"loc": error.loc, "msg": error.msg}]
+    errors = _field_problems([{"loc": error.loc, "msg": error.msg}])
     slug = "too-large" if error.status == 413 else "validation"
     return problem(error.status, _detail(errors), slug=slug, errors=errors)
 

@@ -2,30 +2,54 @@
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    model_validator,
+)
 from typing_extensions import TypeAliasType
 
 from services.core.auth import ApiKey, Scope
-from services.core.domain import NO_NUL, NewTask, Priority, Status
+from services.core.domain import NO_NUL, NewTask, Priority, Status, in_range
 
 PAYLOAD_LIMIT = 64 * 1024
 Text = Annotated[str, Field(pattern=NO_NUL)]
 
+TIMES = ("an RFC 3339 time with Z or an offset (2026-12-01T10:00:00Z), "
+         "from 0001-01-02T00:00:00Z to 9999-12-30T23:59:59Z in UTC")
+_RFC_3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc_3339(value: Any) -> Any:
+    # Only text in RFC 3339 form goes on: pydantic would read a number as a Unix time.
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC_3339.fullmatch(value)):
+        return value
+    raise ValueError(f"must be {TIMES}")
+
 
 def _in_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("out of range once in UTC (years 1 to 9999)") from None
+    # Compared before the conversion, which overflows at the ends of the calendar.
+    if not in_range(value):
+        raise ValueError(f"must be {TIMES}")
+    return value.astimezone(UTC)
 
 
-# A time with its offset that is still a time in UTC (0001-01-01T00:00+01:00 is not).
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+# A finite time that PostgreSQL keeps as it is (see domain.in_range), in UTC.
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc_3339), AfterValidator(_in_utc)]
 # Any JSON, as PostgreSQL can keep it: no NUL in a string or key, no NaN or Infinity.
+# Only the documented shape of a payload: payload_problem checks one in a single pass.
 JsonValue = TypeAliasType(  # type: ignore[misc]
     "JsonValue",
     "Text | int | Annotated[float, Field(allow_inf_nan=False)] | bool "
@@ -33,30 +57,121 @@ JsonValue = TypeAliasType(  # type: ignore[misc]
 )
 
 
-def json_depth(value: Any) -> int:
-    """How deeply objects and lists nest in `value` (a scalar is 0), without recursion."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
+def _json_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
 
 
-class TaskCreate(BaseModel):
+# Validated as a plain object: a recursive union would report every error of every branch
+# of every item (megabytes of errors for a body of bad items).
+Payload = Annotated[
+    dict[str, Any], PlainValidator(_json_object, json_schema_input_type=dict[Text, JsonValue])]
+
+
+class _Unfit(ValueError):
+    """What PostgreSQL could not keep in a payload."""
+
+
+_LITERALS = {None: 4, True: 4, False: 5}  # null, true, false
+
+
+def payload_problem(payload: dict[str, Any], max_depth: int,
+                    max_bytes: int = PAYLOAD_LIMIT) -> tuple[int, str] | None:
+    """Why `payload` cannot be stored, as (HTTP status, message); None when it can.
+
+    One pass without recursion, stopping at the first problem: nesting deeper than
+    `max_depth`, a NUL or a lone surrogate in a string or key (jsonb keeps neither),
+    NaN or Infinity, anything else that is not JSON (422), or more than `max_bytes` as
+    compact JSON in UTF-8 (413).
+    """
+    size, stack = 0, [(payload, 1)]
+    try:
+        while stack:
+            value, depth = stack.pop()
+            size += _bytes(value, depth, max_depth, stack)
+            if size > max_bytes:
+                return 413, f"the payload is over {max_bytes} bytes as compact UTF-8 JSON"
+    except _Unfit as problem:
+        return 422, str(problem)
+    return None
+
+
+def _bytes(value: Any, depth: int, max_depth: int, stack: list[tuple[Any, int]]) -> int:
+    """The size of `value` without its children, which go on `stack` one level deeper."""
+    if not isinstance(value, dict | list):
+        return _scalar_bytes(value)
+    if depth > max_depth:
+        raise _Unfit(f"the payload nests deeper than {max_depth} levels")
+    if isinstance(value, list):
+        stack.extend((child, depth + 1) for child in value)
+        return 2 + max(len(value) - 1, 0)  # [] and commas
+    stack.extend((child, depth + 1) for child in value.values())
+    return 2 + max(2 * len(value) - 1, 0) + sum(map(_key_bytes, value))  # {}, : and commas
+
+
+def _key_bytes(key: Any) -> int:
+    if not isinstance(key, str):
+        raise _Unfit("an object key is not a string")
+    return _text_bytes(key)
+
+
+def _scalar_bytes(value: Any) -> int:
+    if isinstance(value, str):
+        return _text_bytes(value)
+    if value is None or isinstance(value, bool):
+        return _LITERALS[value]
+    if isinstance(value, int):
+        return len(int.__repr__(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unfit("NaN and Infinity are not JSON numbers")
+        return len(float.__repr__(value))
+    raise _Unfit(f"a {type(value).__name__} is not a JSON value")
+
+
+def _text_bytes(text: str) -> int:
+    if "\x00" in text:
+        raise _Unfit("a string or key holds a NUL character, which PostgreSQL cannot keep")
+    try:
+        return len(encode_basestring(text).encode())  # as json.dumps(ensure_ascii=False)
+    except UnicodeEncodeError:
+        raise _Unfit("a string or key holds a lone surrogate, which is not UTF-8") from None
+
+
+# How many unknown fields of a body are named one by one, before it is refused outright.
+_UNKNOWN_NAMED = 20
+
+
+class _Body(BaseModel):
+    """A request body. Unknown fields are refused, each named, as long as there are few:
+    a body of many thousands would make as many errors."""
+
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _few_fields(cls, data: Any) -> Any:
+        known = len(cls.model_fields)
+        if isinstance(data, dict) and len(data) > known + _UNKNOWN_NAMED:
+            raise ValueError(f"{len(data)} fields, of which at most {known} are known")
+        return data
+
+
+class TaskCreate(_Body):
     title: Text = Field(min_length=1, max_length=200)
     description: Text = Field("", max_length=10_000)
     priority: Priority = Priority.MEDIUM
     kind: str = Field("demo", min_length=1, max_length=100)
-    payload: dict[Text, JsonValue] = Field(default_factory=dict)
+    payload: Payload = Field(
+        default_factory=dict,
+        description=f"A JSON object of at most {PAYLOAD_LIMIT} bytes as compact UTF-8 JSON")
     max_attempts: int = Field(3, ge=1, le=20)
-    timeout_seconds: float | None = Field(None, gt=0, le=7 * 86_400)
-    scheduled_at: Instant | None = None
+    timeout_seconds: float | None = Field(
+        None, ge=0.1, le=7 * 86_400,
+        description="Seconds each attempt may run: from 0.1 to 604800 (7 days)")
+    scheduled_at: Instant | None = Field(
+        None, description=f"Do not start before this time: {TIMES}")
 
     def to_new_task(self) -> NewTask:
         return NewTask(**{name: getattr(self, name) for name in type(self).model_fields})
@@ -101,7 +216,9 @@ class TaskPage(BaseModel):
 
 
 class FieldProblem(BaseModel):
-    loc: list[str | int]
+    loc: list[str | int] = Field(
+        description="Where: body, query, path or header, then the field; "
+                    "a name over 100 characters is cut short")
     msg: str
 
 
@@ -112,11 +229,13 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[FieldProblem] | None = None
+    errors: list[FieldProblem] | None = Field(
+        None, description="The fields in question, at most 20 of them")
+    more_errors: int | None = Field(
+        None, ge=1, description="How many more errors there were than `errors` lists")
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KeyCreate(_Body):
 
     scopes: list[Scope] = Field(min_length=1, max_length=4)
     name: Text = Field("", max_length=200)

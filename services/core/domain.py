@@ -152,3 +152,15 @@ def has_nul(value: Any) -> bool:
         elif isinstance(item, list):
             stack.extend(item)
     return False
+
+
+# The instants the service takes, in UTC: finite for Python and for PostgreSQL, which
+# keeps datetime.min and datetime.max as -infinity and infinity. A day's margin on each
+# side, so that no offset or rounding reaches either end.
+MIN_INSTANT = datetime.fromisoformat("0001-01-02T00:00:00Z")
+MAX_INSTANT = datetime.fromisoformat("9999-12-30T23:59:59Z")
+
+
+def in_range(moment: datetime) -> bool:
+    """True when the aware `moment` is from MIN_INSTANT to MAX_INSTANT, both included."""
+    return MIN_INSTANT <= moment <= MAX_INSTANT

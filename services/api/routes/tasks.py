@@ -12,35 +12,52 @@ from fastapi import APIRouter, Header, Query, Response
 from services.api.auth import Canceller, Reader, Submitter
 from services.api.deps import ServicesDep, StoreDep
 from services.api.errors import FieldError
-from services.api.responses import errors, json_response
+from services.api.responses import errors, json_response, page_response
 from services.api.schemas import (
-    PAYLOAD_LIMIT,
+    TIMES,
     Instant,
     TaskCreate,
     TaskOut,
     TaskPage,
     TaskStatusOut,
-    json_depth,
+    payload_problem,
 )
-from services.core.db.store import InvalidCursor
-from services.core.domain import NO_NUL, Priority, Status, TaskFilter
+from services.core.db.store import InvalidCursor, encode_cursor
+from services.core.domain import NO_NUL, Page, Priority, Status, TaskFilter
 from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED
 from services.core.telemetry.tracing import current_carrier, db_span
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+# A page's JSON stays under this, however large its tasks' payloads.
+PAGE_BYTES = 1024 * 1024
+# {"items":[...],"next_cursor":"..."} around the items, with room for any cursor.
+_ENVELOPE_BYTES = 256
+
 
 def _check_submission(body: TaskCreate, services: ServicesDep) -> None:
-    """Refuse what the models cannot see: an unknown kind, an oversized payload."""
+    """Refuse what the models cannot see: an unknown kind, a payload PostgreSQL cannot keep,
+    too deep or too large."""
     if body.kind not in services.kinds:
         known = ", ".join(sorted(services.kinds))
         raise FieldError(422, ["body", "kind"], f"unknown kind {body.kind!r}; known: {known}")
-    payload_bytes = len(json.dumps(body.payload, separators=(",", ":")).encode())
-    if payload_bytes > PAYLOAD_LIMIT:
-        raise FieldError(413, ["body", "payload"],
-                         f"the payload is {payload_bytes} bytes; at most {PAYLOAD_LIMIT}")
-    limit = services.settings.max_payload_depth
-    if json_depth(body.payload) > limit:
-        raise FieldError(422, ["body", "payload"], f"the payload nests deeper than {limit} levels")
+    problem = payload_problem(body.payload, services.settings.max_payload_depth)
+    if problem is not None:
+        raise FieldError(problem[0], ["body", "payload"], problem[1])
+
+
+def _bounded(page: Page) -> Response:
+    """`page` as JSON of at most PAGE_BYTES (but never without its first item): items past
+    the bound are left for the next page, whose cursor follows the last item kept."""
+    pieces: list[bytes] = []
+    size, cursor = _ENVELOPE_BYTES, page.next_cursor
+    for task in page.items:
+        piece = TaskOut.model_validate(task).model_dump_json().encode()
+        size += len(piece) + 1
+        if pieces and size > PAGE_BYTES:
+            cursor = encode_cursor(page.items[len(pieces) - 1])
+            break
+        pieces.append(piece)
+    return page_response(pieces, cursor)
 
 
 def _request_hash(body: TaskCreate) -> str:
@@ -81,23 +98,28 @@ async def submit_task(
 async def list_tasks(
     store: StoreDep,
     principal: Reader,
-    status: Annotated[list[Status] | None, Query()] = None,
-    priority: Annotated[list[Priority] | None, Query()] = None,
+    status: Annotated[list[Status] | None, Query(max_length=len(Status))] = None,
+    priority: Annotated[list[Priority] | None, Query(max_length=len(Priority))] = None,
     kind: Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_NUL)] = None,
-    created_after: Instant | None = None,
-    created_before: Instant | None = None,
+    created_after: Annotated[Instant | None, Query(description=f"Created after: {TIMES}")] = None,
+    created_before: Annotated[Instant | None,
+                              Query(description=f"Created before: {TIMES}")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    """Tasks newest first; follow `next_cursor` to visit every match once."""
+    """Tasks newest first; follow `next_cursor` to visit every match once.
+
+    A page holds at most `limit` tasks and at most 1 MiB of JSON: when the tasks are large
+    (payloads of up to 64 KiB, and results) it holds fewer, always at least one, and
+    `next_cursor` continues after the last one it holds.
+    """
     where = TaskFilter(frozenset(status or ()), frozenset(priority or ()), kind,
                        created_after, created_before, principal.tenant)
     try:
         page = await store.list(where, limit, cursor)
     except InvalidCursor as error:
         raise FieldError(422, ["query", "cursor"], str(error)) from error
-    return json_response(TaskPage(items=[TaskOut.model_validate(t) for t in page.items],
-                          next_cursor=page.next_cursor))
+    return _bounded(page)
 
 
 @router.get("/{task_id}", response_model=TaskOut, responses=errors(404, 422))

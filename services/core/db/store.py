@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ from services.core.domain import (
     Status,
     Task,
     TaskFilter,
+    in_range,
 )
 from services.core.errors import (
     IdempotencyConflict,
@@ -103,12 +104,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         position = datetime.fromisoformat(created_at), uuid.UUID(task_id)
     except (binascii.Error, UnicodeDecodeError, ValueError) as error:
         raise InvalidCursor("not a cursor from this service") from error
-    if position[0].tzinfo is None:
+    # Aware and finite for PostgreSQL too: in_range compares before any conversion to UTC.
+    if position[0].tzinfo is None or not in_range(position[0]):
         raise InvalidCursor("not a cursor from this service")
-    try:
-        position[0].astimezone(UTC)  # what PostgreSQL will be sent
-    except OverflowError:
-        raise InvalidCursor("not a cursor from this service") from None
     return position
 
 
