@@ -1,9 +1,22 @@
-"""Who is asking: API keys, their scopes, and a rate limit per key."""
+"""Who is asking: API keys, their scopes, a rate limit per key, and a line per tenant.
+
+A key's lookup is trusted for AUTH_CACHE_SECONDS and never longer: past it the key is looked
+up again before its next use, so a revocation reaches every process within that time. A key
+id is looked up at most once at a time: concurrent requests with it share the one query, and
+its answer or its error. Lookups of ids not seen before count against AUTH_LOOKUP_LIMIT,
+which is there for floods of made-up ids; a key known to exist is looked up again past it
+(the known keys are bounded, so these are), so a key in use never gets 503 as its entry ages.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import math
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -21,8 +34,13 @@ from services.core.telemetry.metrics import AUTH_REFUSALS
 
 # Lookups remembered at most, of known keys and of unknown ids each.
 CACHE_ENTRIES = 10_000
+# A request waits this long at most in its tenant's line, and finds at most this many ahead.
+LINE_WAIT_SECONDS = 2.0
+LINE_LENGTH = 100
 _bearer = HTTPBearer(auto_error=False, description="An API key: `cvk_<id>_<secret>`")
 _EVERYTHING = Principal(DEFAULT_TENANT, frozenset(Scope))
+
+Found = tuple[ApiKey, str]
 
 
 class Authenticator:
@@ -33,15 +51,18 @@ class Authenticator:
         self._enabled = settings.auth_enabled
         self._cache_seconds = settings.auth_cache_seconds
         # Known keys and unknown ids apart, so that a flood of made-up ids cannot evict
-        # the keys in use; each is emptied when full.
-        self._known: dict[str, tuple[float, tuple[ApiKey, str]]] = {}
+        # the keys in use; each is emptied when full. A known key's entry stays past its
+        # time (not trusted, only recognised) until it is looked up again.
+        self._known: dict[str, tuple[float, Found]] = {}
         self._unknown: dict[str, float] = {}
+        self._flights: dict[str, asyncio.Task[Found | None]] = {}
         self._rate = parse(settings.rate_limit) if settings.rate_limit else None
         self._lookups = parse(settings.auth_lookup_limit) if settings.auth_lookup_limit else None
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.lines = TenantLines(settings.tenant_max_requests)
 
     async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-        """The principal of a request; Refused (401, 429) when it has none or asks too often."""
+        """The principal of a request; Refused (401, 429, 503) without one or asking too often."""
         if not self._enabled:
             return _EVERYTHING
         if credentials is None:
@@ -57,27 +78,58 @@ class Authenticator:
         return Principal(key.tenant, key.scopes, key.id)
 
     def forget(self, key_id: str) -> None:
-        """Look `key_id` up again on its next use (it was just revoked here)."""
+        """Look `key_id` up again on its next use (it was just revoked here); a lookup under
+        way from before is answered to its waiters but not remembered."""
         self._known.pop(key_id, None)
+        self._flights.pop(key_id, None)
 
-    async def _find(self, key_id: str) -> tuple[ApiKey, str] | None:
+    async def _find(self, key_id: str) -> Found | None:
         now = time.monotonic()
         known = self._known.get(key_id)
         if known is not None and known[0] > now:
             return known[1]
         if self._unknown.get(key_id, 0.0) > now:
             return None
-        if self._lookups is not None and not await self._limiter.hit(self._lookups, "lookups"):
-            AUTH_REFUSALS.labels("lookup_limited").inc()
-            raise Refused(503, "auth-busy", "too many keys to look up at once; retry shortly",
-                          headers={"Retry-After": "1"})
+        # Shielded: a waiter that goes away must not cancel the others' lookup.
+        return await asyncio.shield(self._flight(key_id, known=known is not None))
+
+    def _flight(self, key_id: str, *, known: bool) -> asyncio.Task[Found | None]:
+        """The lookup of `key_id` under way, or a new one."""
+        flight = self._flights.get(key_id)
+        if flight is None:
+            flight = asyncio.create_task(self._look_up(key_id, known=known))
+            self._flights[key_id] = flight
+            flight.add_done_callback(functools.partial(self._landed, key_id))
+        return flight
+
+    def _landed(self, key_id: str, flight: asyncio.Task[Found | None]) -> None:
+        if self._flights.get(key_id) is flight:
+            del self._flights[key_id]
+        if not flight.cancelled():
+            flight.exception()  # its waiters may all have gone: not an unretrieved error
+
+    async def _look_up(self, key_id: str, *, known: bool) -> Found | None:
+        started = time.monotonic()  # the entry's time runs from before the query
+        if not known:
+            await self._check_lookup_limit()
         found = await self._keys.find(key_id)
-        until = now + self._cache_seconds
+        if self._flights.get(key_id) is asyncio.current_task():  # else forgotten meanwhile
+            self._remember(key_id, found, started + self._cache_seconds)
+        return found
+
+    def _remember(self, key_id: str, found: Found | None, until: float) -> None:
         if found is None:
+            self._known.pop(key_id, None)
             _remember(self._unknown, key_id, until)
         else:
             _remember(self._known, key_id, (until, found))
-        return found
+
+    async def _check_lookup_limit(self) -> None:
+        if self._lookups is None or await self._limiter.hit(self._lookups, "lookups"):
+            return
+        AUTH_REFUSALS.labels("lookup_limited").inc()
+        raise Refused(503, "auth-busy", "too many keys to look up at once; retry shortly",
+                      headers={"Retry-After": "1"})
 
     async def _spend(self, key_id: str) -> None:
         if self._rate is None or await self._limiter.hit(self._rate, key_id):
@@ -90,7 +142,7 @@ class Authenticator:
 
 
 def _remember(cache: dict[str, Any], key_id: str, entry: Any) -> None:
-    if len(cache) >= CACHE_ENTRIES:
+    if key_id not in cache and len(cache) >= CACHE_ENTRIES:
         cache.clear()
     cache[key_id] = entry
 
@@ -100,20 +152,83 @@ def _unauthenticated(reason: str, detail: str) -> Refused:
     return Refused(401, "unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+@dataclass(slots=True)
+class _Line:
+    slots: asyncio.Semaphore
+    waiting: int = 0
+    present: int = field(default=0)  # waiting or holding a slot
+
+
+class TenantLines:
+    """At most `limit` requests of one tenant at once in this process; the rest wait in the
+    tenant's own line, first come first served, so one tenant's flood cannot make another
+    tenant wait. A request that finds LINE_LENGTH ahead of it, or waits LINE_WAIT_SECONDS,
+    gets 503 + Retry-After. A line is dropped once idle, so the lines are as many as the
+    tenants with requests in this process, never more."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lines: dict[str, _Line] = {}
+
+    @contextlib.asynccontextmanager
+    async def admit(self, tenant: str) -> AsyncIterator[None]:
+        """Hold one of `tenant`'s places for the block, after waiting in its line."""
+        line = self._lines.get(tenant)
+        if line is None:
+            line = self._lines[tenant] = _Line(asyncio.Semaphore(self._limit))
+        line.present += 1
+        try:
+            await _wait_turn(line)
+            try:
+                yield
+            finally:
+                line.slots.release()
+        finally:
+            line.present -= 1
+            if line.present == 0:
+                del self._lines[tenant]
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
+async def _wait_turn(line: _Line) -> None:
+    if line.waiting >= LINE_LENGTH:
+        raise _tenant_busy()
+    line.waiting += 1
+    try:
+        async with asyncio.timeout(LINE_WAIT_SECONDS):
+            await line.slots.acquire()
+    except TimeoutError:
+        raise _tenant_busy() from None
+    finally:
+        line.waiting -= 1
+
+
+def _tenant_busy() -> Refused:
+    AUTH_REFUSALS.labels("tenant_busy").inc()
+    return Refused(503, "tenant-busy", "too many requests of this tenant at once; retry shortly",
+                   headers={"Retry-After": "1"})
+
+
 def authorize(scope: Scope) -> object:
-    """A dependency answering the request's Principal; 401, 403 or 429 otherwise."""
+    """A dependency answering the request's Principal (401, 403, 429 or 503 otherwise), and
+    holding one of its tenant's places while the route runs."""
 
     async def principal(
         services: ServicesDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
+    ) -> AsyncIterator[Principal]:
         found = await services.auth.authenticate(credentials)
         if not found.may(scope):
             AUTH_REFUSALS.labels("forbidden").inc()
             raise Refused(403, "forbidden", f"this API key lacks the {scope.value!r} scope")
-        return found
+        async with services.auth.lines.admit(found.tenant):
+            yield found
 
-    return Depends(principal)
+    # "function": the place is given back once the answer is made, not after a slow client
+    # has read it.
+    return Depends(principal, scope="function")
 
 
 Submitter = Annotated[Principal, authorize(Scope.SUBMIT)]

@@ -8,14 +8,17 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.auth import KEY_PATTERN, TENANT_PATTERN, ApiKey, Scope, new_key, parse_key
 from services.core.db.engine import connect
 from services.core.db.tables import api_keys
 from services.core.domain import NO_NUL
-from services.core.errors import KeyNotFound
+from services.core.errors import KeyNotFound, TooManyKeys
 
+# One lock per tenant (two int4 keys: this table's, the tenant's) for the keys it makes.
+_LOCK_TENANT_KEYS = sa.text(
+    "SELECT pg_advisory_xact_lock(hashtext('conveyor.api_keys'), hashtext(:tenant))")
 _SHOWN = [api_keys.c[name] for name in ("id", "tenant", "name", "scopes", "created_at",
                                         "revoked_at")]
 
@@ -36,6 +39,17 @@ def load_seed(path: Path) -> list[SeedKey]:
     return TypeAdapter(list[SeedKey]).validate_json(path.read_bytes())
 
 
+async def _check_room(connection: AsyncConnection, tenant: str, limit: int) -> None:
+    """TooManyKeys unless `tenant` has fewer than `limit` keys in use; the caller's transaction
+    then holds the tenant's lock, so no other creation counts before this one is stored."""
+    await connection.execute(_LOCK_TENANT_KEYS, {"tenant": tenant})
+    in_use = await connection.scalar(
+        sa.select(sa.func.count()).select_from(api_keys)
+        .where(api_keys.c.tenant == tenant, api_keys.c.revoked_at.is_(None)))
+    if in_use >= limit:
+        raise TooManyKeys(tenant, limit)
+
+
 def _api_key(row: Any) -> ApiKey:
     return ApiKey(row.id, row.tenant, row.name, frozenset(Scope(s) for s in row.scopes),
                   row.created_at, row.revoked_at)
@@ -48,14 +62,21 @@ class SqlKeyStore:
         self._engine = engine
 
     async def create(
-        self, tenant: str, scopes: frozenset[Scope], name: str = ""
+        self, tenant: str, scopes: frozenset[Scope], name: str = "", *, limit: int | None = None
     ) -> tuple[str, ApiKey]:
-        """A new key for `tenant`: the full key (shown once, stored nowhere) and its record."""
+        """A new key for `tenant`: the full key (shown once, stored nowhere) and its record.
+
+        With `limit`, TooManyKeys when the tenant already has that many keys in use. The count
+        and the insert are one step however many ask at once: both run under a lock of the
+        tenant's keys that the transaction holds to its end.
+        """
         key, material = new_key()
         values = {"id": material.key_id, "tenant": tenant, "name": name,
                   "scopes": sorted(scopes), "secret_digest": material.digest,
                   "created_at": sa.func.now()}
         async with connect(self._engine, transaction=True) as connection:
+            if limit is not None:
+                await _check_room(connection, tenant, limit)
             row = (await connection.execute(
                 api_keys.insert().values(values).returning(*_SHOWN))).one()
         return key, _api_key(row)
