@@ -48,12 +48,10 @@ async def _reach_database(database_url: str, patience: float) -> None:
 
 
 def _api(settings: Settings) -> None:
-    import uvicorn
-
     from services.api.app import create_app
+    from services.api.server import serve
 
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_config=None, access_log=False)
+    serve(create_app(settings), settings)
 
 
 def _worker(settings: Settings) -> None:
@@ -95,11 +93,10 @@ async def _serve_dev(settings: Settings) -> None:
     import uvicorn
 
     from services.api.app import create_app
+    from services.api.server import server_config
     from services.worker.main import open_worker
 
-    config = uvicorn.Config(create_app(settings), host=settings.api_host,
-                            port=settings.api_port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(create_app(settings), settings))
     async with open_worker(settings) as worker:
         # uvicorn raises the signal that stopped it again once it is done: let that
         # signal start the worker's drain rather than end the process mid-task.
