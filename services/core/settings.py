@@ -49,8 +49,9 @@ class Settings(BaseSettings):
     # Requests per key and API process, as "100/second" or "6000/minute"; empty: no limit.
     rate_limit: str = "100/second"
     # Requests of one tenant handled at once by an API process; more wait in the tenant's
-    # own line (503 + Retry-After past a short wait), so one tenant cannot take the pool.
-    tenant_max_requests: int = Field(4, ge=1)
+    # own line (503 + Retry-After past a short wait), so one tenant cannot take the pool:
+    # keep it below database_pool_size, so that other tenants always find a connection.
+    tenant_max_requests: int = Field(8, ge=1)
     # A request's headers and body must arrive within this time, or the connection closes.
     http_read_timeout_seconds: float = Field(10.0, gt=0)
     # Open connections per API process; past it new requests get 503 + Retry-After.

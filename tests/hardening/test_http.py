@@ -12,11 +12,10 @@ import time
 from collections.abc import Iterator
 from http.client import HTTPConnection, HTTPResponse
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.conftest import make_settings
+from tests.support.database import connect, until_a_lock_waiter
 from tests.support.processes import start_process, wait_until_ready
 from tests.support.services import free_port
 
@@ -124,30 +123,16 @@ def test_requests_are_answered_while_slow_connections_are_open(
 async def test_an_answer_slower_than_the_read_timeout_is_not_cut(
         address: tuple[str, int], database_url: str) -> None:
     # The list waits on a lock held here: the app, not the client, is slow.
-    holder = await asyncpg.connect(_dsn(database_url))
+    holder = await connect(database_url)
     try:
         async with holder.transaction():
             await holder.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
             answer = asyncio.create_task(asyncio.to_thread(status, address, "/api/v1/tasks"))
-            await _wait_for_lock_waiter(holder)
+            await until_a_lock_waiter(holder, PATIENCE)
             await asyncio.sleep(READ_TIMEOUT * 1.5)  # the time being tested, not a guess
         assert await answer == 200
     finally:
         await holder.close()
-
-
-def _dsn(database_url: str) -> str:
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
-
-
-async def _wait_for_lock_waiter(holder: asyncpg.Connection) -> None:
-    """Until another session waits on a lock: the API's query has reached the table."""
-    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-    deadline = time.monotonic() + PATIENCE
-    while not await holder.fetchval(query):
-        assert time.monotonic() < deadline, "the request never reached the database"
-        await asyncio.sleep(0.02)
 
 
 def test_requests_past_the_connection_bound_get_503_with_retry_after(

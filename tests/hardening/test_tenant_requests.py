@@ -26,9 +26,12 @@ PATIENCE = 1.0
 
 @pytest.fixture
 def keyed(settings: Settings) -> Settings:
-    """Keys on and cached as in production, no rate limit in the way, no relay."""
+    """Keys on and cached as in production, no rate limit in the way, no relay; a tenant
+    holds at most half of the pool, as the default holds 8 of 10."""
+    assert settings.database_pool_size == 4
     return settings.model_copy(update={"auth_enabled": True, "auth_cache_seconds": 5.0,
-                                       "rate_limit": "", "api_run_relay": False})
+                                       "rate_limit": "", "api_run_relay": False,
+                                       "tenant_max_requests": 2})
 
 
 @pytest.fixture

@@ -615,6 +615,8 @@ _CLAIMED = """
         worker_id = :worker
 """
 
+_SPARE = 64
+
 # The tenants with claimable work, one index probe each (a loose index scan).
 _READY_TENANTS = f"""
     ready(tenant) AS (
@@ -625,8 +627,10 @@ _READY_TENANTS = f"""
         FROM ready WHERE ready.tenant IS NOT NULL
     )"""
 
-# Each tenant's next :limit tasks in its own order: the aged ones (oldest first), then the
-# most urgent; each list read from its own tenant-led index, a task in both taken once.
+# Each tenant's next tasks in its own order: the aged ones (oldest first), then the most
+# urgent; each list read from its own tenant-led index, a task in both taken once. Each
+# list holds _SPARE more than :limit, so that a claim running beside others (which lock
+# the first tasks, and SKIP LOCKED passes over them) still finds :limit tasks to take.
 # `share` is the tenant's running tasks once this task runs too; `urgency` its place
 # among the tenant's own. Slots then go by share, so the tenant with the fewest running
 # tasks is served first, and ties go by urgency, aged before the rest.
@@ -645,26 +649,32 @@ _CANDIDATES = f"""
                 (SELECT id, true AS aged, 0 AS urgency, available_at FROM tasks
                  WHERE tenant = ready.tenant AND {_CLAIMABLE}
                    AND available_at <= now() - make_interval(secs => :aging)
-                 ORDER BY available_at LIMIT :limit)
+                 ORDER BY available_at LIMIT :limit + {_SPARE})
                 UNION ALL
                 (SELECT id, false, -priority, available_at FROM tasks
                  WHERE tenant = ready.tenant AND {_CLAIMABLE}
-                 ORDER BY priority DESC, available_at LIMIT :limit)
+                 ORDER BY priority DESC, available_at LIMIT :limit + {_SPARE})
             ) AS both_lists
             ORDER BY id, aged DESC
         ) AS c
         WHERE ready.tenant IS NOT NULL
     )"""
 
+def _fair_order(of: str) -> str:
+    return f"{of}.share, {of}.aged DESC, {of}.urgency, {of}.available_at"
+
+
 # Up to :limit tasks, fair share first. SKIP LOCKED lets claimers pass each other; the
-# outer WHERE re-checks the status, so the UPDATE is guarded on its own.
+# outer WHERE re-checks the status, so the UPDATE is guarded on its own. The best few
+# candidates are chosen before the join, so that tasks is read by its key, row by row.
 _CLAIM_MANY = sa.text(f"""
     WITH RECURSIVE {_READY_TENANTS}, {_CANDIDATES}, pick AS (
-        SELECT tasks.id, candidates.share, candidates.aged, candidates.urgency
-        FROM candidates JOIN tasks ON tasks.id = candidates.id
-        WHERE tasks.status = 'PENDING' AND (:cap = 0 OR candidates.share <= :cap)
-        ORDER BY candidates.share, candidates.aged DESC, candidates.urgency,
-                 candidates.available_at
+        SELECT tasks.id, best.share, best.aged, best.urgency
+        FROM (SELECT * FROM candidates WHERE :cap = 0 OR share <= :cap
+              ORDER BY {_fair_order("candidates")} LIMIT :limit + {_SPARE}) AS best
+        JOIN tasks ON tasks.id = best.id
+        WHERE tasks.status = 'PENDING'
+        ORDER BY {_fair_order("best")}
         LIMIT :limit
         FOR UPDATE OF tasks SKIP LOCKED
     )

@@ -1,0 +1,122 @@
+"""Worker capacity shared across tenants: a free slot goes to the tenant running the fewest
+tasks, an optional cap bounds any one tenant, and no task holds a slot without a limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from services.core.db.store import Claim, SqlTaskStore
+from services.core.domain import NewTask, Priority, Status, Task
+from services.core.settings import Settings
+from tests.support.services import running_api, running_worker, submit, wait_for
+
+LEASE, AGING = 30.0, 3600.0
+
+
+async def _queued(store: SqlTaskStore, tenant: str, count: int = 1, **fields: object) -> None:
+    for _ in range(count):
+        new = NewTask(title=tenant, **fields)  # type: ignore[arg-type]
+        await store.create(new, tenant=tenant)
+    await store.confirm_queued(list(await store.reserve_due(1000)))
+
+
+async def _claim(store: SqlTaskStore, limit: int, cap: int = 0) -> list[Claim]:
+    return await store.claim_many("w", LEASE, AGING, limit, tenant_cap=cap)
+
+
+async def test_a_free_slot_goes_to_the_tenant_running_fewest_whatever_the_priority(
+    store: SqlTaskStore,
+) -> None:
+    await _queued(store, "bob", 20, priority=Priority.HIGH)
+    assert len(await _claim(store, 3)) == 3  # bob runs 3
+    await _queued(store, "alice", 2, priority=Priority.LOW)
+    # alice runs none: her LOW task comes before bob's HIGH ones, then shares level out.
+    taken = [c.task.title for c in await _claim(store, 4)]
+    assert taken.count("alice") == 2, taken
+    assert taken.count("bob") == 2, taken
+
+
+async def test_one_claim_spreads_its_slots_across_tenants(store: SqlTaskStore) -> None:
+    for tenant in ("a", "b", "c"):
+        await _queued(store, tenant, 5, priority=Priority.MEDIUM)
+    taken = [c.task.title for c in await _claim(store, 6)]
+    assert sorted(taken) == ["a", "a", "b", "b", "c", "c"]
+
+
+async def test_priority_still_orders_the_tasks_of_one_tenant(store: SqlTaskStore) -> None:
+    for priority in (Priority.LOW, Priority.HIGH, Priority.MEDIUM):
+        await _queued(store, "alice", priority=priority)
+    order = [(await _claim(store, 1))[0].task.priority for _ in range(3)]
+    assert order == [Priority.HIGH, Priority.MEDIUM, Priority.LOW]
+
+
+async def test_the_cap_stops_a_tenant_at_its_running_tasks(store: SqlTaskStore) -> None:
+    await _queued(store, "bob", 10)
+    assert len(await _claim(store, 10, cap=3)) == 3
+    assert await _claim(store, 10, cap=3) == []  # bob has ready work, but runs his cap
+    await _queued(store, "alice", 5)
+    taken = [c.task.title for c in await _claim(store, 10, cap=3)]
+    assert taken == ["alice"] * 3
+
+
+async def test_another_tenants_noop_starts_within_2_s_behind_a_full_backlog(
+    settings: Settings, store: SqlTaskStore
+) -> None:
+    """Tenant B's 100 one-second HIGH tasks fill 2 workers x 4 slots; A's noop still starts
+    as soon as a slot frees (the bound has a second of margin; priority alone gave 18 s)."""
+    async with running_api(settings), running_worker(settings), running_worker(settings):
+        for _ in range(100):
+            await store.create(NewTask(title="b's", kind="sleep", priority=Priority.HIGH,
+                                       payload={"seconds": 1.0}), tenant="b")
+        await _until_running(store, 8)
+        task, _ = await store.create(NewTask(title="a's", kind="noop", priority=Priority.LOW),
+                                     tenant="a")
+        done = await _until_done(store, task.id, "a")
+        waiting = await _ready(store)
+    assert done.started_at is not None
+    waited = (done.started_at - task.created_at).total_seconds()
+    assert waiting > 50, "B's backlog must still be waiting for this to mean much"
+    assert waited <= 2.0, f"A's noop waited {waited:.1f} s behind B's backlog"
+
+
+async def _ready(store: SqlTaskStore) -> int:
+    depth = (await store.gauges()).depth
+    return sum(n for (_, state), n in depth.items() if state == "ready")
+
+
+async def _until_running(store: SqlTaskStore, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while await store.count_in_progress() < count:
+        assert time.monotonic() < deadline, "the workers never filled their slots"
+        await asyncio.sleep(0.05)
+
+
+async def _until_done(store: SqlTaskStore, task_id: uuid.UUID, tenant: str) -> Task:
+    deadline = time.monotonic() + 30
+    while (task := await store.get(task_id, tenant)).status is not Status.COMPLETED:
+        assert time.monotonic() < deadline, f"A's task still {task.status}"
+        await asyncio.sleep(0.05)
+    return task
+
+
+async def test_a_kind_without_a_limit_is_stopped_at_the_default_time_limit(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"default_timeout_seconds": 0.3})
+    async with running_api(settings) as api, running_worker(settings):
+        task = await submit(api, kind="sleep", payload={"seconds": 30}, max_attempts=1)
+        done = await wait_for(api, task["id"], timeout=15)
+    assert done["status"] == "FAILED"
+    assert done["error"] == "timed out after 0.3 s", done["error"]
+
+
+async def test_a_demo_kind_refuses_to_sleep_longer_than_its_cap(settings: Settings) -> None:
+    async with running_api(settings) as api, running_worker(settings):
+        task = await submit(api, kind="sleep", payload={"seconds": 700})
+        done = await wait_for(api, task["id"], timeout=15)
+    assert done["status"] == "FAILED"
+    assert done["attempts"] == 1, "a bad argument is not worth a retry"
+    assert "payload.seconds" in done["error"], done["error"]
+

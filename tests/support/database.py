@@ -1,0 +1,26 @@
+"""Plain asyncpg access to a test database, for tests that hold locks or count rows
+beside the service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """An asyncpg connection to the database of a SQLAlchemy `database_url`."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return await asyncpg.connect(url.render_as_string(hide_password=False))
+
+
+async def until_a_lock_waiter(connection: asyncpg.Connection, within: float = 10) -> None:
+    """Until another session waits on a lock (one `connection` holds, say)."""
+    query = ("SELECT count(*) FROM pg_stat_activity "
+             "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+    deadline = time.monotonic() + within
+    while not await connection.fetchval(query):
+        assert time.monotonic() < deadline, f"no session waited on a lock within {within} s"
+        await asyncio.sleep(0.02)
