@@ -74,31 +74,37 @@ async def test_bursts_of_2000_finish_within_10_s_with_none_stranded_or_run_twice
 async def test_a_batched_completion_that_loses_a_deadlock_runs_again(
     store: SqlTaskStore, settings: Settings, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Another client locks one row of the batch, then the other: whichever order the batch
+    takes its locks in, one of the two rounds makes a cycle, and PostgreSQL aborts the
+    batch (the other client is the patient one). The batch runs again and completes."""
+    caplog.set_level(logging.WARNING, "services.core.db.store")
+    for held_first in (0, 1):
+        await _complete_beside_a_crossing_lock(store, settings, held_first)
+    assert "lock conflict" in caplog.text, "the batch was never aborted: no deadlock to survive"
+
+
+async def _complete_beside_a_crossing_lock(
+    store: SqlTaskStore, settings: Settings, held_first: int
+) -> None:
     for n in range(2):
         await store.create(NewTask(title=f"task {n}"))
     await store.confirm_queued(list(await store.reserve_due(10)))
-    claims = await store.claim_many("w", 30, 3600, 2)
-    first, second = sorted((c.task.id, c.attempt) for c in claims)
+    claims = sorted((c.task.id, c.attempt) for c in await store.claim_many("w", 30, 3600, 2))
+    held, then = claims[held_first], claims[1 - held_first]
     other = await connect(settings.database_url)
     try:
-        # Another client locks the rows in the opposite order, and is the patient one:
-        # PostgreSQL breaks the cycle by aborting the batch.
         await other.execute("SET deadlock_timeout = '10s'")
         transaction = other.transaction()
         await transaction.start()
-        await other.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", second[0])
-        caplog.set_level(logging.WARNING, "services.core.db.store")
-        results = [(task_id, attempt, {"n": n})
-                   for n, (task_id, attempt) in enumerate((second, first))]
-        completing = asyncio.create_task(store.complete_many(results))
+        await other.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", held[0])
+        completing = asyncio.create_task(
+            store.complete_many([(task_id, attempt, {}) for task_id, attempt in claims]))
         await until_a_lock_waiter(other)
-        await other.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", first[0])
+        await other.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", then[0])
         await transaction.commit()
         statuses = await asyncio.wait_for(completing, 30)
     finally:
         await other.close()
     assert statuses == [Status.COMPLETED, Status.COMPLETED]
-    assert "lock conflict" in caplog.text, "the batch was never aborted: no deadlock to survive"
-    for task_id, _ in (first, second):
+    for task_id, _ in claims:
         assert (await store.get(task_id)).status is Status.COMPLETED
-
