@@ -36,6 +36,26 @@ def test_helm_lint_strict() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_a_worker_whose_loops_keep_failing_is_restarted() -> None:
+    worker = one(render(), "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
+    probe = worker["livenessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/health/live", "metrics")
+    assert "metrics" in {port["name"] for port in worker["ports"]}
+
+
+def test_the_hardening_settings_reach_every_process() -> None:
+    config = one(render(**{"api.tenantMaxRequests": "6", "config.tenantMaxRunning": "20"}),
+                 "ConfigMap", "-config")["data"]
+    assert config["CONVEYOR_TENANT_MAX_REQUESTS"] == "6"
+    assert config["CONVEYOR_TENANT_MAX_RUNNING"] == "20"
+    assert config["CONVEYOR_HTTP_READ_TIMEOUT_SECONDS"] == "10"
+    assert config["CONVEYOR_HTTP_MAX_CONNECTIONS"] == "1000"
+    assert config["CONVEYOR_DEFAULT_TIMEOUT_SECONDS"] == "3600"
+    done = subprocess.run([helm(), "template", "x", str(CHART), "--set", "api.tenantMaxRequests=0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "tenantMaxRequests" in done.stderr
+
+
 @pytest.mark.parametrize("values", [None, *VALUES_FILES], ids=lambda v: v.name if v else "default")
 def test_every_values_file_renders_valid_objects(values: Path | None) -> None:
     manifests = render(*([values] if values else []))
