@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from services.core.amqp.topology import Topology
 from services.core.db.engine import create_engine
+from services.core.db.keys import SqlKeyStore
 from services.core.db.migrate import upgrade
 from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
@@ -152,6 +153,14 @@ async def _empty(database_url: str, amqp_prefix: str) -> None:
 async def store(settings: Settings) -> AsyncIterator[SqlTaskStore]:
     engine = create_engine(settings)
     yield SqlTaskStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def keys(settings: Settings) -> AsyncIterator[SqlKeyStore]:
+    """The key store, on the test's emptied database."""
+    engine = create_engine(settings)
+    yield SqlKeyStore(engine)
     await engine.dispose()
 
 

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from services.core.auth import parse_scopes
-from services.core.db.engine import create_engine
 from services.core.db.keys import SqlKeyStore
 from services.core.settings import Settings
 from tests.support.services import running_api
@@ -30,13 +29,6 @@ def keyed(settings: Settings) -> Settings:
         "auth_enabled": True, "auth_cache_seconds": CACHE_SECONDS,
         "auth_lookup_limit": LOOKUP_LIMIT, "rate_limit": "", "tenant_max_requests": 1000,
         "api_run_relay": False})
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> AsyncIterator[SqlKeyStore]:
-    engine = create_engine(settings)
-    yield SqlKeyStore(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

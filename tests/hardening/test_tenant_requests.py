@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from services.core.auth import parse_scopes
-from services.core.db.engine import create_engine
 from services.core.db.keys import SqlKeyStore
 from services.core.db.store import SqlTaskStore
-from services.core.domain import NewTask
+from services.core.domain import NewTask, TaskFilter
 from services.core.settings import Settings
+from tests.support.database import connect, until_a_lock_waiter
 from tests.support.services import running_api
 
 FLOOD = 100
@@ -32,13 +31,6 @@ def keyed(settings: Settings) -> Settings:
     return settings.model_copy(update={"auth_enabled": True, "auth_cache_seconds": 5.0,
                                        "rate_limit": "", "api_run_relay": False,
                                        "tenant_max_requests": 2})
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> AsyncIterator[SqlKeyStore]:
-    engine = create_engine(settings)
-    yield SqlKeyStore(engine)
-    await engine.dispose()
 
 
 async def _heavy_tasks(store: SqlTaskStore, tenant: str) -> None:
@@ -80,3 +72,27 @@ async def test_a_tenants_flood_does_not_hold_up_another_tenants_request(
     assert all(a.headers["retry-after"] == "1" for a in answers if a.status_code == 503)
     refused = [a.json()["type"] for a in answers if a.status_code == 503]
     assert set(refused) <= {"urn:conveyor:problem:tenant-busy"}
+
+
+async def test_a_full_database_pool_answers_503_with_retry_after_and_stores_nothing(
+    settings: Settings, store: SqlTaskStore
+) -> None:
+    """One connection, held by a listing that waits on a lock: the next request waits for
+    the pool's time (5 s) and gets 503 + Retry-After, not 500; nothing it asked is stored."""
+    one = settings.model_copy(update={"database_pool_size": 1, "tenant_max_requests": 10,
+                                      "api_run_relay": False, "api_run_recovery": False})
+    async with running_api(one) as api:
+        holder = await connect(one.database_url)
+        try:
+            async with holder.transaction():
+                await holder.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+                listing = asyncio.create_task(api.get("/api/v1/tasks"))
+                await until_a_lock_waiter(holder)
+                refused = await api.post("/api/v1/tasks", json={"title": "waits for the pool"},
+                                         timeout=30)
+            assert (await listing).status_code == 200
+        finally:
+            await holder.close()
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"]
+    assert (await store.list(TaskFilter(), 10)).items == []

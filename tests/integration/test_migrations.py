@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
@@ -16,15 +19,24 @@ from services.core.settings import Settings
 from tests.conftest import create_database, drop_database
 
 
+@contextlib.asynccontextmanager
+async def _scratch_database(purpose: str) -> AsyncIterator[str]:
+    """A database of its own for one test, at no revision; dropped afterwards."""
+    name = f"conveyor_{purpose}_{uuid.uuid4().hex[:8]}"
+    url = await asyncio.to_thread(create_database, name)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(drop_database, make_url(url).database or name)
+
+
 def _revisions() -> list[str]:
     script = ScriptDirectory.from_config(alembic_config(""))
     return [r.revision for r in reversed(list(script.walk_revisions()))]
 
 
 async def test_stairway(database_url: str) -> None:
-    name = f"conveyor_stairway_{uuid.uuid4().hex[:8]}"
-    url = await asyncio.to_thread(create_database, name)
-    try:
+    async with _scratch_database("stairway") as url:
         revisions = _revisions()
         assert revisions[-1] == head_revision()
         previous = ["base", *revisions[:-1]]
@@ -37,8 +49,6 @@ async def test_stairway(database_url: str) -> None:
             assert await current_revision(engine) == head_revision()
         finally:
             await engine.dispose()
-    finally:
-        await asyncio.to_thread(drop_database, make_url(url).database or name)
 
 
 def test_the_code_expects_the_newest_revision() -> None:
@@ -55,11 +65,9 @@ async def _sql(url: str, statement: str) -> list[tuple[object, ...]]:
 
 
 async def test_tenants_keep_existing_tasks_and_come_out_again_cleanly() -> None:
-    name = f"conveyor_tenants_{uuid.uuid4().hex[:8]}"
-    url = await asyncio.to_thread(create_database, name)
     insert = ("INSERT INTO tasks (id, title, priority, status, kind, idempotency_key{col}) "
               "VALUES (gen_random_uuid(), '{title}', 2, 'NEW', 'demo', 'k'{val})")
-    try:
+    async with _scratch_database("tenants") as url:
         await asyncio.to_thread(upgrade, url, "0002")
         await _sql(url, insert.format(col="", title="before", val=""))
         await asyncio.to_thread(upgrade, url, "0003")
@@ -71,16 +79,12 @@ async def test_tenants_keep_existing_tasks_and_come_out_again_cleanly() -> None:
 
         assert await _sql(url, "SELECT title, idempotency_key FROM tasks ORDER BY title") == [
             ("before", "k"), ("other", None)]
-    finally:
-        await asyncio.to_thread(drop_database, make_url(url).database or name)
 
 
 async def test_infinite_times_stored_before_are_brought_into_range_and_refused_after() -> None:
-    name = f"conveyor_finite_{uuid.uuid4().hex[:8]}"
-    url = await asyncio.to_thread(create_database, name)
     insert = ("INSERT INTO tasks (id, title, priority, status, kind, scheduled_at, available_at)"
               " VALUES (gen_random_uuid(), '{title}', 2, 'PENDING', 'demo', '{at}', '{at}')")
-    try:
+    async with _scratch_database("finite") as url:
         await asyncio.to_thread(upgrade, url, "0003")
         await _sql(url, insert.format(title="late", at="infinity"))
         await _sql(url, insert.format(title="early", at="-infinity"))
@@ -89,11 +93,5 @@ async def test_infinite_times_stored_before_are_brought_into_range_and_refused_a
                                " extract(year FROM scheduled_at),"
                                " scheduled_at = created_at FROM tasks ORDER BY title")
         assert rows == [("early", True, rows[0][2], True), ("late", True, 9999, False)]
-        try:
+        with pytest.raises(asyncpg.CheckViolationError):
             await _sql(url, insert.format(title="again", at="infinity"))
-        except asyncpg.CheckViolationError:
-            pass
-        else:
-            raise AssertionError("an infinite time was stored")
-    finally:
-        await asyncio.to_thread(drop_database, make_url(url).database or name)

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from services.core.auth import Scope, parse_scopes
-from services.core.db.engine import create_engine
 from services.core.db.keys import SeedKey, SqlKeyStore
 from services.core.settings import Settings
 from tests.support.services import running_api
@@ -42,13 +41,6 @@ def secured(settings: Settings) -> Settings:
     and no relay, so that tasks stay as they were submitted unless a test moves them."""
     return settings.model_copy(update={"auth_enabled": True, "auth_cache_seconds": 0.0,
                                        "rate_limit": "10000/second", "api_run_relay": False})
-
-
-@pytest.fixture
-async def keys(settings: Settings) -> AsyncIterator[SqlKeyStore]:
-    engine = create_engine(settings)
-    yield SqlKeyStore(engine)
-    await engine.dispose()
 
 
 @pytest.fixture
