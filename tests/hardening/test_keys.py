@@ -104,14 +104,15 @@ async def test_a_key_in_use_is_never_refused_while_made_up_keys_flood_the_lookup
     answers = Counter[int]()
 
     async def use_through_several_expiries() -> None:
+        # Through five cache periods, and six uses at least however slow the machine.
         until = time.monotonic() + 5 * CACHE_SECONDS
-        while time.monotonic() < until:
+        while time.monotonic() < until or answers.total() < 6:
             answers[(await api.get("/api/v1/tasks", headers=_bearer(key))).status_code] += 1
 
     flood = await _flooded(api, use_through_several_expiries)
 
     assert set(answers) == {200}, answers
-    assert answers[200] > 5 and flood[503] > 0
+    assert flood[503] > 0, "the flood never spent the lookup limit"
 
 
 async def test_a_key_revoked_in_the_database_is_refused_within_the_cache_time_under_a_flood(
