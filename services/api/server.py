@@ -17,7 +17,8 @@ guarded and is not used). Its `limit_concurrency` is the connection bound: it co
 connections, and past it answers a plain-text 503 with no Retry-After; the subclass
 answers the same refusal as the API's other ones, a problem+json 503 with Retry-After.
 Connections past the bound are still accepted (and still timed); their requests are
-refused and the connection closed.
+refused and the connection closed, except the health probes (`/health/...`), which are
+served so that a flood does not make Kubernetes restart a pod that is only busy.
 
 This bounds what one process gives a client; it does not stop a flood from many of them.
 The ingress in front should add its own limits, per client address, e.g. with nginx:
@@ -102,8 +103,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
-        # uvicorn picks its plain-text refusal when `limit_concurrency` is passed.
-        super()._start_asgi_task(cycle, overloaded if app is service_unavailable else app)
+        # uvicorn picks its plain-text refusal when `limit_concurrency` is passed. Health
+        # probes are served all the same: a flood of connections must not make Kubernetes
+        # restart the pod, dropping every request in flight.
+        if app is service_unavailable:
+            probe = str(cycle.scope.get("path", "")).startswith("/health/")
+            app = self.app if probe else overloaded
+        super()._start_asgi_task(cycle, app)
 
     def _start_read_deadline(self) -> None:
         # A request's first byte does not restart the time its connection opened with.

@@ -46,9 +46,11 @@ class Supervisor:
 
     async def run(
         self, name: str, step: Step, pause: Pause = asyncio.sleep,
-        outages: tuple[type[BaseException], ...] = OUTAGES,
+        outages: tuple[type[BaseException], ...] = OUTAGES, back_off: Pause = asyncio.sleep,
     ) -> None:
-        """Run `step` until cancelled, pausing as it asks; survive whatever a pass raises."""
+        """Run `step` until cancelled, with `pause` for the rest a pass asks (which the loop
+        may cut short, as the relay's kick does) and `back_off` after a failed pass (which
+        nothing cuts short); survive whatever a pass raises."""
         self._errors_in_a_row.setdefault(name, 0)
         outages_in_a_row = 0
         while True:
@@ -66,10 +68,9 @@ class Supervisor:
                 logger.exception("%s pass failed; next in %.1f s", name, wait)
             else:
                 self._errors_in_a_row[name] = outages_in_a_row = 0
-            if wait > 0:
-                await pause(wait)
-            else:
-                await asyncio.sleep(0)
+                await (pause(wait) if wait > 0 else asyncio.sleep(0))
+                continue
+            await back_off(wait)
 
 
 def _backoff(failures: int) -> float:

@@ -135,18 +135,20 @@ async def test_an_answer_slower_than_the_read_timeout_is_not_cut(
         await holder.close()
 
 
-def test_requests_past_the_connection_bound_get_503_with_retry_after(
+def test_requests_past_the_connection_bound_get_503_with_retry_after_but_probes_do_not(
         address: tuple[str, int]) -> None:
-    connections = [HTTPConnection(*address, timeout=5) for _ in range(MAX_CONNECTIONS + 1)]
+    connections = [HTTPConnection(*address, timeout=5) for _ in range(MAX_CONNECTIONS + 2)]
     try:
         # Each one answered and kept alive, so the server holds them all open.
         served = [get(c)[0].status for c in connections[:MAX_CONNECTIONS]]
         assert served == [200] * MAX_CONNECTIONS
-        refused, body = get(connections[-1])
+        refused, body = get(connections[-2], "/api/v1/tasks")
         assert refused.status == 503
         assert int(refused.headers["Retry-After"]) > 0
         assert refused.headers["Content-Type"] == "application/problem+json"
         assert json.loads(body)["type"] == "urn:conveyor:problem:overloaded"
+        # Kubernetes' probes still get the truth, so a flood does not restart the pod.
+        assert get(connections[-1], "/health/live")[0].status == 200
     finally:
         for connection in connections:
             connection.close()

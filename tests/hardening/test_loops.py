@@ -58,7 +58,7 @@ async def test_a_pass_that_raises_is_counted_backed_off_and_reported_until_one_w
     supervisor = Supervisor()
     passes: Iterator[str] = iter(["bug", "bug", "bug", "works", "stop"])
     failing_seen: list[list[str]] = []
-    pauses: list[float] = []
+    pauses: list[tuple[str, float]] = []
 
     async def step() -> float:
         failing_seen.append(supervisor.failing())
@@ -70,13 +70,18 @@ async def test_a_pass_that_raises_is_counted_backed_off_and_reported_until_one_w
         return 0.01
 
     async def pause(seconds: float) -> None:
-        pauses.append(seconds)
+        pauses.append(("rest", seconds))
+
+    async def back_off(seconds: float) -> None:
+        pauses.append(("back off", seconds))
 
     before = _errors("relay")
     with pytest.raises(asyncio.CancelledError):
-        await supervisor.run("relay", step, pause)
+        await supervisor.run("relay", step, pause, back_off=back_off)
     assert _errors("relay") - before == 3
-    assert pauses == [0.02, 0.04, 0.08, 0.01]  # backing off, then the pause the pass asked
+    # Backing off, doubling, where no kick cuts it short; then the rest the pass asked.
+    assert pauses == [("back off", 0.02), ("back off", 0.04), ("back off", 0.08),
+                      ("rest", 0.01)]
     # Named as failing once its last three passes failed, and no longer after one worked.
     assert failing_seen == [[], [], [], ["relay"], []]
 
