@@ -37,7 +37,7 @@ async def open_clients(settings: Settings, *, wait: bool = True) -> AsyncIterato
         if wait:
             await wait_for_schema(engine)
         broker.start()
-        yield Clients(engine, SqlTaskStore(engine), broker)
+        yield Clients(engine, SqlTaskStore(engine, settings.tenant_max_running), broker)
     finally:
         await broker.close()
         await engine.dispose()

@@ -172,10 +172,12 @@ class Worker:
     async def _claim(self, ticket: AbstractIncomingMessage) -> Claim | None:
         """Claim a task for `ticket`; ack it once the claim is committed.
 
-        A ticket is acked without a claim only when its own task is gone and no queued
-        task is ready; while queued tasks exist but other claims hold them for a moment,
-        the claim is tried again, and after CLAIM_PATIENCE seconds the ticket goes back to
-        the queue. So every queued task keeps a message that will claim it.
+        A ticket is acked without a claim only when no queued task can be claimed, and
+        then takes a queued task of a tenant at TENANT_MAX_RUNNING, if any, out of the
+        queue with it (see unqueue_one); while queued tasks exist but other claims hold
+        them for a moment, the claim is tried again, and after CLAIM_PATIENCE seconds the
+        ticket goes back to the queue. So every queued task keeps a message that will
+        claim it.
         """
         deadline = asyncio.get_running_loop().time() + CLAIM_PATIENCE
         try:
@@ -186,6 +188,10 @@ class Worker:
                     claim = await self._store.claim_named(
                         self.worker_id, self._settings.lease_seconds, named)
                 if claim is not None or not await self._store.has_ready():
+                    if claim is None:
+                        # A queued task left now waits for its tenant to run fewer than
+                        # TENANT_MAX_RUNNING: the relay sends it a new message then.
+                        await self._store.unqueue_one(named)
                     await _settle(ticket.ack())
                     return claim
                 if asyncio.get_running_loop().time() > deadline:
@@ -200,7 +206,7 @@ class Worker:
     async def _claim_batch(self, wanted: list[None]) -> list[Claim | None]:
         claims: list[Claim | None] = list(await self._store.claim_many(
             self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds,
-            len(wanted), self._settings.tenant_max_running))
+            len(wanted)))
         return claims + [None] * (len(wanted) - len(claims))
 
     async def _complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:

@@ -7,9 +7,11 @@ import asyncio
 import time
 import uuid
 
+from services.core.db.engine import create_engine
 from services.core.db.store import Claim, SqlTaskStore
 from services.core.domain import NewTask, Priority, Status, Task
 from services.core.settings import Settings
+from tests.support.database import connect
 from tests.support.services import running_api, running_worker, submit, wait_for
 
 LEASE, AGING = 30.0, 3600.0
@@ -61,6 +63,29 @@ async def test_the_cap_stops_a_tenant_at_its_running_tasks(store: SqlTaskStore) 
     assert taken == ["alice"] * 3
 
 
+async def test_a_named_claim_keeps_the_cap_and_the_relay_resends_only_into_room(
+    settings: Settings,
+) -> None:
+    engine = create_engine(settings)
+    store = SqlTaskStore(engine, tenant_cap=1)
+    try:
+        ids = [(await store.create(NewTask(title="bob"), tenant="bob"))[0].id for _ in range(3)]
+        await store.confirm_queued(list(await store.reserve_due(10)))  # NEW: always sent
+        (running,) = await store.claim_many("w", LEASE, AGING, 3)
+        waiting = [i for i in ids if i != running.task.id]
+        # Bob runs his cap: the task a ticket names is not taken; it leaves the queue instead.
+        assert await store.claim_named("w", LEASE, waiting[0]) is None
+        assert await store.unqueue_one(waiting[0])
+        assert await store.unqueue_one(None)  # another ticket: no task of bob stays queued
+        assert not await store.unqueue_one(None)
+        assert await store.reserve_due(10) == {}  # no room: no message only to be refused
+        await store.complete(running.task.id, running.task.attempts, None)
+        assert await store.claim_named("w", LEASE, waiting[0]) is None  # its ticket was used
+        assert len(await store.reserve_due(10)) == 1  # room for one: one message
+    finally:
+        await engine.dispose()
+
+
 async def test_another_tenants_noop_starts_within_2_s_behind_a_full_backlog(
     settings: Settings, store: SqlTaskStore
 ) -> None:
@@ -99,6 +124,35 @@ async def _until_done(store: SqlTaskStore, task_id: uuid.UUID, tenant: str) -> T
         assert time.monotonic() < deadline, f"A's task still {task.status}"
         await asyncio.sleep(0.05)
     return task
+
+
+async def test_the_running_cap_holds_across_workers_and_every_capped_task_still_runs(
+    settings: Settings, store: SqlTaskStore
+) -> None:
+    """Two workers with 8 free slots, tenant B capped at 2: B never runs more than 2 at once,
+    and B's tasks whose tickets came while B was at the cap are sent again and run."""
+    # The lost-message safety net is set beyond the deadline: every message must count.
+    settings = settings.model_copy(update={"tenant_max_running": 2,
+                                           "lost_message_seconds": 300})
+    database = await connect(settings.database_url)
+    try:
+        async with running_api(settings), running_worker(settings), running_worker(settings):
+            for _ in range(12):
+                await store.create(NewTask(title="b", kind="sleep", payload={"seconds": 0.3}),
+                                   tenant="b")
+            for _ in range(4):
+                await store.create(NewTask(title="a", kind="noop"), tenant="a")
+            most, deadline = 0, time.monotonic() + 30
+            while await database.fetchval(
+                    "SELECT count(*) FROM tasks WHERE status <> 'COMPLETED'"):
+                assert time.monotonic() < deadline, await database.fetch(
+                    "SELECT tenant, status, queued_at FROM tasks WHERE status <> 'COMPLETED'")
+                most = max(most, await database.fetchval(
+                    "SELECT count(*) FROM tasks WHERE tenant = 'b' AND status = 'IN_PROGRESS'"))
+                await asyncio.sleep(0.01)
+    finally:
+        await database.close()
+    assert most == 2
 
 
 async def test_a_kind_without_a_limit_is_stopped_at_the_default_time_limit(

@@ -61,10 +61,14 @@ async def test_claims_take_high_before_medium_before_low(store: SqlTaskStore) ->
     assert await store.claim("w", 30, 3600) is None
 
 
-async def test_a_task_not_yet_queued_is_not_claimed_unless_named(store: SqlTaskStore) -> None:
+async def test_a_task_sent_but_not_yet_confirmed_is_claimed_only_by_its_own_ticket(
+    store: SqlTaskStore,
+) -> None:
     task, _ = await store.create(NewTask(title="t"))
+    assert await store.claim("w", 30, 3600, named=task.id) is None  # no message yet
+    await store.reserve_due(10)  # sent, the broker's confirm not recorded yet
     assert await store.claim("w", 30, 3600) is None
-    assert not await store.has_ready()
+    assert await store.has_ready()  # its ticket is on its way: not to be dropped
     claim = await store.claim("w", 30, 3600, named=task.id)
     assert claim is not None and claim.task.id == task.id
 

@@ -18,8 +18,9 @@ from tests.operator.conftest import NAMESPACE, POLICIES, policy, worker_pod
 
 async def _held_by(store: SqlTaskStore, worker: str) -> uuid.UUID:
     task, _ = await store.create(NewTask(title="t", kind="noop"))
-    # Never queued, so no other claim can take it: this worker holds exactly this task.
-    claim = await store.claim(worker, 300, 3600, named=task.id)
+    # Sent but not confirmed, so only the ticket naming it takes it: this worker holds it.
+    await store.reserve_due(100)
+    claim = await store.claim_named(worker, 300, task.id)
     assert claim is not None and claim.task.id == task.id
     return task.id
 

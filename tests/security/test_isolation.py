@@ -56,7 +56,7 @@ async def test_a_running_task_of_another_tenant_cannot_be_asked_to_stop(
 ) -> None:
     task = await _submit(alice)
     task_id = uuid.UUID(task["id"])
-    await store.confirm_queued([task_id])
+    await store.confirm_queued(list(await store.reserve_due(10)))
     assert await store.claim_named("w", 30, task_id) is not None
 
     response = await bob.request("DELETE", f"/api/v1/tasks/{task_id}")

@@ -147,8 +147,10 @@ class Heartbeat:
 class SqlTaskStore:
     """Tasks in PostgreSQL. Raises StoreUnavailable when the server cannot be reached."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, tenant_cap: int = 0) -> None:
         self._engine = engine
+        # TENANT_MAX_RUNNING: a tenant at it gets no claim, and its tasks no new message.
+        self._cap = tenant_cap
         # Every write is one guarded statement, atomic on its own: no BEGIN and COMMIT
         # round trips around it. Only the relay's batch needs a transaction.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -268,7 +270,7 @@ class SqlTaskStore:
         them to resend_lost(): nothing waits on a lock meanwhile.
         """
         async with self._begin() as connection:
-            rows = await connection.execute(_RESERVE, {"limit": limit})
+            rows = await connection.execute(_RESERVE, {"limit": limit, "cap": self._cap})
             return {row.id: row.trace_context for row in rows}
 
     async def confirm_queued(self, ids: Sequence[uuid.UUID]) -> int:
@@ -297,25 +299,26 @@ class SqlTaskStore:
     async def next_due(self) -> datetime | None:
         """When the next task that needs a broker message becomes due, if any."""
         async with self._begin() as connection:
-            return (await connection.execute(_NEXT_DUE)).scalar()
+            return (await connection.execute(_NEXT_DUE, {"cap": self._cap})).scalar()
 
     # --- workers --------------------------------------------------------------------------
 
     async def claim_many(
         self, worker_id: str, lease_seconds: float, aging_seconds: float, limit: int,
-        tenant_cap: int = 0,
+        tenant_cap: int | None = None,
     ) -> list[Claim]:
         """Take up to `limit` queued tasks in one statement, fairly across tenants.
 
         Each slot goes to the tenant with the fewest running tasks (counting the ones this
-        claim gives it), and never past `tenant_cap` running tasks per tenant when set.
+        claim gives it), and not past `tenant_cap` (else the store's TENANT_MAX_RUNNING)
+        running tasks per tenant when set; claims then take turns, so the cap holds.
         Within a tenant, tasks that have waited longer than `aging_seconds` go first,
         oldest first, so that no priority starves; then HIGH before MEDIUM before LOW,
         oldest first. Between tenants with equal shares, the same order decides.
         """
         params = {"worker": worker_id, "lease": lease_seconds, "aging": aging_seconds,
-                  "limit": limit, "cap": tenant_cap}
-        rows = await self._write(_CLAIM_MANY, params)
+                  "limit": limit, "cap": self._cap if tenant_cap is None else tenant_cap}
+        rows = await self._claim_rows(_CLAIM_MANY, params)
         return sorted((_claim(row) for row in rows), key=lambda claim: claim.rank)
 
     async def claim(
@@ -334,14 +337,24 @@ class SqlTaskStore:
     async def claim_named(
         self, worker_id: str, lease_seconds: float, task_id: uuid.UUID
     ) -> Claim | None:
-        """Take the task a message names, waiting if a relay still holds its row."""
-        params = {"worker": worker_id, "lease": lease_seconds, "id": task_id}
-        async with self._begin() as connection:
-            row = (await connection.execute(_CLAIM_NAMED, params)).first()
-        return _claim(row) if row is not None else None
+        """Take the task a message names, waiting if a relay still holds its row; not when
+        its tenant runs TENANT_MAX_RUNNING tasks already."""
+        params = {"worker": worker_id, "lease": lease_seconds, "id": task_id, "cap": self._cap}
+        rows = await self._claim_rows(_CLAIM_NAMED, params)
+        return _claim(rows[0]) if rows else None
+
+    async def _claim_rows(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Any]:
+        if not params["cap"]:
+            return await self._write(statement, params)
+        # Under a cap, claims take turns: none counts a tenant's running tasks while
+        # another is giving it more, so the cap holds exactly, whatever the claimers.
+        async with self._begin(transaction=True) as connection:
+            await connection.execute(_CLAIM_TURN)
+            return (await connection.execute(statement, params)).all()
 
     async def has_ready(self) -> bool:
-        """True when some queued task holds a broker message, claimable yet or not.
+        """True when some queued task holds a broker message, claimable yet or not (a task
+        of a tenant at TENANT_MAX_RUNNING is not: see unqueue_one()).
 
         A claim that found nothing may have skipped rows that other claims held for a
         moment, or met a task whose message the broker has confirmed before the relay
@@ -349,7 +362,18 @@ class SqlTaskStore:
         task, and so must not be dropped.
         """
         async with self._begin() as connection:
-            return bool((await connection.execute(_HAS_READY)).scalar())
+            return bool((await connection.execute(_HAS_READY, {"cap": self._cap})).scalar())
+
+    async def unqueue_one(self, named: uuid.UUID | None) -> bool:
+        """A message that claimed nothing is dropped: take `named` out of the queue if it
+        is still there, else another queued task (which only a tenant at its
+        TENANT_MAX_RUNNING can have now), so that no queued task is left without a
+        message. The relay sends it a new one once its tenant has room. True when one was."""
+        if not self._cap:  # then every queued task can be claimed: none is left
+            return False
+        async with self._begin() as connection:
+            result = await connection.execute(_UNQUEUE_ONE, {"id": named})
+        return bool(result.rowcount)
 
     async def complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
         """Record the result of `attempt`; None when that attempt no longer holds the task.
@@ -549,15 +573,39 @@ _OUTBOX_AND_LEASES = sa.text("""
     FROM tasks WHERE status IN ('NEW', 'IN_PROGRESS')
 """)
 
-_RESERVE = sa.text("""
+# A tenant under TENANT_MAX_RUNNING (:cap, 0 for none), as a condition on a row of tasks.
+_UNDER_CAP = """(:cap = 0 OR (SELECT count(*) FROM tasks AS running
+    WHERE running.status = 'IN_PROGRESS' AND running.tenant = tasks.tenant) < :cap)"""
+_UNQUEUED = "queued_at IS NULL AND status IN ('NEW', 'PENDING')"
+
+# Owed a message: every NEW task (to become PENDING). A PENDING task too, but under a cap
+# only so many of a tenant's that its running tasks and its queued ones stay within the
+# cap: a tenant at its cap gets no messages that could only be turned away.
+_RESERVE = sa.text(f"""
+    WITH owed AS (
+        SELECT id FROM tasks
+        WHERE {_UNQUEUED} AND available_at <= now() AND (status = 'NEW' OR :cap = 0)
+        ORDER BY available_at LIMIT :limit
+    ), room AS (
+        SELECT id FROM (
+            SELECT id, tenant, row_number() OVER (PARTITION BY tenant ORDER BY available_at) AS n
+            FROM tasks
+            WHERE :cap > 0 AND status = 'PENDING' AND queued_at IS NULL AND available_at <= now()
+        ) AS waiting
+        WHERE n <= :cap - (SELECT count(*) FROM tasks AS held
+                           WHERE held.tenant = waiting.tenant
+                             AND (held.status = 'IN_PROGRESS' OR (held.status = 'PENDING'
+                                  AND held.queued_at IS NOT NULL)))
+        LIMIT :limit
+    )
     UPDATE tasks SET queued_at = now()
     WHERE id = ANY(ARRAY(
         SELECT id FROM tasks
-        WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING') AND available_at <= now()
+        WHERE id IN (SELECT id FROM owed UNION ALL SELECT id FROM room) AND {_UNQUEUED}
         ORDER BY available_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED))
-      AND queued_at IS NULL AND status IN ('NEW', 'PENDING')
+      AND {_UNQUEUED}
     RETURNING id, trace_context
 """)
 
@@ -593,9 +641,27 @@ _UNQUEUE_STALE = sa.text(f"""
       AND {_STALE}
 """)
 
-_NEXT_DUE = sa.text("""
+# Under a cap, a PENDING task that is due already waits for its tenant's room, which the
+# relay looks for each interval: it is no reason to wake sooner.
+_NEXT_DUE = sa.text(f"""
     SELECT min(available_at) FROM tasks
-    WHERE queued_at IS NULL AND status IN ('NEW', 'PENDING')
+    WHERE {_UNQUEUED} AND (status = 'NEW' OR :cap = 0 OR available_at > now())
+""")
+
+# The named task if it is still queued, else another queued one: a message that claims
+# nothing while tasks wait queued takes one of them out of the queue, so that the queued
+# tasks never outnumber their messages. Only tasks of tenants at their cap can be there.
+# It waits for a row another claim holds (that claim may take it; then the next is taken):
+# skipping it could leave a queued task without a message.
+_UNQUEUE_ONE = sa.text("""
+    UPDATE tasks SET queued_at = NULL
+    WHERE id = (
+        SELECT id FROM tasks
+        WHERE status = 'PENDING' AND queued_at IS NOT NULL
+        ORDER BY id = :id DESC, available_at DESC
+        LIMIT 1
+        FOR UPDATE)
+      AND status = 'PENDING' AND queued_at IS NOT NULL
 """)
 
 # Claimable: in the queue, with a confirmed message, and due. Only such tasks are claimed,
@@ -685,17 +751,22 @@ _CLAIM_MANY = sa.text(f"""
         pick.share, pick.aged, pick.urgency
 """)
 
-# The task a message names, waiting for its row lock: a relay may still hold it, between
-# the broker's confirm and its own commit.
+# Taken first by every claim under a cap, for the claim's transaction: claims take turns.
+_CLAIM_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtext('conveyor.tasks.claims'))")
+
+# The task a message names, waiting for its row lock (a relay may still hold it, between
+# the broker's confirm and its own commit); only while it is queued, since a task taken out
+# of the queue has had its message answered already (unqueue_one).
 _CLAIM_NAMED = sa.text(f"""
     {_CLAIMED}
-    WHERE id = :id AND status IN ('NEW', 'PENDING') AND available_at <= now()
+    WHERE id = :id AND status IN ('NEW', 'PENDING') AND queued_at IS NOT NULL
+      AND available_at <= now() AND {_UNDER_CAP}
     RETURNING {_RETURNING}, {_CLAIM_EXTRA}
 """)
 
 # Claimable, or queued with a message the relay has not marked PENDING yet.
 _HAS_READY = sa.text(f"""
-    SELECT EXISTS (SELECT 1 FROM tasks WHERE {_CLAIMABLE})
+    SELECT EXISTS (SELECT 1 FROM tasks WHERE {_CLAIMABLE} AND {_UNDER_CAP})
         OR EXISTS (SELECT 1 FROM tasks WHERE status = 'NEW' AND queued_at IS NOT NULL)
 """)
 
