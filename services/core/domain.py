@@ -164,3 +164,37 @@ MAX_INSTANT = datetime.fromisoformat("9999-12-30T23:59:59Z")
 def in_range(moment: datetime) -> bool:
     """True when the aware `moment` is from MIN_INSTANT to MAX_INSTANT, both included."""
     return MIN_INSTANT <= moment <= MAX_INSTANT
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A task a worker holds, and the attempt number that fences its writes."""
+
+    task: Task
+    # The task's trace context, and how long it waited ready before this claim.
+    trace_context: dict[str, str] | None = None
+    waited_seconds: float = 0.0
+    # The order in which one claim statement chose its tasks (fair share, then urgency).
+    rank: tuple[Any, ...] = ()
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """A task taken back from a lost holder, and where it went."""
+
+    id: uuid.UUID
+    status: Status
+    attempts: int
+    trace_context: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What renewing a worker's leases found."""
+
+    held: frozenset[uuid.UUID]
+    cancel_requested: frozenset[uuid.UUID]

@@ -13,7 +13,8 @@ import logging
 from collections import Counter
 from datetime import datetime
 
-from services.core.db.store import Recovered, SqlTaskStore
+from services.core.db.store import SqlTaskStore
+from services.core.domain import Recovered
 from services.core.runtime import open_clients
 from services.core.settings import Settings
 from services.core.supervision import Supervisor

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from services.core.db.store import Recovered
+from services.core.domain import Recovered
 from services.core.recovery import recover, recover_worker
 from services.operator.pods import gone_since, matches
 

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from services.core.db.store import Claim, SqlTaskStore
-from services.core.domain import Status, has_nul, retry_delay
+from services.core.db.store import SqlTaskStore
+from services.core.domain import Claim, Status, has_nul, retry_delay
 from services.core.errors import StoreUnavailable, TaskFailed
 from services.core.kinds import Kind
 from services.core.settings import Settings

@@ -24,8 +24,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
-from services.core.db.store import Claim, SqlTaskStore
-from services.core.domain import Status
+from services.core.db.store import SqlTaskStore
+from services.core.domain import Claim, Status
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.settings import Settings

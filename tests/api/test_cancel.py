@@ -8,6 +8,7 @@ import httpx
 
 from services.core.db.store import SqlTaskStore
 from tests.support.services import submit, wait_for
+from tests.support.store import claim_one, complete_one
 
 
 async def test_cancelling_a_queued_task_answers_200_cancelled(api: httpx.AsyncClient) -> None:
@@ -27,14 +28,14 @@ async def test_cancelling_a_running_task_answers_202_and_asks_the_worker(
 ) -> None:
     task = await submit(api, kind="sleep", payload={"seconds": 30})
     await wait_for(api, task["id"], {"PENDING"})
-    claim = await store.claim("a-worker", 30, 60)
+    claim = await claim_one(store, "a-worker")
     assert claim is not None and str(claim.task.id) == task["id"]
     response = await api.delete(f"/api/v1/tasks/{task['id']}")
     assert response.status_code == 202
     assert response.json()["status"] == "IN_PROGRESS"
     assert response.json()["cancel_requested"] is True
     # The holder's result is refused: a cancelled task never becomes COMPLETED.
-    assert await store.complete(claim.task.id, claim.attempt, {"late": True}) == "CANCELLED"
+    assert await complete_one(store, claim, {"late": True}) == "CANCELLED"
     final = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
     assert final["status"] == "CANCELLED" and final["result"] is None
 

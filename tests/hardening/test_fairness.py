@@ -8,11 +8,12 @@ import time
 import uuid
 
 from services.core.db.engine import create_engine
-from services.core.db.store import Claim, SqlTaskStore
-from services.core.domain import NewTask, Priority, Status, Task
+from services.core.db.store import SqlTaskStore
+from services.core.domain import Claim, NewTask, Priority, Status, Task
 from services.core.settings import Settings
 from tests.support.database import connect
 from tests.support.services import running_api, running_worker, submit, wait_for
+from tests.support.store import complete_one
 
 LEASE, AGING = 30.0, 3600.0
 
@@ -79,7 +80,7 @@ async def test_a_named_claim_keeps_the_cap_and_the_relay_resends_only_into_room(
         assert await store.unqueue_one(None)  # another ticket: no task of bob stays queued
         assert not await store.unqueue_one(None)
         assert await store.reserve_due(10) == {}  # no room: no message only to be refused
-        await store.complete(running.task.id, running.task.attempts, None)
+        await complete_one(store, running, None)
         assert await store.claim_named("w", LEASE, waiting[0]) is None  # its ticket was used
         assert len(await store.reserve_due(10)) == 1  # room for one: one message
     finally:

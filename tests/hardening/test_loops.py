@@ -23,6 +23,7 @@ from services.core.supervision import Supervisor
 from services.worker.main import open_worker, serve_metrics
 from services.worker.runner import Worker
 from tests.support.services import free_port, running_api, running_worker, submit, wait_for
+from tests.support.store import claim_one
 
 
 def _errors(loop: str) -> float:
@@ -124,7 +125,7 @@ async def test_the_recovery_sweep_survives_failing_passes_and_recovers(
     # A worker that died holding a task: its lease runs out, and only the sweep frees it.
     await store.create(NewTask(title="orphan", kind="noop"))
     await store.confirm_queued(list(await store.reserve_due(10)))
-    orphan = await store.claim("dead-worker", 0.5, 3600)
+    orphan = await claim_one(store, "dead-worker", lease=0.5)
     assert orphan is not None
     async with running_api(settings, ready=False) as api, running_worker(settings):
         done = await wait_for(api, str(orphan.task.id), timeout=30)

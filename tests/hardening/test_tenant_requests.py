@@ -95,4 +95,4 @@ async def test_a_full_database_pool_answers_503_with_retry_after_and_stores_noth
             await holder.close()
     assert refused.status_code == 503, refused.text
     assert refused.headers["retry-after"]
-    assert (await store.list(TaskFilter(), 10)).items == []
+    assert (await store.page(TaskFilter(), 10)).items == []

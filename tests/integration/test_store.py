@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy as sa
-
-from services.core.db.store import Claim, SqlTaskStore
-from services.core.domain import NewTask, Priority, Status
+from services.core.db.store import SqlTaskStore
+from services.core.domain import Claim, NewTask, Priority, Status
+from services.core.settings import Settings
+from tests.support.database import execute, expire_lease
+from tests.support.store import claim_one, complete_one
 
 
 async def _queued(store: SqlTaskStore, **fields: object) -> uuid.UUID:
@@ -17,7 +18,7 @@ async def _queued(store: SqlTaskStore, **fields: object) -> uuid.UUID:
 
 
 async def _claim(store: SqlTaskStore, worker: str = "w") -> Claim:
-    claim = await store.claim(worker, 30, 3600)
+    claim = await claim_one(store, worker)
     assert claim is not None
     return claim
 
@@ -25,32 +26,28 @@ async def _claim(store: SqlTaskStore, worker: str = "w") -> Claim:
 async def test_a_completed_task_never_changes_again(store: SqlTaskStore) -> None:
     await _queued(store)
     claim = await _claim(store)
-    assert await store.complete(claim.task.id, claim.attempt, {"ok": 1}) is Status.COMPLETED
-    assert await store.complete(claim.task.id, claim.attempt, {"ok": 2}) is None
+    assert await complete_one(store, claim, {"ok": 1}) is Status.COMPLETED
+    assert await complete_one(store, claim, {"ok": 2}) is None
     assert await store.fail(claim.task.id, claim.attempt, "late", 0.0) is None
     assert await store.mark_cancelled(claim.task.id, claim.attempt) is None
     task = await store.get(claim.task.id)
     assert (task.status, task.result) == (Status.COMPLETED, {"ok": 1})
 
 
-async def test_a_late_result_from_a_fenced_attempt_is_refused(store: SqlTaskStore) -> None:
+async def test_a_late_result_from_a_fenced_attempt_is_refused(
+    store: SqlTaskStore, settings: Settings
+) -> None:
     await _queued(store)
     first = await _claim(store, "first")
     # The lease runs out and the task is claimed again (as recovery will do).
-    await _expire_and_requeue(store, first.task.id)
+    await execute(settings.database_url,
+                  "UPDATE tasks SET status = 'PENDING', queued_at = now() WHERE id = $1",
+                  first.task.id)
     second = await _claim(store, "second")
     assert second.attempt == first.attempt + 1
-    assert await store.complete(first.task.id, first.attempt, {"from": "first"}) is None
-    assert await store.complete(second.task.id, second.attempt, {"from": "second"}) is not None
+    assert await complete_one(store, first, {"from": "first"}) is None
+    assert await complete_one(store, second, {"from": "second"}) is not None
     assert (await store.get(first.task.id)).result == {"from": "second"}
-
-
-async def _expire_and_requeue(store: SqlTaskStore, task_id: uuid.UUID) -> None:
-    async with store._begin() as connection:
-        await connection.execute(
-            sa.text("UPDATE tasks SET status = 'PENDING', queued_at = now() WHERE id = :id"),
-            {"id": task_id},
-        )
 
 
 async def test_claims_take_high_before_medium_before_low(store: SqlTaskStore) -> None:
@@ -58,18 +55,18 @@ async def test_claims_take_high_before_medium_before_low(store: SqlTaskStore) ->
         await _queued(store, priority=priority)
     order = [(await _claim(store)).task.priority for _ in range(4)]
     assert order == [Priority.HIGH, Priority.HIGH, Priority.MEDIUM, Priority.LOW]
-    assert await store.claim("w", 30, 3600) is None
+    assert await claim_one(store) is None
 
 
 async def test_a_task_sent_but_not_yet_confirmed_is_claimed_only_by_its_own_ticket(
     store: SqlTaskStore,
 ) -> None:
     task, _ = await store.create(NewTask(title="t"))
-    assert await store.claim("w", 30, 3600, named=task.id) is None  # no message yet
+    assert await store.claim_named("w", 30, task.id) is None  # no message yet
     await store.reserve_due(10)  # sent, the broker's confirm not recorded yet
-    assert await store.claim("w", 30, 3600) is None
+    assert await claim_one(store) is None
     assert await store.has_ready()  # its ticket is on its way: not to be dropped
-    claim = await store.claim("w", 30, 3600, named=task.id)
+    claim = await store.claim_named("w", 30, task.id)
     assert claim is not None and claim.task.id == task.id
 
 
@@ -78,7 +75,8 @@ async def test_a_retryable_failure_waits_out_its_backoff(store: SqlTaskStore) ->
     claim = await _claim(store)
     assert await store.fail(claim.task.id, claim.attempt, "boom", 3600.0) is Status.PENDING
     assert await store.reserve_due(100) == {}  # not due for an hour
-    assert await store.claim("w", 30, 3600, named=claim.task.id) is None
+    assert await claim_one(store) is None
+    assert await store.claim_named("w", 30, claim.task.id) is None
     task = await store.get(claim.task.id)
     assert (task.status, task.error, task.finished_at) == (Status.PENDING, "boom", None)
 
@@ -120,14 +118,9 @@ async def test_hand_back_returns_the_task_with_its_attempt_uncounted(store: SqlT
     assert (task.status, task.attempts) == (Status.PENDING, 0)
 
 
-async def _expire_lease(store: SqlTaskStore, task_id: uuid.UUID) -> None:
-    async with store._begin() as connection:
-        await connection.execute(sa.text(
-            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": task_id})
-
-
-async def test_recovery_requeues_cancels_or_fails_expired_leases(store: SqlTaskStore) -> None:
+async def test_recovery_requeues_cancels_or_fails_expired_leases(
+    store: SqlTaskStore, settings: Settings
+) -> None:
     from services.core.recovery import recover
 
     for max_attempts in (3, 3, 1, 3):
@@ -135,7 +128,7 @@ async def test_recovery_requeues_cancels_or_fails_expired_leases(store: SqlTaskS
     requeue, cancel, exhausted, healthy = [await _claim(store) for _ in range(4)]
     await store.cancel(cancel.task.id)
     for claim in (requeue, cancel, exhausted):
-        await _expire_lease(store, claim.task.id)
+        await expire_lease(settings.database_url, claim.task.id)
     recovered = {r.id: r.status for r in await recover(store)}
     assert recovered == {requeue.task.id: Status.PENDING, cancel.task.id: Status.CANCELLED,
                          exhausted.task.id: Status.FAILED}
@@ -143,7 +136,7 @@ async def test_recovery_requeues_cancels_or_fails_expired_leases(store: SqlTaskS
     requeued = await store.get(requeue.task.id)
     assert requeued.attempts == 1 and "lost" in (requeued.error or "")
     # The lost holder's late result is refused; the requeued task waits for the relay.
-    assert await store.complete(requeue.task.id, requeue.attempt, {"late": True}) is None
+    assert await complete_one(store, requeue, {"late": True}) is None
     assert list(await store.reserve_due(100)) == [requeue.task.id]
     assert await recover(store) == []
 

@@ -9,11 +9,11 @@ from datetime import timedelta
 from typing import Any
 
 import kmock
-import sqlalchemy as sa
 
 from services.core.db.store import SqlTaskStore
 from services.core.domain import NewTask, Status
 from tests.operator.conftest import NAMESPACE, POLICIES, policy, worker_pod
+from tests.support.database import expire_lease
 
 
 async def _held_by(store: SqlTaskStore, worker: str) -> uuid.UUID:
@@ -37,13 +37,6 @@ async def _until(check: Any, timeout: float = 5.0) -> Any:
 
 async def _status(cluster: kmock.KubernetesEmulator) -> dict[str, Any]:
     return dict(cluster.objects[POLICIES, NAMESPACE, "conveyor"].get("status") or {})
-
-
-async def _expire(store: SqlTaskStore, task_id: uuid.UUID) -> None:
-    async with store._begin() as connection:
-        await connection.execute(sa.text(
-            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": task_id})
 
 
 async def test_applying_the_policy_starts_the_sweep_and_fills_its_status(
@@ -84,7 +77,7 @@ async def test_a_task_whose_lease_expired_is_requeued_and_completed(
     from tests.support.services import running_api, running_worker, wait_for
 
     task_id = await _held_by(store, "vanished-pod")
-    await _expire(store, task_id)
+    await expire_lease(settings.database_url, task_id)
     quiet = settings.model_copy(update={"api_run_recovery": False})  # the operator's job here
     async with running_api(quiet) as api, running_worker(quiet):
         await _post(operator, "recoverypolicies", policy())

@@ -8,9 +8,11 @@ from typing import Any
 import kmock
 
 from services.core.db.store import SqlTaskStore
+from services.core.settings import Settings
 from tests.chart.render import by_kind, render
 from tests.operator.conftest import NAMESPACE, policy, worker_pod
-from tests.operator.test_operator import _expire, _held_by, _post, _status_with, _until
+from tests.operator.test_operator import _held_by, _post, _status_with, _until
+from tests.support.database import expire_lease
 
 _VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create",
           "DELETE": "delete"}
@@ -35,12 +37,12 @@ def _granted() -> set[tuple[str, str, str]]:
 
 
 async def test_the_role_grants_exactly_what_the_operator_uses(
-    operator: kmock.KubernetesEmulator, store: SqlTaskStore
+    operator: kmock.KubernetesEmulator, store: SqlTaskStore, settings: Settings
 ) -> None:
     # Everything the operator does: take a policy in, sweep, requeue (with an Event),
     # and react to a worker pod that is gone.
     expired = await _held_by(store, "vanished")
-    await _expire(store, expired)
+    await expire_lease(settings.database_url, expired)
     await _post(operator, "recoverypolicies", policy())
     await _until(lambda: _status_with(operator, "requeued"))
     await _post(operator, "pods", worker_pod("worker-a"))

@@ -15,7 +15,7 @@ from tests.support.services import running_api
 
 
 async def _stored(store: SqlTaskStore) -> int:
-    return len((await store.list(TaskFilter(), 100)).items)
+    return len((await store.page(TaskFilter(), 100)).items)
 
 
 @pytest.fixture

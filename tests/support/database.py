@@ -24,3 +24,19 @@ async def until_a_lock_waiter(connection: asyncpg.Connection, within: float = 10
     while not await connection.fetchval(query):
         assert time.monotonic() < deadline, f"no session waited on a lock within {within} s"
         await asyncio.sleep(0.02)
+
+
+async def execute(database_url: str, statement: str, *args: object) -> None:
+    """Run one statement beside the service, as an operator at a psql prompt would."""
+    connection = await connect(database_url)
+    try:
+        await connection.execute(statement, *args)
+    finally:
+        await connection.close()
+
+
+async def expire_lease(database_url: str, task_id: object) -> None:
+    """Make the lease of a running task run out now, as if its worker had stopped."""
+    await execute(database_url,
+                  "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+                  task_id)

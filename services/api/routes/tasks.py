@@ -116,7 +116,7 @@ async def list_tasks(
     where = TaskFilter(frozenset(status or ()), frozenset(priority or ()), kind,
                        created_after, created_before, principal.tenant)
     try:
-        page = await store.list(where, limit, cursor)
+        page = await store.page(where, limit, cursor)
     except InvalidCursor as error:
         raise FieldError(422, ["query", "cursor"], str(error)) from error
     return _bounded(page)

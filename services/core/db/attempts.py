@@ -1,0 +1,140 @@
+"""A worker's writes on the tasks it holds, each fenced by the attempt number it claimed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from services.core.db.base import StoreBase, in_id_order
+from services.core.domain import (
+    Heartbeat,
+    Status,
+)
+
+
+class Attempts(StoreBase):
+    """Results, failures, cancels, hand-backs and lease renewals of held attempts."""
+
+    async def complete_many(
+        self, results: Sequence[tuple[uuid.UUID, int, Any]]
+    ) -> list[Status | None]:
+        """Record the result of each (task, attempt, result) in one statement; for each,
+        the task's new status, or None when that attempt no longer holds the task. A task
+        whose cancel was requested ends CANCELLED instead: terminal means terminal."""
+        params = {
+            "ids": [task_id for task_id, _, _ in results],
+            "attempts": [attempt for _, attempt, _ in results],
+            "results": [json.dumps(result) for _, _, result in results],
+        }
+        rows = await self._write(_COMPLETE_MANY, params)
+        done = {(row.id, row.attempts): Status(row.status) for row in rows}
+        return [done.get((task_id, attempt)) for task_id, attempt, _ in results]
+
+    async def fail(
+        self, task_id: uuid.UUID, attempt: int, error: str, retry_in: float | None
+    ) -> Status | None:
+        """Record that `attempt` failed; retry after `retry_in` seconds while attempts last.
+
+        `retry_in=None` fails the task for good. None when the attempt was fenced off.
+        """
+        params = {
+            "id": task_id, "attempt": attempt, "error": error,
+            "retry": retry_in is not None, "delay": retry_in or 0.0,
+        }
+        return await self._finish(_FAIL, params)
+
+    async def mark_cancelled(self, task_id: uuid.UUID, attempt: int) -> Status | None:
+        """Record that `attempt` stopped on a cancel request."""
+        return await self._finish(_CANCELLED, {"id": task_id, "attempt": attempt})
+
+    async def hand_back(self, task_id: uuid.UUID, attempt: int) -> Status | None:
+        """Put a task its holder could not finish back in the queue, its attempt uncounted."""
+        return await self._finish(_HAND_BACK, {"id": task_id, "attempt": attempt})
+
+    async def _finish(self, statement: sa.TextClause, params: dict[str, Any]) -> Status | None:
+        async with self._begin() as connection:
+            status = (await connection.execute(statement, params)).scalar()
+        return Status(status) if status is not None else None
+
+    async def heartbeat(
+        self, worker_id: str, held: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+    ) -> Heartbeat:
+        """Renew the leases of every task in `held` in one statement.
+
+        Answers which of them this worker still holds, and which have a cancel requested.
+        """
+        if not held:
+            return Heartbeat(frozenset(), frozenset())
+        params = {
+            "worker": worker_id, "lease": lease_seconds,
+            "ids": [task_id for task_id, _ in held], "attempts": [attempt for _, attempt in held],
+        }
+        rows = await self._write(_HEARTBEAT, params)
+        return Heartbeat(
+            frozenset(row.id for row in rows),
+            frozenset(row.id for row in rows if row.cancel_requested),
+        )
+
+
+_FENCE = "WHERE id = :id AND status = 'IN_PROGRESS' AND attempts = :attempt"
+
+_COMPLETE_MANY = sa.text(f"""
+    UPDATE tasks SET
+        status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END,
+        result = CASE WHEN cancel_requested THEN NULL ELSE done.result END,
+        finished_at = now(), updated_at = now(), lease_expires_at = NULL
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[]))
+        AS done(id, attempt, result)
+    WHERE {in_id_order("CAST(:ids AS uuid[])")}
+      AND tasks.id = done.id AND tasks.status = 'IN_PROGRESS' AND tasks.attempts = done.attempt
+    RETURNING tasks.id, tasks.attempts, tasks.status
+""")
+
+_FAIL = sa.text(f"""
+    UPDATE tasks SET
+        status = CASE
+            WHEN cancel_requested THEN 'CANCELLED'
+            WHEN :retry AND attempts < max_attempts THEN 'PENDING'
+            ELSE 'FAILED' END,
+        error = :error,
+        available_at = now() + make_interval(secs => :delay),
+        queued_at = NULL,
+        finished_at = CASE
+            WHEN :retry AND attempts < max_attempts AND NOT cancel_requested THEN NULL
+            ELSE now() END,
+        updated_at = now(), lease_expires_at = NULL
+    {_FENCE}
+    RETURNING status
+""")
+
+_CANCELLED = sa.text(f"""
+    UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
+        lease_expires_at = NULL
+    {_FENCE}
+    RETURNING status
+""")
+
+# The holder stops cleanly and writes this itself, so the attempt number can be given
+# back without a stale holder ever sharing it.
+_HAND_BACK = sa.text(f"""
+    UPDATE tasks SET
+        status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'PENDING' END,
+        finished_at = CASE WHEN cancel_requested THEN now() END,
+        attempts = attempts - 1, available_at = now(), queued_at = NULL,
+        updated_at = now(), lease_expires_at = NULL
+    {_FENCE}
+    RETURNING status
+""")
+
+_HEARTBEAT = sa.text(f"""
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS held(id, attempt)
+    WHERE {in_id_order("CAST(:ids AS uuid[])")}
+      AND tasks.id = held.id AND tasks.attempts = held.attempt
+      AND tasks.status = 'IN_PROGRESS' AND tasks.worker_id = :worker
+    RETURNING tasks.id, tasks.cancel_requested
+""")

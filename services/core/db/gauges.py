@@ -1,0 +1,70 @@
+"""The state of the whole queue, read for metrics and autoscaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from services.core.db.base import StoreBase
+from services.core.domain import (
+    Priority,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The state of the whole queue, for metrics and autoscaling."""
+
+    # (priority, "ready" | "running") -> tasks; every pair present, zero included.
+    depth: dict[tuple[Priority, str], int]
+    # priority -> seconds the oldest ready task has waited (0 when none).
+    oldest_ready_age: dict[Priority, float]
+    outbox_backlog: int
+    outbox_oldest_age: float
+    # Running tasks whose lease ran out and that recovery has not handed back yet.
+    lease_expired: int
+
+
+class GaugeReads(StoreBase):
+    """Counts over every tenant: depth by priority, outbox backlog, expired leases."""
+
+    async def count_in_progress(self) -> int:
+        """How many tasks are running now."""
+        async with self._begin() as connection:
+            return int((await connection.execute(_IN_PROGRESS)).scalar() or 0)
+
+    async def gauges(self) -> Gauges:
+        """Queue depth and oldest wait by priority, and the outbox backlog, in two reads."""
+        depth = {(p, state): 0 for p in Priority for state in ("ready", "running")}
+        oldest = dict.fromkeys(Priority, 0.0)
+        async with self._begin() as connection:
+            for row in await connection.execute(_DEPTH):
+                priority = Priority.from_rank(row.priority)
+                depth[priority, row.state] = row.tasks
+                if row.state == "ready":
+                    oldest[priority] = max(float(row.oldest), 0.0)
+            other = (await connection.execute(_OUTBOX_AND_LEASES)).one()
+        return Gauges(depth, oldest, other.outbox, max(float(other.oldest or 0), 0.0),
+                      other.expired)
+
+
+_IN_PROGRESS = sa.text("SELECT count(*) FROM tasks WHERE status = 'IN_PROGRESS'")
+
+_DEPTH = sa.text("""
+    SELECT priority,
+           CASE WHEN status = 'IN_PROGRESS' THEN 'running' ELSE 'ready' END AS state,
+           count(*) AS tasks,
+           extract(epoch FROM now() - min(available_at)) AS oldest
+    FROM tasks
+    WHERE status = 'IN_PROGRESS' OR (status IN ('NEW', 'PENDING') AND available_at <= now())
+    GROUP BY 1, 2
+""")
+
+_OUTBOX_AND_LEASES = sa.text("""
+    SELECT count(*) FILTER (WHERE status = 'NEW') AS outbox,
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'NEW')) AS oldest,
+           count(*) FILTER (WHERE status = 'IN_PROGRESS' AND lease_expires_at < now())
+               AS expired
+    FROM tasks WHERE status IN ('NEW', 'IN_PROGRESS')
+""")

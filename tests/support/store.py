@@ -1,0 +1,22 @@
+"""One claim and one result at a time, through the statements the workers run in batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.core.db.store import SqlTaskStore
+from services.core.domain import Claim, Status
+
+
+async def claim_one(
+    store: SqlTaskStore, worker: str = "w", lease: float = 30.0, aging: float = 3600.0
+) -> Claim | None:
+    """The task a worker's next ticket would take, if any."""
+    claims = await store.claim_many(worker, lease, aging, 1)
+    return claims[0] if claims else None
+
+
+async def complete_one(store: SqlTaskStore, claim: Claim, result: Any) -> Status | None:
+    """Record `result` for `claim`'s attempt; None when that attempt no longer holds it."""
+    (status,) = await store.complete_many([(claim.task.id, claim.attempt, result)])
+    return status
