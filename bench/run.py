@@ -29,8 +29,11 @@ import aio_pika
 import asyncpg
 import httpx
 
+from services.core.amqp.topology import delete_topology
+
 ADMIN_DSN = os.environ.get(
-    "CONVEYOR_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    "CONVEYOR_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 AMQP_URL = os.environ.get("CONVEYOR_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE = "conveyor_bench"
 DSN = ADMIN_DSN.rsplit("/", 1)[0] + f"/{DATABASE}"
@@ -95,6 +98,7 @@ def wait_ready() -> None:
 
 # --- the machine's limits ----------------------------------------------------------------
 
+
 async def postgres_inserts(count: int = 4000) -> float:
     connection = await asyncpg.connect(DSN)
     try:
@@ -111,13 +115,18 @@ async def rabbitmq_limits(count: int = 10_000) -> tuple[float, float]:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        queue = await channel.declare_queue(f"{PREFIX}.raw", durable=True,
-                                            arguments={"x-queue-type": "quorum"})
+        queue = await channel.declare_queue(
+            f"{PREFIX}.raw", durable=True, arguments={"x-queue-type": "quorum"}
+        )
         message = aio_pika.Message(b"x", delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         started = time.perf_counter()
         for offset in range(0, count, 200):  # confirms pipelined, 200 in flight
-            await asyncio.gather(*(channel.default_exchange.publish(message, queue.name)
-                                   for _ in range(min(200, count - offset))))
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(message, queue.name)
+                    for _ in range(min(200, count - offset))
+                )
+            )
         published = count / (time.perf_counter() - started)
         await channel.set_qos(prefetch_count=200)
         done = asyncio.Event()
@@ -140,12 +149,20 @@ async def rabbitmq_limits(count: int = 10_000) -> tuple[float, float]:
 
 # --- the service --------------------------------------------------------------------------
 
+
 def wrk(
     path: str, connections: int, seconds: int = 10, post: bool = False
 ) -> tuple[float, str, str]:
     script = Path(__file__).with_name("post.lua")
-    args = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
-            "-H", f"Authorization: {AUTH['Authorization']}"]
+    args = [
+        "wrk",
+        f"-t{min(2, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-H",
+        f"Authorization: {AUTH['Authorization']}",
+    ]
     if post:
         args += ["-s", str(script)]
     done = subprocess.run([*args, f"{API}{path}"], capture_output=True, text=True, check=True)
@@ -159,17 +176,19 @@ def wrk(
     return rate, p50, p99
 
 
-async def preload(count: int, *, kind: str = "noop", priorities: tuple[int, ...] = (2,),
-                  status: str = "NEW") -> None:
+async def preload(
+    count: int, *, kind: str = "noop", priorities: tuple[int, ...] = (2,), status: str = "NEW"
+) -> None:
     """Insert `count` tasks straight into the table, as if submitted (NEW: relayed next)."""
     connection = await asyncpg.connect(DSN)
     try:
         await connection.execute(f"""
             INSERT INTO tasks (id, title, priority, status, kind, created_at, updated_at,
-                               available_at)
+                               available_at, finished_at)
             SELECT gen_random_uuid(), 'bench ' || n,
                    (ARRAY{list(priorities)})[1 + n % {len(priorities)}],
-                   '{status}', '{kind}', now() - (n || ' ms')::interval, now(), now()
+                   '{status}', '{kind}', now() - (n || ' ms')::interval, now(), now(),
+                   CASE WHEN '{status}' IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN now() END
             FROM generate_series(1, {count}) AS n
         """)
     finally:
@@ -228,7 +247,9 @@ async def submit_to_start(rate: float, seconds: float) -> tuple[float, float]:
     try:
         waits = await connection.fetch(
             "SELECT extract(epoch FROM started_at - created_at) * 1000 AS ms FROM tasks "
-            "WHERE id = ANY($1::uuid[]) AND started_at IS NOT NULL", ids)
+            "WHERE id = ANY($1::uuid[]) AND started_at IS NOT NULL",
+            ids,
+        )
     finally:
         await connection.close()
     values = sorted(float(w["ms"]) for w in waits)
@@ -252,13 +273,31 @@ async def start_order(per_level: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--drain-tasks", type=int, default=20_000)
     parser.add_argument("--list-rows", type=int, default=1_000_000)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
+    try:
+        run(args)
+    finally:
+        asyncio.run(clean_up())
+
+
+async def clean_up() -> None:
+    """Remove the database, queues and exchange this run made."""
+    await delete_topology(AMQP_URL, PREFIX)
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def run(args: argparse.Namespace) -> None:
 
     async def fresh_database() -> None:
         admin = await asyncpg.connect(ADMIN_DSN)
@@ -269,12 +308,30 @@ def main() -> None:
             await admin.close()
 
     asyncio.run(fresh_database())
-    subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env(), check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", "migrate"],
+        env=env(),
+        check=True,
+        capture_output=True,
+    )
     # Tenant "default": the tasks preloaded straight into the table belong to it.
-    key = subprocess.run([sys.executable, "-m", "services.cli", "keys", "create", "--tenant",
-                          "default", "--scopes", "submit,read,cancel"], env=env(), check=True,
-                         capture_output=True, text=True).stdout.strip()
+    key = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "keys",
+            "create",
+            "--tenant",
+            "default",
+            "--scopes",
+            "submit,read,cancel",
+        ],
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     AUTH["Authorization"] = f"Bearer {key}"
 
     print("limits of this machine", file=sys.stderr)
@@ -289,15 +346,21 @@ def main() -> None:
         wait_ready()
         for connections in (1, 8, 32):
             rate, p50, p99 = wrk("/api/v1/tasks", connections, post=True)
-            row(f"API create, {connections} connection(s)", f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
-                f"{rate / inserts:.0%} of PostgreSQL inserts")
+            row(
+                f"API create, {connections} connection(s)",
+                f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
+                f"{rate / inserts:.0%} of PostgreSQL inserts",
+            )
         api_peak = peak_rss_mb(api)
 
     print("workers", file=sys.stderr)
     for workers in (1, 2):
         rate = drain(workers, args.drain_tasks)
-        row(f"drain of noop tasks, {workers} worker process(es)", f"{rate:,.0f}/s",
-            f"{rate / consumed:.0%} of RabbitMQ acked consumes")
+        row(
+            f"drain of noop tasks, {workers} worker process(es)",
+            f"{rate:,.0f}/s",
+            f"{rate / consumed:.0%} of RabbitMQ acked consumes",
+        )
 
     asyncio.run(truncate())
     with process("api"), process("worker") as worker:
@@ -325,8 +388,10 @@ def main() -> None:
             ("filtered page", "/api/v1/tasks?status=COMPLETED&priority=HIGH&limit=20"),
         ]:
             rate, p50, p99 = wrk(path, 8)
-            row(f"list, {label}, {args.list_rows:,} tasks, 8 connections",
-                f"p50 {p50}, p99 {p99} ({rate:,.0f}/s)")
+            row(
+                f"list, {label}, {args.list_rows:,} tasks, 8 connections",
+                f"p50 {p50}, p99 {p99} ({rate:,.0f}/s)",
+            )
 
     print("\n| measure | figure | against this machine's limit |\n|---|---|---|")
     for what, figure, against in ROWS:

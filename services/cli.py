@@ -104,8 +104,9 @@ async def _serve_dev(settings: Settings) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(worker.stop))
         working = asyncio.create_task(worker.run())
-        logger.info("Conveyor on http://%s:%d (docs at /docs)", settings.api_host,
-                    settings.api_port)
+        logger.info(
+            "Conveyor on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port
+        )
         await server.serve()  # returns on SIGINT or SIGTERM
         worker.stop()
         await working
@@ -123,8 +124,12 @@ def _print(response: httpx.Response) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    body = {"title": args.title, "kind": args.kind, "priority": args.priority,
-            "payload": json.loads(args.payload)}
+    body = {
+        "title": args.title,
+        "kind": args.kind,
+        "priority": args.priority,
+        "payload": json.loads(args.payload),
+    }
     with _client(args) as client:
         response = client.post("/api/v1/tasks", json=body)
         if not response.is_success or not args.wait:
@@ -166,8 +171,13 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--kind", default="demo")
     submit.add_argument("--priority", default="MEDIUM", choices=["LOW", "MEDIUM", "HIGH"])
     submit.add_argument("--payload", default="{}", help="a JSON object")
-    submit.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                        help="wait up to SECONDS for a terminal status")
+    submit.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a terminal status",
+    )
     submit.add_argument("--url", default=url)
     get = commands.add_parser("get", help="show a task")
     get.add_argument("id")
@@ -177,12 +187,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _SERVICES: dict[str, Callable[[Settings], None]] = {
-    "api": _api, "worker": _worker, "relay": _relay, "recover": _recover,
+    "api": _api,
+    "worker": _worker,
+    "relay": _relay,
+    "recover": _recover,
     "operator": _operator,
-    "migrate": _migrate, "dev": _dev,
+    "migrate": _migrate,
+    "dev": _dev,
 }
 _CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "submit": _submit, "get": _get, "keys": run_keys,
+    "submit": _submit,
+    "get": _get,
+    "keys": run_keys,
 }
 
 

@@ -38,17 +38,22 @@ def run_keys(args: argparse.Namespace) -> int:
 async def _create_key(keys: SqlKeyStore, args: argparse.Namespace) -> int:
     key, stored = await keys.create(args.tenant, args.scopes, args.name)
     print(key)
-    print(f"key {stored.id} of tenant {stored.tenant}, scopes {','.join(sorted(stored.scopes))}:"
-          " keep it now, it is not shown again", file=sys.stderr)
+    print(
+        f"key {stored.id} of tenant {stored.tenant}, scopes {','.join(sorted(stored.scopes))}:"
+        " keep it now, it is not shown again",
+        file=sys.stderr,
+    )
     return 0
 
 
 async def _list_keys(keys: SqlKeyStore, args: argparse.Namespace) -> int:
     print(f"{'ID':12}  {'TENANT':20}  {'SCOPES':28}  {'CREATED':20}  {'REVOKED':20}  NAME")
-    for key in await keys.list(args.tenant):
+    for key in await keys.of_tenant(args.tenant):
         revoked = key.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if key.revoked_at else "-"
-        print(f"{key.id:12}  {key.tenant:20}  {','.join(sorted(key.scopes)):28}  "
-              f"{key.created_at:%Y-%m-%dT%H:%M:%SZ}  {revoked:20}  {key.name}")
+        print(
+            f"{key.id:12}  {key.tenant:20}  {','.join(sorted(key.scopes)):28}  "
+            f"{key.created_at:%Y-%m-%dT%H:%M:%SZ}  {revoked:20}  {key.name}"
+        )
     return 0
 
 
@@ -64,8 +69,9 @@ async def _revoke_key(keys: SqlKeyStore, args: argparse.Namespace) -> int:
 
 def _generate_key(args: argparse.Namespace) -> int:
     """A seed-file entry with a new key, made offline: for the chart's Secret."""
-    entry = SeedKey(key=new_key()[0], tenant=args.tenant,
-                    scopes=sorted(args.scopes), name=args.name)
+    entry = SeedKey(
+        key=new_key()[0], tenant=args.tenant, scopes=sorted(args.scopes), name=args.name
+    )
     print(json.dumps(entry.model_dump(mode="json")))
     return 0
 
@@ -83,16 +89,22 @@ def _scopes(text: str) -> frozenset[Scope]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_key_commands(commands: argparse._SubParsersAction) -> None:
+def add_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The `keys` command and its actions."""
     keys = commands.add_parser("keys", help="make, list and revoke API keys (in the database)")
     actions = keys.add_subparsers(dest="action", required=True)
-    for name, text in [("create", "make a key and print it, once"),
-                       ("generate", "print a seed-file entry with a new key; stores nothing")]:
+    for name, text in [
+        ("create", "make a key and print it, once"),
+        ("generate", "print a seed-file entry with a new key; stores nothing"),
+    ]:
         action = actions.add_parser(name, help=text)
         action.add_argument("--tenant", required=True, type=_tenant)
-        action.add_argument("--scopes", required=True, type=_scopes,
-                            help="comma-separated: submit, read, cancel, admin")
+        action.add_argument(
+            "--scopes",
+            required=True,
+            type=_scopes,
+            help="comma-separated: submit, read, cancel, admin",
+        )
         action.add_argument("--name", default="", help="what the key is for")
     listing = actions.add_parser("list", help="list keys, revoked ones included")
     listing.add_argument("--tenant", type=_tenant)
@@ -101,5 +113,7 @@ def add_key_commands(commands: argparse._SubParsersAction) -> None:
 
 
 _KEY_ACTIONS: dict[str, Callable[[SqlKeyStore, argparse.Namespace], Awaitable[int]]] = {
-    "create": _create_key, "list": _list_keys, "revoke": _revoke_key,
+    "create": _create_key,
+    "list": _list_keys,
+    "revoke": _revoke_key,
 }

@@ -1,4 +1,4 @@
-"""Fixtures: a fresh database per run, a private queue namespace, and clean state per test.
+"""Fixtures only: a fresh database per run, a private queue namespace, clean state per test.
 
 Integration tests talk to the real PostgreSQL and RabbitMQ. When one cannot be reached
 the tests fail in CI (CI=true) and are skipped elsewhere.
@@ -7,59 +7,31 @@ the tests fail in CI (CI=true) and are skipped elsewhere.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from services.core.amqp.topology import Topology
+from services.core.amqp.topology import delete_topology
 from services.core.db.engine import create_engine
 from services.core.db.keys import SqlKeyStore
 from services.core.db.migrate import upgrade
 from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
-from tests.support.rabbit import PrivateRabbit, rabbitmq_available
-from tests.support.services import free_port
-
-CI = os.environ.get("CI") == "true"
-ADMIN_URL = os.environ.get(
-    "CONVEYOR_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from tests.support.env import (
+    AMQP_URL,
+    create_database,
+    drop_database,
+    empty,
+    make_settings,
+    unreachable,
 )
-AMQP_URL = os.environ.get("CONVEYOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-def unreachable(what: str, error: BaseException) -> None:
-    message = f"{what} is unreachable: {error}"
-    if CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _dsn(database: str) -> str:
-    url = make_url(ADMIN_URL).set(drivername="postgresql", database=database)
-    return url.render_as_string(hide_password=False)
-
-
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(_dsn(make_url(ADMIN_URL).database or "postgres"))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def create_database(name: str) -> str:
-    """Create an empty database; answer its SQLAlchemy URL."""
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+from tests.support.moves import outside_the_table, record_moves, recorded_moves
+from tests.support.rabbit import PrivateRabbit, rabbitmq_available
+from tests.support.services import free_port, running_api
 
 
 @pytest.fixture(scope="session")
@@ -71,85 +43,41 @@ def database_url() -> Iterator[str]:
     except (OSError, asyncpg.PostgresError) as error:
         unreachable("PostgreSQL", error)
     upgrade(url)
+    asyncio.run(record_moves(url))
     yield url
+    moves = asyncio.run(recorded_moves(url))
     drop_database(name)
+    # Every status change of the whole run, held to the domain's table of transitions.
+    assert not outside_the_table(moves), f"moves outside TRANSITIONS: {outside_the_table(moves)}"
 
 
 @pytest.fixture(scope="session")
 def amqp_prefix() -> Iterator[str]:
-    """A queue namespace for this run; its queue is deleted at the end."""
+    """A queue namespace for this run. At the end, the queues and exchanges of this prefix
+    and of the ones made from it (`conveyor dev` in the CLI tests) are deleted."""
     prefix = f"conveyor-test-{uuid.uuid4().hex[:8]}"
     yield prefix
-
-    async def delete() -> None:
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            channel = await connection.channel()
-            await channel.queue_delete(Topology(prefix).queue)
-            await channel.exchange_delete(Topology(prefix).exchange)
-
     try:
-        asyncio.run(delete())
-    except Exception:  # noqa: BLE001 - nothing to clean when it was never declared
-        pass
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a `conveyor` process these settings."""
-    values = settings.model_dump(mode="json")
-    values["task_modules"] = ",".join(settings.task_modules)
-    return {**os.environ, **{f"CONVEYOR_{k.upper()}": str(v) for k, v in values.items()}}
-
-
-def make_settings(database_url: str, amqp_prefix: str, **overrides: object) -> Settings:
-    """Settings with short intervals, so that tests wait milliseconds, not seconds."""
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "amqp_url": AMQP_URL,
-        "amqp_prefix": amqp_prefix,
-        "database_pool_size": 4,
-        # Below the pool, as the README asks: a request in its tenant's line holds no
-        # connection, so one waiting for the pool never waits long.
-        "tenant_max_requests": 3,
-        "relay_interval_seconds": 0.2,
-        "recovery_interval_seconds": 0.2,
-        "heartbeat_seconds": 0.2,
-        "retry_base_seconds": 0.05,
-        "retry_max_seconds": 0.2,
-        "drain_seconds": 5,
-        "worker_concurrency": 4,
-        "worker_metrics_port": 0,
-        # Keys are tested on their own (tests/security); elsewhere the API is open.
-        "auth_enabled": False,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+        asyncio.run(delete_topology(AMQP_URL, prefix, f"{prefix}-dev"))
+    except (OSError, aio_pika.exceptions.AMQPError):
+        pass  # RabbitMQ is gone: the tests that needed it have said so
 
 
 @pytest.fixture
 async def settings(database_url: str, amqp_prefix: str) -> AsyncIterator[Settings]:
     """Settings for one test, after emptying the tasks table and the task queue."""
     try:
-        await _empty(database_url, amqp_prefix)
+        await empty(database_url, amqp_prefix)
     except (OSError, aio_pika.exceptions.AMQPError) as error:
         unreachable("RabbitMQ", error)
     yield make_settings(database_url, amqp_prefix)
 
 
-async def _empty(database_url: str, amqp_prefix: str) -> None:
-    connection = await asyncpg.connect(_dsn(make_url(database_url).database or ""))
-    try:
-        await connection.execute("TRUNCATE tasks, api_keys")
-    finally:
-        await connection.close()
-    broker = await aio_pika.connect(AMQP_URL)
-    async with broker:
-        channel = await broker.channel()
-        try:
-            queue = await channel.declare_queue(Topology(amqp_prefix).queue, passive=True)
-        except aio_pika.exceptions.ChannelClosed:
-            return
-        await queue.purge()
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real API on a free port, with no worker: tasks stay queued."""
+    async with running_api(settings) as client:
+        yield client
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ADMIN_URL, AMQP_URL, drop_database
+from tests.support.env import ADMIN_URL, AMQP_URL, drop_database
 from tests.support.processes import wait_until_ready
 from tests.support.services import free_port
 
@@ -27,7 +27,8 @@ def dev_server(amqp_prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     env = {
         **os.environ,
-        "CONVEYOR_DATABASE_URL": make_url(ADMIN_URL).set(database=name)
+        "CONVEYOR_DATABASE_URL": make_url(ADMIN_URL)
+        .set(database=name)
         .render_as_string(hide_password=False),
         "CONVEYOR_AMQP_URL": AMQP_URL,
         "CONVEYOR_AMQP_PREFIX": f"{amqp_prefix}-dev",
@@ -48,8 +49,7 @@ def dev_server(amqp_prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def _conveyor(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:
-    done = subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True, timeout=60)
     return done.returncode, json.loads(done.stdout)
 
 
@@ -64,12 +64,24 @@ def _conveyor(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:
     ],
 )
 def test_dev_runs_every_builtin_kind(
-    dev_server: tuple[str, dict[str, str]], kind: str, payload: dict[str, object],
-    status: str, result: object,
+    dev_server: tuple[str, dict[str, str]],
+    kind: str,
+    payload: dict[str, object],
+    status: str,
+    result: object,
 ) -> None:
     _, env = dev_server
-    code, task = _conveyor(env, "submit", f"a {kind} task", "--kind", kind,
-                           "--payload", json.dumps(payload), "--wait", "20")
+    code, task = _conveyor(
+        env,
+        "submit",
+        f"a {kind} task",
+        "--kind",
+        kind,
+        "--payload",
+        json.dumps(payload),
+        "--wait",
+        "20",
+    )
     assert (task["status"], task["result"]) == (status, result)
     assert code == (0 if status == "COMPLETED" else 1)
     code, again = _conveyor(env, "get", str(task["id"]))

@@ -29,16 +29,20 @@ def upgrade() -> None:
     # the tenant, and a worker or relay of the previous release never inserts. (Its API
     # cannot submit once the idempotency constraint below has changed: see the README's
     # upgrade notes.)
-    op.add_column("tasks", sa.Column("tenant", sa.Text, nullable=False,
-                                     server_default="default"))
+    op.add_column("tasks", sa.Column("tenant", sa.Text, nullable=False, server_default="default"))
     op.drop_constraint("uq_tasks_idempotency_key", "tasks", type_="unique")
-    op.create_unique_constraint("uq_tasks_tenant_idempotency_key", "tasks",
-                                ["tenant", "idempotency_key"])
+    op.create_unique_constraint(
+        "uq_tasks_tenant_idempotency_key", "tasks", ["tenant", "idempotency_key"]
+    )
     _listing_indexes(["tenant"])
     # What the tenant-led indexes no longer serve: queries of the whole queue by status
     # (KEDA's count, the metrics gauges, the relay's safety net). Live tasks only.
-    op.create_index("ix_tasks_live", "tasks", ["status", "available_at"],
-                    postgresql_where=sa.text(f"status IN ({LIVE})"))
+    op.create_index(
+        "ix_tasks_live",
+        "tasks",
+        ["status", "available_at"],
+        postgresql_where=sa.text(f"status IN ({LIVE})"),
+    )
     op.create_table(
         "api_keys",
         sa.Column("id", sa.Text, primary_key=True),
@@ -46,11 +50,16 @@ def upgrade() -> None:
         sa.Column("name", sa.Text, nullable=False, server_default=""),
         sa.Column("scopes", ARRAY(sa.Text), nullable=False),
         sa.Column("secret_digest", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.text("now()")),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("now()"),
+        ),
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
-        sa.CheckConstraint(f"scopes <@ ARRAY[{SCOPES}] AND cardinality(scopes) > 0",
-                           name="ck_api_keys_scopes"),
+        sa.CheckConstraint(
+            f"scopes <@ ARRAY[{SCOPES}] AND cardinality(scopes) > 0", name="ck_api_keys_scopes"
+        ),
     )
     op.create_index("ix_api_keys_tenant", "api_keys", ["tenant", "created_at"])
 

@@ -39,8 +39,12 @@ def upgrade() -> None:
     op.drop_index("ix_tasks_claimable_priority", "tasks")
     op.drop_index("ix_tasks_claimable_age", "tasks")
     _claim_indexes(["tenant"])
-    op.create_index("ix_tasks_running_tenant", "tasks", ["tenant"],
-                    postgresql_where=sa.text("status = 'IN_PROGRESS'"))
+    op.create_index(
+        "ix_tasks_running_tenant",
+        "tasks",
+        ["tenant"],
+        postgresql_where=sa.text("status = 'IN_PROGRESS'"),
+    )
 
 
 def downgrade() -> None:
@@ -54,8 +58,15 @@ def downgrade() -> None:
 
 def _claim_indexes(leading: list[str]) -> None:
     """The most urgent claimable task, and the longest-waiting one, led by `leading`."""
-    op.create_index("ix_tasks_claimable_priority", "tasks",
-                    [*leading, sa.text("priority DESC"), "available_at"],
-                    postgresql_where=sa.text(CLAIMABLE))
-    op.create_index("ix_tasks_claimable_age", "tasks", [*leading, "available_at"],
-                    postgresql_where=sa.text(CLAIMABLE))
+    op.create_index(
+        "ix_tasks_claimable_priority",
+        "tasks",
+        [*leading, sa.text("priority DESC"), "available_at"],
+        postgresql_where=sa.text(CLAIMABLE),
+    )
+    op.create_index(
+        "ix_tasks_claimable_age",
+        "tasks",
+        [*leading, "available_at"],
+        postgresql_where=sa.text(CLAIMABLE),
+    )

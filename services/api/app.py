@@ -46,10 +46,16 @@ def create_app(settings: Settings) -> FastAPI:
             relay = Relay.from_settings(clients.store, clients.broker, settings)
             key_store = SqlKeyStore(clients.engine)
             services = Services(
-                settings, clients.store, clients.broker, relay,
-                kinds=kinds, keys=key_store,
-                auth=Authenticator(key_store, settings), schema_ready=asyncio.Event(),
-                supervisor=Supervisor())
+                settings,
+                clients.store,
+                clients.broker,
+                relay,
+                kinds=kinds,
+                keys=key_store,
+                auth=Authenticator(key_store, settings),
+                schema_ready=asyncio.Event(),
+                supervisor=Supervisor(),
+            )
             background = asyncio.create_task(_background(settings, clients, services, seed))
             background.add_done_callback(_report_crash)
             try:
@@ -66,8 +72,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.openapi = lambda: _openapi(app, kinds)  # type: ignore[method-assign]
     install_error_handlers(app)
-    app.add_middleware(RequestLimits, body_bytes=settings.max_body_bytes,
-                       header_bytes=settings.max_header_bytes)
+    app.add_middleware(
+        RequestLimits, body_bytes=settings.max_body_bytes, header_bytes=settings.max_header_bytes
+    )
     app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)
     app.include_router(keys.router)
@@ -84,8 +91,9 @@ def create_app(settings: Settings) -> FastAPI:
 def _openapi(app: FastAPI, kinds: dict[str, Kind]) -> dict[str, Any]:
     """The generated document, naming the kinds this installation runs."""
     if app.openapi_schema is None:
-        document = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                               routes=app.routes)
+        document = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
         kind = document["components"]["schemas"]["TaskCreate"]["properties"]["kind"]
         kind["enum"] = sorted(kinds)
         _close_pattern_keys(document)
@@ -117,8 +125,11 @@ async def _background(
         if settings.api_run_relay:
             group.create_task(services.relay.run(services.supervisor))
         if settings.api_run_recovery:
-            group.create_task(sweep_forever(clients.store, settings.recovery_interval_seconds,
-                                            services.supervisor))
+            group.create_task(
+                sweep_forever(
+                    clients.store, settings.recovery_interval_seconds, services.supervisor
+                )
+            )
 
 
 def _report_crash(background: asyncio.Task[None]) -> None:

@@ -128,8 +128,12 @@ class Authenticator:
         if self._lookups is None or await self._limiter.hit(self._lookups, "lookups"):
             return
         AUTH_REFUSALS.labels("lookup_limited").inc()
-        raise Refused(503, "auth-busy", "too many keys to look up at once; retry shortly",
-                      headers={"Retry-After": "1"})
+        raise Refused(
+            503,
+            "auth-busy",
+            "too many keys to look up at once; retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
     async def _spend(self, key_id: str) -> None:
         if self._rate is None or await self._limiter.hit(self._rate, key_id):
@@ -137,8 +141,12 @@ class Authenticator:
         AUTH_REFUSALS.labels("rate_limited").inc()
         reset_at, _ = await self._limiter.get_window_stats(self._rate, key_id)
         wait = max(1, math.ceil(reset_at - time.time()))
-        raise Refused(429, "rate-limited", f"over {self._rate} for this key; retry in {wait} s",
-                      headers={"Retry-After": str(wait)})
+        raise Refused(
+            429,
+            "rate-limited",
+            f"over {self._rate} for this key; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def _remember(cache: dict[str, Any], key_id: str, entry: Any) -> None:
@@ -207,8 +215,12 @@ async def _wait_turn(line: _Line) -> None:
 
 def _tenant_busy() -> Refused:
     AUTH_REFUSALS.labels("tenant_busy").inc()
-    return Refused(503, "tenant-busy", "too many requests of this tenant at once; retry shortly",
-                   headers={"Retry-After": "1"})
+    return Refused(
+        503,
+        "tenant-busy",
+        "too many requests of this tenant at once; retry shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def authorize(scope: Scope) -> object:

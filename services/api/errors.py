@@ -37,8 +37,9 @@ MAX_MESSAGE = 300
 class Refused(Exception):
     """A request turned away before its route runs: no valid key, no scope, too many."""
 
-    def __init__(self, status: int, slug: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, slug: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
@@ -56,8 +57,13 @@ class FieldError(Exception):
 
 
 def problem(
-    status: int, detail: str, *, slug: str | None = None, headers: dict[str, str] | None = None,
-    errors: list[dict[str, Any]] | None = None, more_errors: int = 0,
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    more_errors: int = 0,
 ) -> JSONResponse:
     """A problem+json response; `more_errors` counts the errors left out of `errors`."""
     body: dict[str, Any] = {
@@ -79,8 +85,13 @@ def _cut(text: str, limit: int) -> str:
 
 def _field_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """The first MAX_ERRORS errors, with long names (a key of the body) cut short."""
-    return [{"loc": [_cut(p, MAX_NAME) if isinstance(p, str) else p for p in error["loc"]],
-             "msg": _cut(error["msg"], MAX_MESSAGE)} for error in errors[:MAX_ERRORS]]
+    return [
+        {
+            "loc": [_cut(p, MAX_NAME) if isinstance(p, str) else p for p in error["loc"]],
+            "msg": _cut(error["msg"], MAX_MESSAGE),
+        }
+        for error in errors[:MAX_ERRORS]
+    ]
 
 
 def _detail(errors: list[dict[str, Any]], more: int = 0) -> str:
@@ -89,7 +100,7 @@ def _detail(errors: list[dict[str, Any]], more: int = 0) -> str:
 
 
 # Domain errors -> (status, slug). The only place that knows both sides.
-_DOMAIN: dict[type[ConveyorError], tuple[int, str]] = {
+_DOMAIN: dict[type[Exception], tuple[int, str]] = {
     TaskNotFound: (404, "task-not-found"),
     KeyNotFound: (404, "key-not-found"),
     TaskAlreadyTerminal: (409, "task-terminal"),
@@ -101,9 +112,12 @@ _DOMAIN: dict[type[ConveyorError], tuple[int, str]] = {
 async def _on_domain(_: Request, error: Exception) -> JSONResponse:
     if isinstance(error, StoreUnavailable):
         logger.warning("PostgreSQL unavailable: %s", error)
-        return problem(503, "the database is unavailable; try again shortly",
-                       slug="database-unavailable",
-                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return problem(
+            503,
+            "the database is unavailable; try again shortly",
+            slug="database-unavailable",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     status, slug = _DOMAIN.get(type(error), (500, "internal"))
     if status == 500:
         return await _on_unexpected(_, error)
@@ -115,8 +129,7 @@ async def _on_validation(_: Request, error: Exception) -> JSONResponse:
     every = error.errors()
     errors = _field_problems(every)
     more = len(every) - len(errors)
-    return problem(422, _detail(errors, more), slug="validation", errors=errors,
-                   more_errors=more)
+    return problem(422, _detail(errors, more), slug="validation", errors=errors, more_errors=more)
 
 
 async def _on_field(_: Request, error: Exception) -> JSONResponse:
@@ -135,7 +148,8 @@ async def _on_http(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     # FastAPI's one 400 is a body its JSON parser gave up on (nested past recursion).
     errors = [{"loc": ["body"], "msg": str(error.detail)}] if error.status_code == 400 else None
-    return problem(error.status_code, str(error.detail), headers=error.headers, errors=errors)
+    headers = dict(error.headers) if error.headers else None
+    return problem(error.status_code, str(error.detail), headers=headers, errors=errors)
 
 
 async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:
@@ -183,9 +197,14 @@ class RequestLimits:
         await self.app(scope, limited, send)
 
     @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, part: str,
-                      limit: int) -> None:
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, status: int, part: str, limit: int
+    ) -> None:
         detail = f"request {part} over the limit of {limit} bytes"
-        response = problem(status, detail, slug="too-large",
-                           errors=[{"loc": [part], "msg": f"at most {limit} bytes"}])
+        response = problem(
+            status,
+            detail,
+            slug="too-large",
+            errors=[{"loc": [part], "msg": f"at most {limit} bytes"}],
+        )
         await response(scope, receive, send)

@@ -23,12 +23,15 @@ def json_response(model: BaseModel, status_code: int = 200, **headers: str) -> R
     """`model` as JSON."""
     # Serialized once, in Rust, from a model built here: FastAPI's response_model would
     # validate and encode it all over again. The documented shapes stay in the decorators.
-    return Response(model.model_dump_json(), status_code=status_code, headers=headers,
-                    media_type="application/json")
+    return Response(
+        model.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def page_response(items: list[bytes], next_cursor: str | None) -> Response:
     """A page as JSON from its items, each already serialized: {"items", "next_cursor"}."""
-    body = b'{"items":[%b],"next_cursor":%b}' % (b",".join(items),
-                                                   json.dumps(next_cursor).encode())
+    body = b'{"items":[%b],"next_cursor":%b}' % (b",".join(items), json.dumps(next_cursor).encode())
     return Response(body, media_type="application/json")

@@ -27,8 +27,10 @@ from services.core.domain import NO_NUL, NewTask, Priority, Status, in_range
 PAYLOAD_LIMIT = 64 * 1024
 Text = Annotated[str, Field(pattern=NO_NUL)]
 
-TIMES = ("an RFC 3339 time with Z or an offset (2026-12-01T10:00:00Z), "
-         "from 0001-01-02T00:00:00Z to 9999-12-30T23:59:59Z in UTC")
+TIMES = (
+    "an RFC 3339 time with Z or an offset (2026-12-01T10:00:00Z), "
+    "from 0001-01-02T00:00:00Z to 9999-12-30T23:59:59Z in UTC"
+)
 _RFC_3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
@@ -50,7 +52,7 @@ def _in_utc(value: datetime) -> datetime:
 Instant = Annotated[AwareDatetime, BeforeValidator(_rfc_3339), AfterValidator(_in_utc)]
 # Any JSON, as PostgreSQL can keep it: no NUL in a string or key, no NaN or Infinity.
 # Only the documented shape of a payload: payload_problem checks one in a single pass.
-JsonValue = TypeAliasType(  # type: ignore[misc]
+JsonValue = TypeAliasType(
     "JsonValue",
     "Text | int | Annotated[float, Field(allow_inf_nan=False)] | bool "
     "| list[JsonValue] | dict[Text, JsonValue] | None",
@@ -66,7 +68,8 @@ def _json_object(value: Any) -> dict[str, Any]:
 # Validated as a plain object: a recursive union would report every error of every branch
 # of every item (megabytes of errors for a body of bad items).
 Payload = Annotated[
-    dict[str, Any], PlainValidator(_json_object, json_schema_input_type=dict[Text, JsonValue])]
+    dict[str, Any], PlainValidator(_json_object, json_schema_input_type=dict[Text, JsonValue])
+]
 
 
 class _Unfit(ValueError):
@@ -76,8 +79,9 @@ class _Unfit(ValueError):
 _LITERALS = {None: 4, True: 4, False: 5}  # null, true, false
 
 
-def payload_problem(payload: dict[str, Any], max_depth: int,
-                    max_bytes: int = PAYLOAD_LIMIT) -> tuple[int, str] | None:
+def payload_problem(
+    payload: dict[str, Any], max_depth: int, max_bytes: int = PAYLOAD_LIMIT
+) -> tuple[int, str] | None:
     """Why `payload` cannot be stored, as (HTTP status, message); None when it can.
 
     One pass without recursion, stopping at the first problem: nesting deeper than
@@ -165,13 +169,18 @@ class TaskCreate(_Body):
     kind: str = Field("demo", min_length=1, max_length=100)
     payload: Payload = Field(
         default_factory=dict,
-        description=f"A JSON object of at most {PAYLOAD_LIMIT} bytes as compact UTF-8 JSON")
+        description=f"A JSON object of at most {PAYLOAD_LIMIT} bytes as compact UTF-8 JSON",
+    )
     max_attempts: int = Field(3, ge=1, le=20)
     timeout_seconds: float | None = Field(
-        None, ge=0.1, le=7 * 86_400,
-        description="Seconds each attempt may run: from 0.1 to 604800 (7 days)")
+        None,
+        ge=0.1,
+        le=7 * 86_400,
+        description="Seconds each attempt may run: from 0.1 to 604800 (7 days)",
+    )
     scheduled_at: Instant | None = Field(
-        None, description=f"Do not start before this time: {TIMES}")
+        None, description=f"Do not start before this time: {TIMES}"
+    )
 
     def to_new_task(self) -> NewTask:
         return NewTask(**{name: getattr(self, name) for name in type(self).model_fields})
@@ -218,7 +227,8 @@ class TaskPage(BaseModel):
 class FieldProblem(BaseModel):
     loc: list[str | int] = Field(
         description="Where: body, query, path or header, then the field; "
-                    "a name over 100 characters is cut short")
+        "a name over 100 characters is cut short"
+    )
     msg: str
 
 
@@ -230,13 +240,14 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldProblem] | None = Field(
-        None, description="The fields in question, at most 20 of them")
+        None, description="The fields in question, at most 20 of them"
+    )
     more_errors: int | None = Field(
-        None, ge=1, description="How many more errors there were than `errors` lists")
+        None, ge=1, description="How many more errors there were than `errors` lists"
+    )
 
 
 class KeyCreate(_Body):
-
     scopes: list[Scope] = Field(min_length=1, max_length=4)
     name: Text = Field("", max_length=200)
 
@@ -251,8 +262,14 @@ class KeyOut(BaseModel):
 
     @classmethod
     def from_key(cls, key: ApiKey) -> KeyOut:
-        return cls(id=key.id, tenant=key.tenant, name=key.name, scopes=sorted(key.scopes),
-                   created_at=key.created_at, revoked_at=key.revoked_at)
+        return cls(
+            id=key.id,
+            tenant=key.tenant,
+            name=key.name,
+            scopes=sorted(key.scopes),
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
 
 
 class KeyCreated(KeyOut):

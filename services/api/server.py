@@ -60,8 +60,12 @@ def serve(app: ASGIApp, settings: Settings) -> None:
 def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """The uvicorn configuration of `conveyor api` and `conveyor dev`."""
     return uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_config=None,
-        access_log=False, http=guarded_protocol(settings.http_read_timeout_seconds),
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        http=guarded_protocol(settings.http_read_timeout_seconds),
         ws="none",  # the API serves no WebSocket: no upgrade to leave untimed
         # uvicorn counts the connection asking too: N + 1 lets N connections be served.
         limit_concurrency=settings.http_max_connections + 1,
@@ -75,8 +79,12 @@ def guarded_protocol(read_timeout: float) -> type[GuardedHttpProtocol]:
 
 async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
     """The answer past the connection bound; it closes the connection to free a place."""
-    response = problem(503, "too many open connections; retry later", slug="overloaded",
-                       headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"})
+    response = problem(
+        503,
+        "too many open connections; retry later",
+        slug="overloaded",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"},
+    )
     await response(scope, receive, send)
 
 
@@ -102,14 +110,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._stop_read_deadline()
         super().connection_lost(exc)
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGIApp) -> None:
+    # uvicorn types `app` with its own ASGI types; ours is the same callable.
+    def _start_asgi_task(  # type: ignore[override]
+        self, cycle: RequestResponseCycle, app: ASGIApp
+    ) -> None:
         # uvicorn picks its plain-text refusal when `limit_concurrency` is passed. Health
         # probes are served all the same: a flood of connections must not make Kubernetes
         # restart the pod, dropping every request in flight.
         if app is service_unavailable:
             probe = str(cycle.scope.get("path", "")).startswith("/health/")
             app = self.app if probe else overloaded
-        super()._start_asgi_task(cycle, app)
+        super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
 
     def _start_read_deadline(self) -> None:
         # A request's first byte does not restart the time its connection opened with.

@@ -72,7 +72,7 @@ def retry_delay(attempt: int, base: float, cap: float, jitter: float) -> float:
     `jitter` is a number in [0, 1) drawn by the caller, so this stays deterministic.
     "Full jitter" spreads retries of tasks that failed together over the whole window.
     """
-    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    ceiling = min(cap, base * 2.0 ** max(attempt - 1, 0))
     return ceiling / 2 + ceiling / 2 * jitter
 
 

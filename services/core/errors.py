@@ -57,6 +57,7 @@ class KeyNotFound(ConveyorError):
 
 class TooManyKeys(ConveyorError):
     def __init__(self, tenant: str, limit: int) -> None:
-        super().__init__(f"tenant {tenant} has {limit} keys in use, the most it may have; "
-                         "revoke one first")
+        super().__init__(
+            f"tenant {tenant} has {limit} keys in use, the most it may have; revoke one first"
+        )
         self.tenant = tenant

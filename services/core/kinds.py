@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from services.core.errors import TaskFailed
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
 _MARK = "__conveyor_kind__"
 
 
@@ -47,10 +47,14 @@ MAX_DEMO_SECONDS = 600
 
 def _seconds(payload: dict[str, Any], default: float | None) -> float:
     value = payload.get("seconds", default)
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not 0 <= value <= MAX_DEMO_SECONDS):
-        raise TaskFailed(f"payload.seconds must be a number from 0 to {MAX_DEMO_SECONDS}",
-                         retryable=False)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_DEMO_SECONDS
+    ):
+        raise TaskFailed(
+            f"payload.seconds must be a number from 0 to {MAX_DEMO_SECONDS}", retryable=False
+        )
     return float(value)
 
 
@@ -85,8 +89,10 @@ async def echo(payload: dict[str, Any]) -> dict[str, Any]:
 @kind("fail")
 async def fail(payload: dict[str, Any]) -> None:
     """Raises; `retryable: false` stops the task without more attempts."""
-    raise TaskFailed(str(payload.get("message", "failed on purpose")),
-                     retryable=payload.get("retryable", True) is not False)
+    raise TaskFailed(
+        str(payload.get("message", "failed on purpose")),
+        retryable=payload.get("retryable", True) is not False,
+    )
 
 
 def _kinds_in(module: ModuleType) -> Iterable[Kind]:

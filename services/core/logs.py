@@ -21,8 +21,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update({f: getattr(record, f) for f in _TASK_FIELDS
-                     if getattr(record, f, None) is not None})
+        line.update(
+            {f: getattr(record, f) for f in _TASK_FIELDS if getattr(record, f, None) is not None}
+        )
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -35,8 +36,11 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{f}={getattr(record, f)}" for f in _TASK_FIELDS
-                          if getattr(record, f, None) is not None)
+        fields = " ".join(
+            f"{f}={getattr(record, f)}"
+            for f in _TASK_FIELDS
+            if getattr(record, f, None) is not None
+        )
         text = super().format(record)
         return f"{text} [{fields}]" if fields else text
 

@@ -52,9 +52,13 @@ def _count(recovered: list[Recovered], why: str, reason: str) -> None:
     for task in recovered:
         RECOVERIES.labels(reason, task.status).inc()
         STATUS_CHANGES.labels(task.status).inc()
-        logger.warning("recovered (%s): now %s after %d attempt(s)", why, task.status,
-                       task.attempts, extra={"task_id": str(task.id),
-                                             "trace_id": trace_id_of(task.trace_context)})
+        logger.warning(
+            "recovered (%s): now %s after %d attempt(s)",
+            why,
+            task.status,
+            task.attempts,
+            extra={"task_id": str(task.id), "trace_id": trace_id_of(task.trace_context)},
+        )
     if recovered:
         counts = Counter(task.status.value for task in recovered)
         logger.info("recovery (%s): %s", why, dict(counts))

@@ -38,7 +38,12 @@ _MIN_PAUSE = 0.01
 
 class Relay:
     def __init__(
-        self, store: SqlTaskStore, broker: Broker, *, batch: int, interval: float,
+        self,
+        store: SqlTaskStore,
+        broker: Broker,
+        *,
+        batch: int,
+        interval: float,
         stale_after: float = 30.0,
     ) -> None:
         self._store = store
@@ -51,9 +56,13 @@ class Relay:
 
     @classmethod
     def from_settings(cls, store: SqlTaskStore, broker: Broker, settings: Settings) -> Relay:
-        return cls(store, broker, batch=settings.relay_batch,
-                   interval=settings.relay_interval_seconds,
-                   stale_after=settings.lost_message_seconds)
+        return cls(
+            store,
+            broker,
+            batch=settings.relay_batch,
+            interval=settings.relay_interval_seconds,
+            stale_after=settings.lost_message_seconds,
+        )
 
     def kick(self) -> None:
         """Ask for a pass now, for example right after a task was committed."""
@@ -69,7 +78,8 @@ class Relay:
                 await self._store.release(list(traces))
                 raise
             STATUS_CHANGES.labels(Status.PENDING).inc(
-                await self._store.confirm_queued(list(traces)))
+                await self._store.confirm_queued(list(traces))
+            )
         return len(traces)
 
     async def _publish(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
@@ -77,8 +87,11 @@ class Relay:
         exchange = self._broker.topology.exchange
         spans = {
             task_id: tracer.start_span(
-                f"publish {exchange}", context=context_of(carrier), kind=SpanKind.PRODUCER,
-                attributes=messaging_attributes("publish", exchange, str(task_id)))
+                f"publish {exchange}",
+                context=context_of(carrier),
+                kind=SpanKind.PRODUCER,
+                attributes=messaging_attributes("publish", exchange, str(task_id)),
+            )
             for task_id, carrier in traces.items()
         }
         try:
@@ -98,8 +111,9 @@ class Relay:
         A spare message costs one empty claim; a missing one would strand a task.
         """
         queue_empty = await self._broker.ready_messages() == 0
-        owed = await self._store.unqueue_stale(self._stale_after, self._batch,
-                                               queue_empty=queue_empty)
+        owed = await self._store.unqueue_stale(
+            self._stale_after, self._batch, queue_empty=queue_empty
+        )
         MESSAGES_RESENT.inc(owed)
         if owed:
             logger.warning("%d queued task(s) had no message in the broker; sending again", owed)
@@ -136,7 +150,6 @@ class Relay:
         except TimeoutError:
             pass
         self._wake.clear()
-
 
 
 async def run_relay(settings: Settings) -> None:

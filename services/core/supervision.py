@@ -45,8 +45,12 @@ class Supervisor:
         return sorted(name for name, n in counts if n >= FAILING_AFTER)
 
     async def run(
-        self, name: str, step: Step, pause: Pause = asyncio.sleep,
-        outages: tuple[type[BaseException], ...] = OUTAGES, back_off: Pause = asyncio.sleep,
+        self,
+        name: str,
+        step: Step,
+        pause: Pause = asyncio.sleep,
+        outages: tuple[type[BaseException], ...] = OUTAGES,
+        back_off: Pause = asyncio.sleep,
     ) -> None:
         """Run `step` until cancelled, with `pause` for the rest a pass asks (which the loop
         may cut short, as the relay's kick does) and `back_off` after a failed pass (which
@@ -59,8 +63,9 @@ class Supervisor:
             except outages as error:
                 outages_in_a_row += 1
                 wait = _backoff(outages_in_a_row)
-                logger.warning("%s paused %.1f s: %s", name, wait,
-                               error or type(error.__cause__).__name__)
+                logger.warning(
+                    "%s paused %.1f s: %s", name, wait, error or type(error.__cause__).__name__
+                )
             except Exception:  # the outermost loop: log, count, back off, carry on
                 self._errors_in_a_row[name] += 1
                 wait = _backoff(self._errors_in_a_row[name])
@@ -74,4 +79,4 @@ class Supervisor:
 
 
 def _backoff(failures: int) -> float:
-    return min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+    return float(min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX))

@@ -30,9 +30,10 @@ _TOTALS = {"PENDING": "requeued", "CANCELLED": "cancelled", "FAILED": "failed"}
 def build_registry() -> kopf.OperatorRegistry:
     """A registry with these handlers and nothing else; the caller adds how to log in."""
     registry = kopf.OperatorRegistry()
-    kopf.index(GROUP, VERSION, PLURAL, registry=registry)(policies)
+    # kopf types handlers as callables of every keyword it may pass; ours take a few.
+    kopf.index(GROUP, VERSION, PLURAL, registry=registry)(policies)  # type: ignore[arg-type]
     kopf.timer(GROUP, VERSION, PLURAL, interval=1.0, registry=registry)(sweep)
-    kopf.on.event("", "v1", "pods", registry=registry)(pod_changed)
+    kopf.on.event("", "v1", "pods", registry=registry)(pod_changed)  # type: ignore[arg-type]
     return registry
 
 
@@ -40,15 +41,21 @@ def policies(
     body: kopf.Body, namespace: str, spec: Mapping[str, Any], **_: Any
 ) -> dict[str, dict[str, Any]]:
     """Each policy's worker selector, by namespace, and a reference to post Events on."""
-    reference = {"apiVersion": body["apiVersion"], "kind": body["kind"],
-                 "metadata": {key: body["metadata"].get(key)
-                              for key in ("name", "namespace", "uid")}}
+    reference = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {key: body["metadata"].get(key) for key in ("name", "namespace", "uid")},
+    }
     return {namespace: {"selector": dict(spec.get("workerSelector") or {}), "ref": reference}}
 
 
 async def sweep(
-    spec: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch, body: kopf.Body,
-    memo: kopf.Memo, **_: Any,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """Hand back tasks whose lease expired, each `sweepIntervalSeconds`; update the status.
 
@@ -61,22 +68,30 @@ async def sweep(
     totals = {key: int(status.get(key, 0)) for key in _TOTALS.values()}
     for task in recovered:
         totals[_TOTALS[task.status]] += 1
-    patch.status.update({
-        "lastSweep": _now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "inProgress": await memo.store.count_in_progress(),
-        "stuck": len(recovered),
-        **totals,
-    })
+    patch.status.update(
+        {
+            "lastSweep": _now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "inProgress": await memo.store.count_in_progress(),
+            "stuck": len(recovered),
+            **totals,
+        }
+    )
 
 
 async def pod_changed(
-    type: str | None, body: kopf.Body, namespace: str, name: str,
-    policies: kopf.Index[str, dict[str, Any]], memo: kopf.Memo, logger: logging.Logger,
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    policies: kopf.Index[str, dict[str, Any]],
+    memo: kopf.Memo,
+    logger: logging.Logger,
     **_: Any,
 ) -> None:
     """Hand back a watched worker pod's tasks as soon as that pod is gone or OOM-killed."""
-    watching = [policy for policy in policies.get(namespace, []) if
-                matches(policy["selector"], body)]
+    watching = [
+        policy for policy in policies.get(namespace, []) if matches(policy["selector"], body)
+    ]
     if not watching:
         return
     gone, since = gone_since(type, body)
@@ -104,6 +119,10 @@ def _now() -> datetime:
 
 def _post_events(target: Mapping[str, Any], recovered: list[Recovered], why: str) -> None:
     for task in recovered:
-        kopf.info(dict(target), reason=_REASONS[task.status],
-                  message=f"task {task.id}: {task.status} after {task.attempts} attempt(s), "
-                          f"because {why}")
+        # kopf types the object as its Body; a plain dict of the object names it just as well.
+        kopf.info(
+            dict(target),  # type: ignore[arg-type]
+            reason=_REASONS[task.status],
+            message=f"task {task.id}: {task.status} after {task.attempts} attempt(s), "
+            f"because {why}",
+        )

@@ -40,8 +40,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 async def run_operator(
-    settings: Settings, registry: kopf.OperatorRegistry | None = None,
-    stop: threading.Event | None = None, ready: threading.Event | None = None,
+    settings: Settings,
+    registry: kopf.OperatorRegistry | None = None,
+    stop: threading.Event | None = None,
+    ready: threading.Event | None = None,
 ) -> None:
     """Run the handlers in the namespace CONVEYOR_OPERATOR_NAMESPACE until stopped.
 

@@ -70,11 +70,13 @@ def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
         # As PostgreSQL will get it: no NaN, and UTF-8 (a lone surrogate is not).
         json.dumps(result, allow_nan=False, ensure_ascii=False).encode()
     except (TypeError, ValueError) as problem:  # UnicodeEncodeError is a ValueError
-        return Outcome("fail", error=_text(f"the result is not JSON: {problem}"),
-                       retryable=False)
+        return Outcome("fail", error=_text(f"the result is not JSON: {problem}"), retryable=False)
     if has_nul(result):
-        return Outcome("fail", error="the result holds a NUL character, which PostgreSQL "
-                       "cannot keep", retryable=False)
+        return Outcome(
+            "fail",
+            error="the result holds a NUL character, which PostgreSQL cannot keep",
+            retryable=False,
+        )
     return Outcome("complete", result=result)
 
 
@@ -108,21 +110,26 @@ Complete = Callable[[uuid.UUID, int, Any], Awaitable["Status | None"]]
 
 
 async def record(
-    store: SqlTaskStore, settings: Settings, claim: Claim, outcome: Outcome,
-    complete: Complete | None = None,
+    store: SqlTaskStore,
+    settings: Settings,
+    claim: Claim,
+    outcome: Outcome,
+    complete: Complete,
 ) -> Status | None:
     """Write `outcome` with the attempt as fencing token; retry while PostgreSQL is away.
 
-    `complete` writes a result (by default one statement per task; the worker passes a
-    batching one). Gives up once the lease would have run out: recovery owns the task.
+    `complete` writes a result (the worker batches many into one statement). Gives up
+    once the lease would have run out: recovery owns the task.
     """
     task, attempt = claim.task, claim.attempt
-    delay = retry_delay(attempt, settings.retry_base_seconds, settings.retry_max_seconds,
-                        random.random())
-    writes = {
-        "complete": lambda: (complete or store.complete)(task.id, attempt, outcome.result),
+    delay = retry_delay(
+        attempt, settings.retry_base_seconds, settings.retry_max_seconds, random.random()
+    )
+    writes: dict[str, Callable[[], Awaitable[Status | None]]] = {
+        "complete": lambda: complete(task.id, attempt, outcome.result),
         "fail": lambda: store.fail(
-            task.id, attempt, outcome.error or "", delay if outcome.retryable else None),
+            task.id, attempt, outcome.error or "", delay if outcome.retryable else None
+        ),
         "cancelled": lambda: store.mark_cancelled(task.id, attempt),
         "hand_back": lambda: store.hand_back(task.id, attempt),
     }
@@ -135,8 +142,12 @@ async def record(
             return await writes[outcome.action]()
         except StoreUnavailable as error:
             if asyncio.get_running_loop().time() + pause > deadline:
-                logger.error("could not record %s: %s", outcome.action, error,
-                             extra={"task_id": str(task.id)})
+                logger.error(
+                    "could not record %s: %s",
+                    outcome.action,
+                    error,
+                    extra={"task_id": str(task.id)},
+                )
                 return None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)

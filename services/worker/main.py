@@ -30,8 +30,9 @@ async def open_worker(
 ) -> AsyncIterator[Worker]:
     """A worker with its own engine and broker connection, closed on exit."""
     async with open_clients(settings) as clients:
-        yield Worker(settings, clients.store, clients.broker, load_kinds(settings.task_modules),
-                     supervisor)
+        yield Worker(
+            settings, clients.store, clients.broker, load_kinds(settings.task_modules), supervisor
+        )
 
 
 def stop_on_signals(stop: callable) -> None:  # type: ignore[valid-type]
@@ -59,8 +60,10 @@ def serve_metrics(port: int, supervisor: Supervisor) -> None:
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         failing = supervisor.failing()
         body = {"status": "failing", "failing": failing} if failing else {"status": "ok"}
-        start_response("503 Service Unavailable" if failing else "200 OK",
-                       [("Content-Type", "application/json")])
+        start_response(
+            "503 Service Unavailable" if failing else "200 OK",
+            [("Content-Type", "application/json")],
+        )
         return [json.dumps(body).encode()]
 
     server = make_server("0.0.0.0", port, app, ThreadingWSGIServer, _QuietHandler)
@@ -74,6 +77,9 @@ async def run_worker(settings: Settings) -> None:
         serve_metrics(settings.worker_metrics_port, supervisor)
     async with open_worker(settings, supervisor) as worker:
         stop_on_signals(worker.stop)
-        logger.info("worker %s taking up to %d tasks at a time", worker.worker_id,
-                    settings.worker_concurrency)
+        logger.info(
+            "worker %s taking up to %d tasks at a time",
+            worker.worker_id,
+            settings.worker_concurrency,
+        )
         await worker.run()

@@ -62,7 +62,11 @@ def default_worker_id() -> str:
 
 class Worker:
     def __init__(
-        self, settings: Settings, store: SqlTaskStore, broker: Broker, kinds: dict[str, Kind],
+        self,
+        settings: Settings,
+        store: SqlTaskStore,
+        broker: Broker,
+        kinds: dict[str, Kind],
         supervisor: Supervisor | None = None,
     ) -> None:
         self._settings = settings
@@ -74,9 +78,11 @@ class Worker:
         self._held: dict[uuid.UUID, Held] = {}
         # Group commit: concurrent claims, and concurrent results, share statements.
         self._claims: Batcher[None, Claim | None] = Batcher(
-            self._claim_batch, settings.worker_concurrency)
+            self._claim_batch, settings.worker_concurrency
+        )
         self._results: Batcher[tuple[uuid.UUID, int, Any], Status | None] = Batcher(
-            store.complete_many, settings.worker_concurrency)
+            store.complete_many, settings.worker_concurrency
+        )
         self._jobs: set[asyncio.Task[None]] = set()
         self._queue: AbstractQueue | None = None
         self._stopping = asyncio.Event()
@@ -96,10 +102,12 @@ class Worker:
         """Work until stop(), then drain: finish within the grace period, hand back the rest."""
         WORKER_SLOTS.inc(self._settings.worker_concurrency)
         heartbeat = asyncio.create_task(
-            self.supervisor.run("heartbeat", self._beat), name="heartbeat")
+            self.supervisor.run("heartbeat", self._beat), name="heartbeat"
+        )
         consuming = asyncio.create_task(
             self.supervisor.run("consume", self._consume_once, outages=_CONSUMER_OUTAGES),
-            name="consume")
+            name="consume",
+        )
         await self._stopping.wait()
         consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
@@ -149,8 +157,9 @@ class Worker:
 
     async def _drain(self) -> None:
         if self._jobs:
-            logger.info("draining %d task(s) for up to %g s", len(self._held),
-                        self._settings.drain_seconds)
+            logger.info(
+                "draining %d task(s) for up to %g s", len(self._held), self._settings.drain_seconds
+            )
             _, late = await asyncio.wait(set(self._jobs), timeout=self._settings.drain_seconds)
             for held in list(self._held.values()):
                 held.stop("drain")
@@ -164,8 +173,10 @@ class Worker:
             if claim is not None:
                 await self._execute(claim, ticket, received)
         except Exception:  # the outermost loop of one job: log and carry on
-            logger.exception("job failed", extra={"task_id": ticket.message_id,
-                                                  "trace_id": trace_id_of(ticket.headers)})
+            logger.exception(
+                "job failed",
+                extra={"task_id": ticket.message_id, "trace_id": trace_id_of(ticket.headers)},
+            )
         finally:
             self._slots.release()
 
@@ -186,7 +197,8 @@ class Worker:
                 named = _named(ticket)
                 if claim is None and named is not None:
                     claim = await self._store.claim_named(
-                        self.worker_id, self._settings.lease_seconds, named)
+                        self.worker_id, self._settings.lease_seconds, named
+                    )
                 if claim is not None or not await self._store.has_ready():
                     if claim is None:
                         # A queued task left now waits for its tenant to run fewer than
@@ -204,23 +216,30 @@ class Worker:
         return None
 
     async def _claim_batch(self, wanted: list[None]) -> list[Claim | None]:
-        claims: list[Claim | None] = list(await self._store.claim_many(
-            self.worker_id, self._settings.lease_seconds, self._settings.aging_seconds,
-            len(wanted)))
+        claims: list[Claim | None] = list(
+            await self._store.claim_many(
+                self.worker_id,
+                self._settings.lease_seconds,
+                self._settings.aging_seconds,
+                len(wanted),
+            )
+        )
         return claims + [None] * (len(wanted) - len(claims))
 
     async def _complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
         return await self._results.submit((task_id, attempt, result))
 
-    async def _execute(
-        self, claim: Claim, ticket: AbstractIncomingMessage, received: int
-    ) -> None:
+    async def _execute(self, claim: Claim, ticket: AbstractIncomingMessage, received: int) -> None:
         """Run one claimed attempt inside a CONSUMER span of the task's own trace."""
         task = claim.task
         claimed = time.time_ns()
         with trace.use_span(self._process_span(claim, ticket, received), end_on_exit=True):
-            tracer.start_span("UPDATE tasks", kind=SpanKind.CLIENT, start_time=received,
-                              attributes=db_attributes("UPDATE", "claim")).end(claimed)
+            tracer.start_span(
+                "UPDATE tasks",
+                kind=SpanKind.CLIENT,
+                start_time=received,
+                attributes=db_attributes("UPDATE", "claim"),
+            ).end(claimed)
             STATUS_CHANGES.labels(Status.IN_PROGRESS).inc()
             QUEUE_WAIT.labels(task.priority).observe(claim.waited_seconds)
             log = {"task_id": str(task.id)}
@@ -231,8 +250,9 @@ class Worker:
             try:
                 outcome = await self._run(held)
                 with db_span("UPDATE", outcome.action):
-                    status = await record(self._store, self._settings, claim, outcome,
-                                          self._complete)
+                    status = await record(
+                        self._store, self._settings, claim, outcome, self._complete
+                    )
             finally:
                 del self._held[task.id]
                 TASKS_IN_PROGRESS.dec()
@@ -249,20 +269,25 @@ class Worker:
         sent_span = trace.get_current_span(sent).get_span_context()
         queue = self._broker.topology.queue
         return tracer.start_span(
-            f"process {queue}", kind=SpanKind.CONSUMER, start_time=received,
+            f"process {queue}",
+            kind=SpanKind.CONSUMER,
+            start_time=received,
             context=sent if own else context_of(claim.trace_context),
             links=[] if own or not sent_span.is_valid else [trace.Link(sent_span)],
-            attributes={**messaging_attributes("process", queue, str(claim.task.id)),
-                        "conveyor.task.kind": claim.task.kind,
-                        "conveyor.task.attempt": claim.attempt},
+            attributes={
+                **messaging_attributes("process", queue, str(claim.task.id)),
+                "conveyor.task.kind": claim.task.kind,
+                "conveyor.task.attempt": claim.attempt,
+            },
         )
 
     async def _run(self, held: Held) -> Outcome:
         task = held.claim.task
         started = time.monotonic()
         with tracer.start_as_current_span(f"run {task.kind}") as span:
-            outcome = await run_attempt(held, self._kinds.get(task.kind),
-                                        self._settings.default_timeout_seconds)
+            outcome = await run_attempt(
+                held, self._kinds.get(task.kind), self._settings.default_timeout_seconds
+            )
             if outcome.error is not None:
                 span.set_status(StatusCode.ERROR, outcome.error)
         ATTEMPT_DURATION.labels(task.kind).observe(time.monotonic() - started)

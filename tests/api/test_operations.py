@@ -16,8 +16,13 @@ async def test_health(api: httpx.AsyncClient) -> None:
 
 async def test_openapi_and_docs(api: httpx.AsyncClient) -> None:
     spec = (await api.get("/openapi.json")).json()
-    assert {"/api/v1/tasks", "/api/v1/tasks/{task_id}", "/api/v1/tasks/{task_id}/status",
-            "/health/live", "/health/ready"} <= set(spec["paths"])
+    assert {
+        "/api/v1/tasks",
+        "/api/v1/tasks/{task_id}",
+        "/api/v1/tasks/{task_id}/status",
+        "/health/live",
+        "/health/ready",
+    } <= set(spec["paths"])
     assert (await api.get("/docs")).status_code == 200
 
 
@@ -32,8 +37,9 @@ async def test_unknown_routes_and_methods_answer_problems(api: httpx.AsyncClient
 
 async def test_postgresql_unreachable_answers_503_with_retry_after(settings: Settings) -> None:
     # Nothing listens on this port: the database is unreachable, not broken.
-    away = settings.model_copy(update={
-        "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/conveyor"})
+    away = settings.model_copy(
+        update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/conveyor"}
+    )
     async with running_api(away, ready=False) as api:
         for response in [
             await api.post("/api/v1/tasks", json={"title": "t"}),

@@ -102,11 +102,14 @@ async def test_a_cursor_walk_sees_each_task_once_while_new_tasks_arrive(
     assert set(seen) - before <= new
 
 
-@pytest.mark.parametrize(("query", "loc"), [
-    ({"created_after": "0001-01-01T00:00:00+01:00"}, ["query", "created_after"]),
-    ({"created_before": "9999-12-31T23:59:00-01:00"}, ["query", "created_before"]),
-    ({"cursor": encode_cursor_at("0001-01-01T00:00:00+01:00")}, ["query", "cursor"]),
-])
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ({"created_after": "0001-01-01T00:00:00+01:00"}, ["query", "created_after"]),
+        ({"created_before": "9999-12-31T23:59:00-01:00"}, ["query", "created_before"]),
+        ({"cursor": encode_cursor_at("0001-01-01T00:00:00+01:00")}, ["query", "cursor"]),
+    ],
+)
 async def test_times_that_leave_the_calendar_in_utc_get_422(
     api: httpx.AsyncClient, query: dict[str, str], loc: list[str]
 ) -> None:

@@ -7,8 +7,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import count_tasks
 from tests.support.services import submit, wait_for
+
+
+async def count_tasks(api: httpx.AsyncClient) -> int:
+    response = await api.get("/api/v1/tasks", params={"limit": 100})
+    return len(response.json()["items"])
 
 
 async def test_submit_stores_the_task_with_defaults(api: httpx.AsyncClient) -> None:
@@ -18,10 +22,23 @@ async def test_submit_stores_the_task_with_defaults(api: httpx.AsyncClient) -> N
     assert response.headers["location"] == f"/api/v1/tasks/{task['id']}"
     assert task["status"] in {"NEW", "PENDING"}
     assert task | {"id": None, "status": None, "created_at": None, "updated_at": None} == {
-        "id": None, "title": "hello", "description": "", "priority": "MEDIUM", "status": None,
-        "kind": "demo", "payload": {}, "result": None, "error": None, "attempts": 0,
-        "max_attempts": 3, "timeout_seconds": None, "created_at": None, "updated_at": None,
-        "scheduled_at": None, "started_at": None, "finished_at": None,
+        "id": None,
+        "title": "hello",
+        "description": "",
+        "priority": "MEDIUM",
+        "status": None,
+        "kind": "demo",
+        "payload": {},
+        "result": None,
+        "error": None,
+        "attempts": 0,
+        "max_attempts": 3,
+        "timeout_seconds": None,
+        "created_at": None,
+        "updated_at": None,
+        "scheduled_at": None,
+        "started_at": None,
+        "finished_at": None,
         "cancel_requested": False,
     }
     assert task["created_at"].endswith("Z")
@@ -74,24 +91,27 @@ async def test_bad_bodies_get_422_naming_the_field_and_store_nothing(
 
 
 async def test_malformed_json_gets_422_and_stores_nothing(api: httpx.AsyncClient) -> None:
-    response = await api.post("/api/v1/tasks", content=b"{not json",
-                              headers={"content-type": "application/json"})
+    response = await api.post(
+        "/api/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert await count_tasks(api) == 0
 
 
 async def test_a_payload_over_64_kib_gets_413_naming_payload(api: httpx.AsyncClient) -> None:
-    response = await api.post("/api/v1/tasks",
-                              json={"title": "t", "payload": {"blob": "x" * 70_000}})
+    response = await api.post(
+        "/api/v1/tasks", json={"title": "t", "payload": {"blob": "x" * 70_000}}
+    )
     assert response.status_code == 413
     assert response.json()["errors"][0]["loc"] == ["body", "payload"]
     assert await count_tasks(api) == 0
 
 
 async def test_a_body_over_the_request_limit_gets_413(api: httpx.AsyncClient) -> None:
-    response = await api.post("/api/v1/tasks", content=b"x" * 1_100_000,
-                              headers={"content-type": "application/json"})
+    response = await api.post(
+        "/api/v1/tasks", content=b"x" * 1_100_000, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
     assert await count_tasks(api) == 0
@@ -102,8 +122,9 @@ async def test_a_streamed_body_over_the_limit_gets_413(api: httpx.AsyncClient) -
         for _ in range(20):
             yield b"x" * 100_000
 
-    response = await api.post("/api/v1/tasks", content=chunks(),
-                              headers={"content-type": "application/json"})
+    response = await api.post(
+        "/api/v1/tasks", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert await count_tasks(api) == 0
 
@@ -120,8 +141,9 @@ async def test_a_repeated_idempotency_key_returns_the_same_task(api: httpx.Async
 
 async def test_an_idempotency_key_with_another_body_is_409(api: httpx.AsyncClient) -> None:
     await api.post("/api/v1/tasks", json={"title": "a"}, headers={"Idempotency-Key": "k-2"})
-    response = await api.post("/api/v1/tasks", json={"title": "b"},
-                              headers={"Idempotency-Key": "k-2"})
+    response = await api.post(
+        "/api/v1/tasks", json={"title": "b"}, headers={"Idempotency-Key": "k-2"}
+    )
     assert response.status_code == 409
     assert response.headers["content-type"] == "application/problem+json"
     assert await count_tasks(api) == 1
@@ -129,25 +151,30 @@ async def test_an_idempotency_key_with_another_body_is_409(api: httpx.AsyncClien
 
 @pytest.mark.parametrize("key", ["", "k" * 201])
 async def test_an_idempotency_key_out_of_range_is_422(api: httpx.AsyncClient, key: str) -> None:
-    response = await api.post("/api/v1/tasks", json={"title": "a"},
-                              headers={"Idempotency-Key": key})
+    response = await api.post(
+        "/api/v1/tasks", json={"title": "a"}, headers={"Idempotency-Key": key}
+    )
     assert response.status_code == 422
     assert ["header", "idempotency-key"] in [e["loc"] for e in response.json()["errors"]]
     assert await count_tasks(api) == 0
 
 
-@pytest.mark.parametrize(("body", "loc"), [
-    ('{"title": "a\\u0000b"}', ["body", "title"]),
-    ('{"title": "t", "payload": {"k\\u0000": 1}}', ["body", "payload"]),
-    ('{"title": "t", "payload": {"k": ["\\u0000"]}}', ["body", "payload"]),
-    ('{"title": "t", "payload": {"k": NaN}}', ["body", "payload"]),
-    ('{"title": "t", "payload": {"k": -Infinity}}', ["body", "payload"]),
-])
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ('{"title": "a\\u0000b"}', ["body", "title"]),
+        ('{"title": "t", "payload": {"k\\u0000": 1}}', ["body", "payload"]),
+        ('{"title": "t", "payload": {"k": ["\\u0000"]}}', ["body", "payload"]),
+        ('{"title": "t", "payload": {"k": NaN}}', ["body", "payload"]),
+        ('{"title": "t", "payload": {"k": -Infinity}}', ["body", "payload"]),
+    ],
+)
 async def test_what_postgresql_cannot_keep_gets_422_naming_the_field(
     api: httpx.AsyncClient, body: str, loc: list[str]
 ) -> None:
-    response = await api.post("/api/v1/tasks", content=body,
-                              headers={"Content-Type": "application/json"})
+    response = await api.post(
+        "/api/v1/tasks", content=body, headers={"Content-Type": "application/json"}
+    )
 
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"][:2] == loc
@@ -162,8 +189,9 @@ async def test_a_kind_filter_with_a_nul_gets_422(api: httpx.AsyncClient) -> None
 
 
 async def test_a_schedule_past_the_calendar_in_utc_gets_422(api: httpx.AsyncClient) -> None:
-    response = await api.post("/api/v1/tasks", json={
-        "title": "t", "scheduled_at": "9999-12-31T23:59:00-01:00"})
+    response = await api.post(
+        "/api/v1/tasks", json={"title": "t", "scheduled_at": "9999-12-31T23:59:00-01:00"}
+    )
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"] == ["body", "scheduled_at"]

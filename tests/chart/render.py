@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import CI
+from tests.support.env import CI
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "conveyor"
@@ -32,8 +32,17 @@ def need(what: str, ok: bool) -> None:
         (pytest.fail if CI else pytest.skip)(f"{what} is missing")
 
 
+@cache
 def helm() -> str:
-    found = shutil.which("helm") or str(Path(sys.executable).with_name("helm"))
+    """helm 3; installed beside this Python by .ci/install-helm the first time it is missing."""
+    beside = Path(sys.executable).with_name("helm")
+    found = shutil.which("helm") or str(beside)
+    if not Path(found).exists():
+        subprocess.run(
+            [str(ROOT / ".ci" / "install-helm"), str(beside.parent)],
+            check=False,
+            env={**os.environ, "PATH": f"{beside.parent}:{os.environ['PATH']}"},
+        )
     need("helm (.ci/install-helm installs it)", Path(found).exists())
     return found
 
@@ -73,6 +82,7 @@ def pod_specs(manifests: list[Manifest]) -> list[tuple[str, dict[str, Any]]]:
 
 
 # --- CRD schemas, converted as `kubectl --validate=strict` reads them ----------------------
+
 
 def _strict(schema: Any) -> Any:
     if isinstance(schema, list):

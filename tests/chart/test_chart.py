@@ -31,8 +31,9 @@ OWN_GROUPS = ("conveyor.dev/", "kopf.dev/")
 
 
 def test_helm_lint_strict() -> None:
-    done = subprocess.run([helm(), "lint", "--strict", str(CHART)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [helm(), "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -44,15 +45,22 @@ def test_a_worker_whose_loops_keep_failing_is_restarted() -> None:
 
 
 def test_the_hardening_settings_reach_every_process() -> None:
-    config = one(render(**{"api.tenantMaxRequests": "6", "config.tenantMaxRunning": "20"}),
-                 "ConfigMap", "-config")["data"]
+    config = one(
+        render(**{"api.tenantMaxRequests": "6", "config.tenantMaxRunning": "20"}),
+        "ConfigMap",
+        "-config",
+    )["data"]
     assert config["CONVEYOR_TENANT_MAX_REQUESTS"] == "6"
     assert config["CONVEYOR_TENANT_MAX_RUNNING"] == "20"
     assert config["CONVEYOR_HTTP_READ_TIMEOUT_SECONDS"] == "10"
     assert config["CONVEYOR_HTTP_MAX_CONNECTIONS"] == "1000"
     assert config["CONVEYOR_DEFAULT_TIMEOUT_SECONDS"] == "3600"
-    done = subprocess.run([helm(), "template", "x", str(CHART), "--set", "api.tenantMaxRequests=0"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [helm(), "template", "x", str(CHART), "--set", "api.tenantMaxRequests=0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0 and "tenantMaxRequests" in done.stderr
 
 
@@ -73,8 +81,12 @@ def test_every_values_file_renders_valid_objects(values: Path | None) -> None:
 
 
 def test_bad_values_are_refused_by_the_schema() -> None:
-    done = subprocess.run([helm(), "template", "x", str(CHART), "--set", "worker.concurrency=0"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [helm(), "template", "x", str(CHART), "--set", "worker.concurrency=0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0 and "concurrency" in done.stderr
 
 
@@ -86,10 +98,12 @@ def test_the_migration_is_a_hook_that_every_upgrade_runs_again() -> None:
     assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
     # Its Secret is a hook too, made before it: the release's own Secret does not exist yet.
     secret_name = job["spec"]["template"]["spec"]["containers"][0]["env"][1]["valueFrom"][
-        "secretKeyRef"]["name"]
+        "secretKeyRef"
+    ]["name"]
     secret = next(m for m in by_kind(manifests, "Secret") if m["metadata"]["name"] == secret_name)
     assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
-        annotations["helm.sh/hook-weight"])
+        annotations["helm.sh/hook-weight"]
+    )
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
 
 
@@ -97,8 +111,11 @@ def test_gitops_runs_the_migration_as_a_plain_job() -> None:
     manifests = render(CHART / "ci" / "gitops-values.yaml")
     job = one(manifests, "Job")
     assert "annotations" not in job["metadata"]
-    assert all("helm.sh/hook" not in m["metadata"].get("annotations", {})
-               for m in manifests if m["kind"] != "Pod")
+    assert all(
+        "helm.sh/hook" not in m["metadata"].get("annotations", {})
+        for m in manifests
+        if m["kind"] != "Pod"
+    )
 
 
 def test_keda_owns_the_worker_count_and_counts_running_tasks() -> None:
@@ -154,8 +171,12 @@ def test_one_tag_for_every_image() -> None:
 
 
 def test_no_secret_in_a_configmap() -> None:
-    manifests = render(**{"database.url": "postgresql+asyncpg://u:hunter2@db/c",
-                          "broker.url": "amqp://u:hunter2@mq/"})
+    manifests = render(
+        **{
+            "database.url": "postgresql+asyncpg://u:hunter2@db/c",
+            "broker.url": "amqp://u:hunter2@mq/",
+        }
+    )
     for config in by_kind(manifests, "ConfigMap"):
         assert "hunter2" not in str(config["data"]), config["metadata"]["name"]
     secret = one(manifests, "Secret", "-secret")

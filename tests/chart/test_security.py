@@ -53,13 +53,28 @@ def test_helm_test_uses_its_own_seeded_key_of_a_tenant_of_its_own() -> None:
     manifests = render()
     secret = one(manifests, "Secret", "-auth")["stringData"]
     entries = json.loads(secret["keys.json"])
-    assert entries == [{"key": secret["helm-test-key"], "tenant": "helm-test",
-                        "scopes": ["submit", "read"], "name": "helm test"}]
+    assert entries == [
+        {
+            "key": secret["helm-test-key"],
+            "tenant": "helm-test",
+            "scopes": ["submit", "read"],
+            "name": "helm test",
+        }
+    ]
     assert parse_key(secret["helm-test-key"]) is not None
     pod = next(m for m in manifests if m["kind"] == "Pod")
     env = pod["spec"]["containers"][0]["env"]
-    assert env == [{"name": "CONVEYOR_API_KEY", "valueFrom": {"secretKeyRef": {
-        "name": one(manifests, "Secret", "-auth")["metadata"]["name"], "key": "helm-test-key"}}}]
+    assert env == [
+        {
+            "name": "CONVEYOR_API_KEY",
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": one(manifests, "Secret", "-auth")["metadata"]["name"],
+                    "key": "helm-test-key",
+                }
+            },
+        }
+    ]
 
 
 def test_an_existing_key_secret_replaces_the_charts() -> None:
@@ -90,8 +105,10 @@ def test_only_this_releases_pods_and_keda_reach_postgresql_and_rabbitmq() -> Non
     postgres = _store_policy(manifests, "postgresql")["podSelector"]
     assert postgres == {"matchLabels": {"app": "postgres"}}
     # The components let in are exactly those of the chart's pods that use the servers.
-    components = {m["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
-                  for m in by_kind(manifests, "Deployment") + by_kind(manifests, "Job")}
+    components = {
+        m["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        for m in by_kind(manifests, "Deployment") + by_kind(manifests, "Job")
+    }
     assert components == {"api", "worker", "operator", "migrate"}
 
 
@@ -99,11 +116,15 @@ def test_prometheus_and_helm_test_still_reach_an_api_fenced_to_the_ingress() -> 
     manifests = render(STORES)
     api = one(manifests, "NetworkPolicy", "-api")["spec"]
     peers = [peer for rule in api["ingress"] for peer in rule["from"]]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} \
-        in peers
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    } in peers
     test_pod = next(m for m in manifests if m["kind"] == "Pod")["metadata"]["labels"]
-    assert any(set(peer.get("podSelector", {}).get("matchLabels", {}).items())
-               <= set(test_pod.items()) for peer in peers if "podSelector" in peer)
+    assert any(
+        set(peer.get("podSelector", {}).get("matchLabels", {}).items()) <= set(test_pod.items())
+        for peer in peers
+        if "podSelector" in peer
+    )
     assert all(rule["from"] for rule in api["ingress"])  # an empty `from` would admit anyone
 
 
@@ -113,8 +134,16 @@ def test_no_helm_test_pod_that_could_not_authenticate() -> None:
 
 
 def test_seed_keys_and_an_existing_secret_exclude_each_other() -> None:
-    args = [helm(), "template", "conveyor", str(CHART), "--values", str(SEED),
-            "--set", "auth.existingSecret=conveyor-api-keys"]
+    args = [
+        helm(),
+        "template",
+        "conveyor",
+        str(CHART),
+        "--values",
+        str(SEED),
+        "--set",
+        "auth.existingSecret=conveyor-api-keys",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "exclude each other" in done.stderr

@@ -20,7 +20,7 @@ import pytest
 from services.core.db.migrate import upgrade
 from services.core.db.schema import ensure_database
 from services.core.settings import Settings
-from tests.conftest import AMQP_URL, make_settings, unreachable
+from tests.support.env import AMQP_URL, make_settings, unreachable
 from tests.support.postgres import PrivatePostgres, postgres_available
 from tests.support.processes import start_worker_process, worker_log
 from tests.support.rabbit import PrivateRabbit, rabbitmq_available
@@ -108,8 +108,10 @@ class Drill:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                response = await self.api.post("/api/v1/tasks", json={
-                    "title": "drill", "kind": "sleep", "payload": {"seconds": 0.2}})
+                response = await self.api.post(
+                    "/api/v1/tasks",
+                    json={"title": "drill", "kind": "sleep", "payload": {"seconds": 0.2}},
+                )
                 self.answers[response.status_code] += 1
                 if response.status_code == 201:
                     self.accepted.append(response.json()["id"])
@@ -140,7 +142,9 @@ class Drill:
             rows = await connection.fetch(
                 "SELECT status, queued_at IS NOT NULL AS queued, attempts, count(*) FROM tasks "
                 "WHERE id = ANY($1::uuid[]) AND status NOT IN ('COMPLETED', 'FAILED', "
-                "'CANCELLED') GROUP BY 1, 2, 3", self.accepted)
+                "'CANCELLED') GROUP BY 1, 2, 3",
+                self.accepted,
+            )
         finally:
             await connection.close()
         return str([dict(r) for r in rows])
@@ -149,11 +153,15 @@ class Drill:
         connection = await asyncpg.connect(self.database_url.replace("+asyncpg", ""))
         try:
             ids = self.accepted
-            statuses = dict(await connection.fetch(
-                "SELECT status, count(*) FROM tasks WHERE id = ANY($1::uuid[]) GROUP BY 1", ids))
+            statuses = dict(
+                await connection.fetch(
+                    "SELECT status, count(*) FROM tasks WHERE id = ANY($1::uuid[]) GROUP BY 1", ids
+                )
+            )
             doubled = await connection.fetchval(
                 "SELECT count(*) FROM (SELECT task_id FROM completions "
-                "GROUP BY task_id HAVING count(*) > 1) AS twice")
+                "GROUP BY task_id HAVING count(*) > 1) AS twice"
+            )
         finally:
             await connection.close()
         finished = sum(statuses.get(s, 0) for s in TERMINAL)
@@ -164,8 +172,9 @@ class Drill:
             "lost": len(ids) - sum(statuses.values()),
             "doubly_completed": int(doubled),
             "answered_503": self.answers[503],
-            "answered_5xx_other": sum(n for code, n in self.answers.items()
-                                      if code >= 500 and code != 503),
+            "answered_5xx_other": sum(
+                n for code, n in self.answers.items() if code >= 500 and code != 503
+            ),
         }
 
 
@@ -177,9 +186,16 @@ async def drill(
     url = postgres.url("conveyor")
     await _execute(url, "TRUNCATE tasks, completions")
     settings = make_settings(
-        url, f"{amqp_prefix}-drill", amqp_url=rabbit.url, lease_seconds=2.0,
-        heartbeat_seconds=0.3, lost_message_seconds=3.0, worker_concurrency=8,
-        drain_seconds=5.0, retry_base_seconds=0.1, retry_max_seconds=0.5,
+        url,
+        f"{amqp_prefix}-drill",
+        amqp_url=rabbit.url,
+        lease_seconds=2.0,
+        heartbeat_seconds=0.3,
+        lost_message_seconds=3.0,
+        worker_concurrency=8,
+        drain_seconds=5.0,
+        retry_base_seconds=0.1,
+        retry_max_seconds=0.5,
     )
     async with running_api(settings) as api:
         current = Drill(api, url, settings)

@@ -44,8 +44,9 @@ async def test_bursts_of_2000_finish_within_10_s_with_none_stranded_or_run_twice
 ) -> None:
     # The safety net that resends lost messages is out of reach: only the message
     # accounting itself can deliver every task in time.
-    settings = settings.model_copy(update={"lost_message_seconds": 600.0,
-                                           "recovery_interval_seconds": 600.0})
+    settings = settings.model_copy(
+        update={"lost_message_seconds": 600.0, "recovery_interval_seconds": 600.0}
+    )
     workers = [start_worker_process(settings) for _ in range(2)]
     database = await connect(settings.database_url)
     try:
@@ -55,12 +56,14 @@ async def test_bursts_of_2000_finish_within_10_s_with_none_stranded_or_run_twice
             for _ in range(BURSTS):
                 await _burst(api)
                 last_submit = time.monotonic()
-                while (left := await _unfinished(database)) and \
-                        time.monotonic() - last_submit < DONE_WITHIN:
+                while (
+                    left := await _unfinished(database)
+                ) and time.monotonic() - last_submit < DONE_WITHIN:
                     await asyncio.sleep(0.1)
                 late.append(left)
         attempts = await database.fetch(
-            "SELECT attempts, count(*) AS n FROM tasks GROUP BY attempts")
+            "SELECT attempts, count(*) AS n FROM tasks GROUP BY attempts"
+        )
     finally:
         await database.close()
         for worker in workers:
@@ -72,7 +75,9 @@ async def test_bursts_of_2000_finish_within_10_s_with_none_stranded_or_run_twice
 
 
 async def test_a_batched_completion_that_loses_a_deadlock_runs_again(
-    store: SqlTaskStore, settings: Settings, caplog: pytest.LogCaptureFixture,
+    store: SqlTaskStore,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Another client locks one row of the batch, then the other: whichever order the batch
     takes its locks in, one of the two rounds makes a cycle, and PostgreSQL aborts the
@@ -98,7 +103,8 @@ async def _complete_beside_a_crossing_lock(
         await transaction.start()
         await other.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", held[0])
         completing = asyncio.create_task(
-            store.complete_many([(task_id, attempt, {}) for task_id, attempt in claims]))
+            store.complete_many([(task_id, attempt, {}) for task_id, attempt in claims])
+        )
         await until_a_lock_waiter(other)
         await other.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", then[0])
         await transaction.commit()

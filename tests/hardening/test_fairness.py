@@ -94,11 +94,16 @@ async def test_another_tenants_noop_starts_within_2_s_behind_a_full_backlog(
     as soon as a slot frees (the bound has a second of margin; priority alone gave 18 s)."""
     async with running_api(settings), running_worker(settings), running_worker(settings):
         for _ in range(100):
-            await store.create(NewTask(title="b's", kind="sleep", priority=Priority.HIGH,
-                                       payload={"seconds": 1.0}), tenant="b")
+            await store.create(
+                NewTask(
+                    title="b's", kind="sleep", priority=Priority.HIGH, payload={"seconds": 1.0}
+                ),
+                tenant="b",
+            )
         await _until_running(store, 8)
-        task, _ = await store.create(NewTask(title="a's", kind="noop", priority=Priority.LOW),
-                                     tenant="a")
+        task, _ = await store.create(
+            NewTask(title="a's", kind="noop", priority=Priority.LOW), tenant="a"
+        )
         done = await _until_done(store, task.id, "a")
         waiting = await _ready(store)
     assert done.started_at is not None
@@ -133,23 +138,27 @@ async def test_the_running_cap_holds_across_workers_and_every_capped_task_still_
     """Two workers with 8 free slots, tenant B capped at 2: B never runs more than 2 at once,
     and B's tasks whose tickets came while B was at the cap are sent again and run."""
     # The lost-message safety net is set beyond the deadline: every message must count.
-    settings = settings.model_copy(update={"tenant_max_running": 2,
-                                           "lost_message_seconds": 300})
+    settings = settings.model_copy(update={"tenant_max_running": 2, "lost_message_seconds": 300})
     database = await connect(settings.database_url)
     try:
         async with running_api(settings), running_worker(settings), running_worker(settings):
             for _ in range(12):
-                await store.create(NewTask(title="b", kind="sleep", payload={"seconds": 0.3}),
-                                   tenant="b")
+                await store.create(
+                    NewTask(title="b", kind="sleep", payload={"seconds": 0.3}), tenant="b"
+                )
             for _ in range(4):
                 await store.create(NewTask(title="a", kind="noop"), tenant="a")
             most, deadline = 0, time.monotonic() + 30
-            while await database.fetchval(
-                    "SELECT count(*) FROM tasks WHERE status <> 'COMPLETED'"):
+            while await database.fetchval("SELECT count(*) FROM tasks WHERE status <> 'COMPLETED'"):
                 assert time.monotonic() < deadline, await database.fetch(
-                    "SELECT tenant, status, queued_at FROM tasks WHERE status <> 'COMPLETED'")
-                most = max(most, await database.fetchval(
-                    "SELECT count(*) FROM tasks WHERE tenant = 'b' AND status = 'IN_PROGRESS'"))
+                    "SELECT tenant, status, queued_at FROM tasks WHERE status <> 'COMPLETED'"
+                )
+                most = max(
+                    most,
+                    await database.fetchval(
+                        "SELECT count(*) FROM tasks WHERE tenant = 'b' AND status = 'IN_PROGRESS'"
+                    ),
+                )
                 await asyncio.sleep(0.01)
     finally:
         await database.close()
@@ -174,4 +183,3 @@ async def test_a_demo_kind_refuses_to_sleep_longer_than_its_cap(settings: Settin
     assert done["status"] == "FAILED"
     assert done["attempts"] == 1, "a bad argument is not worth a retry"
     assert "payload.seconds" in done["error"], done["error"]
-

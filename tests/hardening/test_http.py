@@ -14,8 +14,8 @@ from http.client import HTTPConnection, HTTPResponse
 
 import pytest
 
-from tests.conftest import make_settings
 from tests.support.database import connect, until_a_lock_waiter
+from tests.support.env import make_settings
 from tests.support.processes import start_process, wait_until_ready
 from tests.support.services import free_port
 
@@ -30,9 +30,14 @@ HALF_HEADERS = b"GET /health/live HTTP/1.1\r\nHost: conveyor\r\nX-Slow: "
 def address(database_url: str, amqp_prefix: str) -> Iterator[tuple[str, int]]:
     """`conveyor api` in its own process, with a short read timeout and a small bound."""
     port = free_port()
-    api = make_settings(database_url, amqp_prefix, api_port=port, api_run_relay=False,
-                        http_read_timeout_seconds=READ_TIMEOUT,
-                        http_max_connections=MAX_CONNECTIONS)
+    api = make_settings(
+        database_url,
+        amqp_prefix,
+        api_port=port,
+        api_run_relay=False,
+        http_read_timeout_seconds=READ_TIMEOUT,
+        http_max_connections=MAX_CONNECTIONS,
+    )
     process = start_process(api, "api")
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process)
@@ -97,22 +102,22 @@ def status(address: tuple[str, int], path: str) -> int:
         connection.close()
 
 
-def test_a_connection_that_stops_sending_its_headers_is_closed(
-        address: tuple[str, int]) -> None:
+def test_a_connection_that_stops_sending_its_headers_is_closed(address: tuple[str, int]) -> None:
     with slow_connections(address, 1) as (sock,):
         assert closed_by_server(sock)
 
 
 def test_a_connection_that_stops_sending_its_body_is_closed(address: tuple[str, int]) -> None:
-    head = (b"POST /api/v1/tasks HTTP/1.1\r\nHost: conveyor\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+    head = (
+        b"POST /api/v1/tasks HTTP/1.1\r\nHost: conveyor\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
     with socket.create_connection(address, timeout=5) as sock:
         sock.sendall(head + b'{"title": ')
         assert closed_by_server(sock)
 
 
-def test_requests_are_answered_while_slow_connections_are_open(
-        address: tuple[str, int]) -> None:
+def test_requests_are_answered_while_slow_connections_are_open(address: tuple[str, int]) -> None:
     with slow_connections(address, 15) as slow:
         assert status(address, "/health/live") == 200
         # Answered while every slow one was still open, and then the server cut them all.
@@ -121,7 +126,8 @@ def test_requests_are_answered_while_slow_connections_are_open(
 
 
 async def test_an_answer_slower_than_the_read_timeout_is_not_cut(
-        address: tuple[str, int], database_url: str) -> None:
+    address: tuple[str, int], database_url: str
+) -> None:
     # The list waits on a lock held here: the app, not the client, is slow.
     holder = await connect(database_url)
     try:
@@ -136,7 +142,8 @@ async def test_an_answer_slower_than_the_read_timeout_is_not_cut(
 
 
 def test_requests_past_the_connection_bound_get_503_with_retry_after_but_probes_do_not(
-        address: tuple[str, int]) -> None:
+    address: tuple[str, int],
+) -> None:
     connections = [HTTPConnection(*address, timeout=5) for _ in range(MAX_CONNECTIONS + 2)]
     try:
         # Each one answered and kept alive, so the server holds them all open.

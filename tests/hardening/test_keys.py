@@ -25,18 +25,27 @@ LOOKUP_LIMIT = "20/second"
 @pytest.fixture
 def keyed(settings: Settings) -> Settings:
     """Keys on, a small lookup limit, a short cache; no rate limit or tenant cap in the way."""
-    return settings.model_copy(update={
-        "auth_enabled": True, "auth_cache_seconds": CACHE_SECONDS,
-        "auth_lookup_limit": LOOKUP_LIMIT, "rate_limit": "", "tenant_max_requests": 1000,
-        "api_run_relay": False})
+    return settings.model_copy(
+        update={
+            "auth_enabled": True,
+            "auth_cache_seconds": CACHE_SECONDS,
+            "auth_lookup_limit": LOOKUP_LIMIT,
+            "rate_limit": "",
+            "tenant_max_requests": 1000,
+            "api_run_relay": False,
+        }
+    )
 
 
 @pytest.fixture
 async def api(keyed: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real API, and a client that may open as many connections as a test sends."""
-    async with running_api(keyed) as started, httpx.AsyncClient(
-            base_url=started.base_url, timeout=30,
-            limits=httpx.Limits(max_connections=300)) as client:
+    async with (
+        running_api(keyed) as started,
+        httpx.AsyncClient(
+            base_url=started.base_url, timeout=30, limits=httpx.Limits(max_connections=300)
+        ) as client,
+    ):
         yield client
 
 
@@ -56,11 +65,14 @@ async def test_parallel_creations_stop_at_the_tenants_limit(
         await keys.create("alice", parse_scopes("read"))
     await keys.revoke((await keys.create("alice", parse_scopes("read")))[1].id)
 
-    made = await asyncio.gather(*[
-        api.post("/api/v1/keys", json={"scopes": ["read"]}, headers=_bearer(admin))
-        for _ in range(60)])
+    made = await asyncio.gather(
+        *[
+            api.post("/api/v1/keys", json={"scopes": ["read"]}, headers=_bearer(admin))
+            for _ in range(60)
+        ]
+    )
 
-    in_use = [k for k in await keys.list("alice") if k.revoked_at is None]
+    in_use = [k for k in await keys.of_tenant("alice") if k.revoked_at is None]
     assert len(in_use) == keyed.max_keys_per_tenant
     assert Counter(m.status_code for m in made) == {201: 5, 409: 55}
 
@@ -70,8 +82,9 @@ async def test_concurrent_first_uses_of_a_few_keys_are_all_answered(
 ) -> None:
     made = [(await keys.create(f"team-{n}", parse_scopes("read")))[0] for n in range(5)]
 
-    answers = await asyncio.gather(*[
-        api.get("/api/v1/tasks?limit=1", headers=_bearer(made[n % 5])) for n in range(250)])
+    answers = await asyncio.gather(
+        *[api.get("/api/v1/tasks?limit=1", headers=_bearer(made[n % 5])) for n in range(250)]
+    )
 
     assert Counter(a.status_code for a in answers) == {200: 250}
 
@@ -127,8 +140,9 @@ async def test_a_key_revoked_in_the_database_is_refused_within_the_cache_time_un
         revoked = time.monotonic()
         while time.monotonic() < revoked + 3 * CACHE_SECONDS:
             started = time.monotonic() - revoked
-            answers.append((started, (await api.get("/api/v1/tasks",
-                                                    headers=_bearer(key))).status_code))
+            answers.append(
+                (started, (await api.get("/api/v1/tasks", headers=_bearer(key))).status_code)
+            )
 
     await _flooded(api, revoke_while_in_use)
 

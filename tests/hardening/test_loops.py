@@ -81,8 +81,7 @@ async def test_a_pass_that_raises_is_counted_backed_off_and_reported_until_one_w
         await supervisor.run("relay", step, pause, back_off=back_off)
     assert _errors("relay") - before == 3
     # Backing off, doubling, where no kick cuts it short; then the rest the pass asked.
-    assert pauses == [("back off", 0.02), ("back off", 0.04), ("back off", 0.08),
-                      ("rest", 0.01)]
+    assert pauses == [("back off", 0.02), ("back off", 0.04), ("back off", 0.08), ("rest", 0.01)]
     # Named as failing once its last three passes failed, and no longer after one worked.
     assert failing_seen == [[], [], [], ["relay"], []]
 
@@ -179,8 +178,10 @@ async def test_a_relay_that_keeps_failing_makes_the_api_unready_naming_it(
     _failing_first(monkeypatch, Relay, "relay_once", 10**9)
     async with running_api(settings, ready=False) as api:
         # 503 comes first for the schema check of the starting API; wait for the relay's.
-        response = await _until(lambda: api.get("/health/ready"),
-                                lambda r: "failing: relay" in r.json().get("detail", ""))
+        response = await _until(
+            lambda: api.get("/health/ready"),
+            lambda r: "failing: relay" in r.json().get("detail", ""),
+        )
     assert response.status_code == 503
     assert response.headers["retry-after"]
 
@@ -196,8 +197,9 @@ async def test_a_worker_whose_consumer_keeps_failing_is_not_live(
     async with open_worker(settings, supervisor) as worker:
         working = asyncio.create_task(worker.run())
         try:
-            _, body = await _until(lambda: asyncio.to_thread(_status, url),
-                                        lambda answer: answer[0] == 503)
+            _, body = await _until(
+                lambda: asyncio.to_thread(_status, url), lambda answer: answer[0] == 503
+            )
         finally:
             worker.stop()
             await working
@@ -212,8 +214,9 @@ def _status(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-async def _until(ask: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
-                 within: float = 15) -> Any:
+async def _until(
+    ask: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], within: float = 15
+) -> Any:
     deadline = asyncio.get_running_loop().time() + within
     while not done(answer := await ask()):
         assert asyncio.get_running_loop().time() < deadline, f"still {answer!r}"

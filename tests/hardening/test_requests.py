@@ -15,17 +15,10 @@ import sqlalchemy as sa
 
 from services.core.db.engine import create_engine
 from services.core.settings import Settings
-from tests.support.services import running_api, submit
+from tests.support.services import submit
 
 PAGE_BYTES = 1024 * 1024
 SMALL_ANSWER = 20_000
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real API on a free port, with no worker: tasks stay queued."""
-    async with running_api(settings) as client:
-        yield client
 
 
 @pytest.fixture
@@ -35,8 +28,9 @@ async def rows(settings: Settings) -> AsyncIterator[Callable[[], Awaitable[int]]
 
     async def count() -> int:
         async with engine.connect() as connection:
-            return int((await connection.execute(sa.text("SELECT count(*) FROM tasks")))
-                       .scalar_one())
+            return int(
+                (await connection.execute(sa.text("SELECT count(*) FROM tasks"))).scalar_one()
+            )
 
     yield count
     await engine.dispose()
@@ -53,10 +47,16 @@ def locs(response: httpx.Response) -> list[list[Any]]:
 
 # --- 1/2: times PostgreSQL would keep as infinity ---------------------------------------
 
-@pytest.mark.parametrize("moment", [
-    "9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00Z",
-    "9999-12-30T23:59:59.000001Z", "0001-01-01T23:59:59.999999Z",
-])
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "9999-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-30T23:59:59.000001Z",
+        "0001-01-01T23:59:59.999999Z",
+    ],
+)
 async def test_a_schedule_at_the_ends_of_time_gets_422_and_stores_nothing(
     api: httpx.AsyncClient, rows: Callable[[], Awaitable[int]], moment: str
 ) -> None:
@@ -80,12 +80,15 @@ async def test_a_schedule_just_inside_the_range_is_kept_and_read_back(
     assert listed.status_code == 200 and len(listed.json()["items"]) == 1
 
 
-@pytest.mark.parametrize(("query", "loc"), [
-    ({"created_after": "0001-01-01T00:00:00Z"}, ["query", "created_after"]),
-    ({"created_before": "9999-12-31T23:59:59.999999Z"}, ["query", "created_before"]),
-    ({"cursor": cursor_at("9999-12-31T23:59:59.999999+00:00")}, ["query", "cursor"]),
-    ({"cursor": cursor_at("0001-01-01T00:00:00+00:00")}, ["query", "cursor"]),
-])
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ({"created_after": "0001-01-01T00:00:00Z"}, ["query", "created_after"]),
+        ({"created_before": "9999-12-31T23:59:59.999999Z"}, ["query", "created_before"]),
+        ({"cursor": cursor_at("9999-12-31T23:59:59.999999+00:00")}, ["query", "cursor"]),
+        ({"cursor": cursor_at("0001-01-01T00:00:00+00:00")}, ["query", "cursor"]),
+    ],
+)
 async def test_list_times_at_the_ends_of_time_get_422_naming_the_field(
     api: httpx.AsyncClient, query: dict[str, str], loc: list[str]
 ) -> None:
@@ -96,6 +99,7 @@ async def test_list_times_at_the_ends_of_time_get_422_naming_the_field(
 
 
 # --- 12: a timeout that ends at once, and numbers posing as times -----------------------
+
 
 @pytest.mark.parametrize("seconds", [5e-324, 0.099])
 async def test_a_timeout_under_a_tenth_of_a_second_gets_422(
@@ -128,8 +132,13 @@ async def test_rfc_3339_times_with_an_offset_or_z_are_taken_and_documented(
     api: httpx.AsyncClient,
 ) -> None:
     task = await submit(api, scheduled_at="2999-12-01T10:00:00+02:00")
-    listed = await api.get("/api/v1/tasks", params={
-        "created_after": "2000-01-01T00:00:00Z", "created_before": "2999-01-01T00:00:00-05:00"})
+    listed = await api.get(
+        "/api/v1/tasks",
+        params={
+            "created_after": "2000-01-01T00:00:00Z",
+            "created_before": "2999-01-01T00:00:00-05:00",
+        },
+    )
     document = (await api.get("/openapi.json")).json()
     parameters = document["paths"]["/api/v1/tasks"]["get"]["parameters"]
     scheduled = document["components"]["schemas"]["TaskCreate"]["properties"]["scheduled_at"]
@@ -142,11 +151,12 @@ async def test_rfc_3339_times_with_an_offset_or_z_are_taken_and_documented(
 
 # --- 3: bodies made to multiply errors --------------------------------------------------
 
+
 def _small_problem(response: httpx.Response, status: int, loc: list[str]) -> dict[str, Any]:
     assert response.status_code == status, response.text[:1000]
     assert len(response.content) < SMALL_ANSWER, len(response.content)
     problem: dict[str, Any] = response.json()
-    assert problem["errors"][0]["loc"][:len(loc)] == loc
+    assert problem["errors"][0]["loc"][: len(loc)] == loc
     assert len(problem["errors"]) <= 20
     return problem
 
@@ -161,8 +171,9 @@ async def test_a_payload_of_bad_items_gets_one_small_error_naming_payload(
     api: httpx.AsyncClient, rows: Callable[[], Awaitable[int]], count: int, status: int
 ) -> None:
     # 900 KB (over the payload limit, found first) and 63 KB: one error either way.
-    response = await api.post("/api/v1/tasks", content=_bad_items(count),
-                              headers={"Content-Type": "application/json"})
+    response = await api.post(
+        "/api/v1/tasks", content=_bad_items(count), headers={"Content-Type": "application/json"}
+    )
 
     problem = _small_problem(response, status, ["body", "payload"])
     assert len(problem["errors"]) == 1 and "more_errors" not in problem
@@ -178,15 +189,24 @@ async def test_a_body_of_900_kb_of_unknown_fields_gets_one_small_error(
 
     problem = _small_problem(response, 422, ["body"])
     assert problem["errors"] == [
-        {"loc": ["body"], "msg": "Value error, 90001 fields, of which at most 8 are known"}]
+        {"loc": ["body"], "msg": "Value error, 90001 fields, of which at most 8 are known"}
+    ]
     assert await rows() == 0
 
 
 async def test_errors_past_the_twentieth_are_counted_not_listed(
     api: httpx.AsyncClient, rows: Callable[[], Awaitable[int]]
 ) -> None:
-    wrong = {"title": "", "description": 1, "priority": "URGENT", "kind": "", "payload": [],
-             "max_attempts": 0, "timeout_seconds": 0, "scheduled_at": "soon"}
+    wrong = {
+        "title": "",
+        "description": 1,
+        "priority": "URGENT",
+        "kind": "",
+        "payload": [],
+        "max_attempts": 0,
+        "timeout_seconds": 0,
+        "scheduled_at": "soon",
+    }
     body = wrong | {f"unknown{n}": 0 for n in range(20)}
 
     response = await api.post("/api/v1/tasks", json=body)
@@ -234,14 +254,16 @@ async def test_a_lone_surrogate_gets_422_naming_the_field(
         ('{"title": ' + escaped + "}", ["body", "title"]),
         ('{"title": "t", "description": ' + escaped + "}", ["body", "description"]),
     ]:
-        response = await api.post("/api/v1/tasks", content=body,
-                                  headers={"Content-Type": "application/json"})
+        response = await api.post(
+            "/api/v1/tasks", content=body, headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 422, (body, response.text)
         assert locs(response) == [loc]
     assert await rows() == 0
 
 
 # --- 7: the payload's size in UTF-8 -----------------------------------------------------
+
 
 async def test_a_payload_of_36_kb_of_cjk_text_is_taken(api: httpx.AsyncClient) -> None:
     text = "漢字" * 6_000  # 36,000 bytes of UTF-8; 72,000 once escaped to ASCII
@@ -256,12 +278,12 @@ async def test_a_payload_of_36_kb_of_cjk_text_is_taken(api: httpx.AsyncClient) -
 
 # --- 4: pages bounded in bytes ----------------------------------------------------------
 
+
 async def test_a_page_stays_under_1_mib_and_a_walk_still_sees_every_task_once(
     api: httpx.AsyncClient,
 ) -> None:
     blob = "x" * 60_000
-    stored = {(await submit(api, kind="echo", payload={"blob": blob}))["id"]
-              for _ in range(40)}
+    stored = {(await submit(api, kind="echo", payload={"blob": blob}))["id"] for _ in range(40)}
     seen: list[str] = []
     sizes: list[int] = []
     cursor = None

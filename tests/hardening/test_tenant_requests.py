@@ -28,9 +28,15 @@ def keyed(settings: Settings) -> Settings:
     """Keys on and cached as in production, no rate limit in the way, no relay; a tenant
     holds at most half of the pool, as the default holds 8 of 10."""
     assert settings.database_pool_size == 4
-    return settings.model_copy(update={"auth_enabled": True, "auth_cache_seconds": 5.0,
-                                       "rate_limit": "", "api_run_relay": False,
-                                       "tenant_max_requests": 2})
+    return settings.model_copy(
+        update={
+            "auth_enabled": True,
+            "auth_cache_seconds": 5.0,
+            "rate_limit": "",
+            "api_run_relay": False,
+            "tenant_max_requests": 2,
+        }
+    )
 
 
 async def _heavy_tasks(store: SqlTaskStore, tenant: str) -> None:
@@ -42,9 +48,12 @@ async def _heavy_tasks(store: SqlTaskStore, tenant: str) -> None:
 
 def _client(api: httpx.AsyncClient, key: str) -> httpx.AsyncClient:
     """A client of its own, so that neither tenant waits for the other's connections."""
-    return httpx.AsyncClient(base_url=api.base_url, timeout=30,
-                             headers={"Authorization": f"Bearer {key}"},
-                             limits=httpx.Limits(max_connections=FLOOD + 10))
+    return httpx.AsyncClient(
+        base_url=api.base_url,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        limits=httpx.Limits(max_connections=FLOOD + 10),
+    )
 
 
 async def test_a_tenants_flood_does_not_hold_up_another_tenants_request(
@@ -54,8 +63,11 @@ async def test_a_tenants_flood_does_not_hold_up_another_tenants_request(
     alice_key, _ = await keys.create("alice", parse_scopes("read"))
     bob_key, _ = await keys.create("bob", parse_scopes("read"))
 
-    async with running_api(keyed) as api, _client(api, alice_key) as alice, \
-            _client(api, bob_key) as bob:
+    async with (
+        running_api(keyed) as api,
+        _client(api, alice_key) as alice,
+        _client(api, bob_key) as bob,
+    ):
         assert (await alice.get("/api/v1/tasks")).status_code == 200  # alice's key is cached
         flood = [asyncio.create_task(bob.get(HEAVY)) for _ in range(FLOOD)]
         await asyncio.wait(flood, return_when=asyncio.FIRST_COMPLETED)
@@ -79,8 +91,14 @@ async def test_a_full_database_pool_answers_503_with_retry_after_and_stores_noth
 ) -> None:
     """One connection, held by a listing that waits on a lock: the next request waits for
     the pool's time (5 s) and gets 503 + Retry-After, not 500; nothing it asked is stored."""
-    one = settings.model_copy(update={"database_pool_size": 1, "tenant_max_requests": 10,
-                                      "api_run_relay": False, "api_run_recovery": False})
+    one = settings.model_copy(
+        update={
+            "database_pool_size": 1,
+            "tenant_max_requests": 10,
+            "api_run_relay": False,
+            "api_run_recovery": False,
+        }
+    )
     async with running_api(one) as api:
         holder = await connect(one.database_url)
         try:
@@ -88,8 +106,9 @@ async def test_a_full_database_pool_answers_503_with_retry_after_and_stores_noth
                 await holder.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
                 listing = asyncio.create_task(api.get("/api/v1/tasks"))
                 await until_a_lock_waiter(holder)
-                refused = await api.post("/api/v1/tasks", json={"title": "waits for the pool"},
-                                         timeout=30)
+                refused = await api.post(
+                    "/api/v1/tasks", json={"title": "waits for the pool"}, timeout=30
+                )
             assert (await listing).status_code == 200
         finally:
             await holder.close()

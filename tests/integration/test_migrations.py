@@ -16,7 +16,7 @@ from services.core.db.engine import create_engine
 from services.core.db.migrate import alembic_config, downgrade, head_revision, upgrade
 from services.core.db.schema import SCHEMA_REVISION, current_revision
 from services.core.settings import Settings
-from tests.conftest import create_database, drop_database
+from tests.support.env import create_database, drop_database
 
 
 @contextlib.asynccontextmanager
@@ -65,33 +65,68 @@ async def _sql(url: str, statement: str) -> list[tuple[object, ...]]:
 
 
 async def test_tenants_keep_existing_tasks_and_come_out_again_cleanly() -> None:
-    insert = ("INSERT INTO tasks (id, title, priority, status, kind, idempotency_key{col}) "
-              "VALUES (gen_random_uuid(), '{title}', 2, 'NEW', 'demo', 'k'{val})")
+    insert = (
+        "INSERT INTO tasks (id, title, priority, status, kind, idempotency_key{col}) "
+        "VALUES (gen_random_uuid(), '{title}', 2, 'NEW', 'demo', 'k'{val})"
+    )
     async with _scratch_database("tenants") as url:
         await asyncio.to_thread(upgrade, url, "0002")
         await _sql(url, insert.format(col="", title="before", val=""))
         await asyncio.to_thread(upgrade, url, "0003")
         await _sql(url, insert.format(col=", tenant", title="other", val=", 'team-b'"))
         assert await _sql(url, "SELECT title, tenant FROM tasks ORDER BY title") == [
-            ("before", "default"), ("other", "team-b")]
+            ("before", "default"),
+            ("other", "team-b"),
+        ]
 
         await asyncio.to_thread(downgrade, url, "0002")
 
         assert await _sql(url, "SELECT title, idempotency_key FROM tasks ORDER BY title") == [
-            ("before", "k"), ("other", None)]
+            ("before", "k"),
+            ("other", None),
+        ]
 
 
 async def test_infinite_times_stored_before_are_brought_into_range_and_refused_after() -> None:
-    insert = ("INSERT INTO tasks (id, title, priority, status, kind, scheduled_at, available_at)"
-              " VALUES (gen_random_uuid(), '{title}', 2, 'PENDING', 'demo', '{at}', '{at}')")
+    insert = (
+        "INSERT INTO tasks (id, title, priority, status, kind, scheduled_at, available_at)"
+        " VALUES (gen_random_uuid(), '{title}', 2, 'PENDING', 'demo', '{at}', '{at}')"
+    )
     async with _scratch_database("finite") as url:
         await asyncio.to_thread(upgrade, url, "0003")
         await _sql(url, insert.format(title="late", at="infinity"))
         await _sql(url, insert.format(title="early", at="-infinity"))
         await asyncio.to_thread(upgrade, url, "0004")
-        rows = await _sql(url, "SELECT title, scheduled_at = available_at,"
-                               " extract(year FROM scheduled_at),"
-                               " scheduled_at = created_at FROM tasks ORDER BY title")
+        rows = await _sql(
+            url,
+            "SELECT title, scheduled_at = available_at,"
+            " extract(year FROM scheduled_at),"
+            " scheduled_at = created_at FROM tasks ORDER BY title",
+        )
         assert rows == [("early", True, rows[0][2], True), ("late", True, 9999, False)]
         with pytest.raises(asyncpg.CheckViolationError):
             await _sql(url, insert.format(title="again", at="infinity"))
+
+
+async def test_status_invariants_are_validated_on_upgrade_and_held_after() -> None:
+    insert = (
+        "INSERT INTO tasks (id, title, priority, status, kind, available_at, finished_at)"
+        " VALUES (gen_random_uuid(), '{title}', 2, '{status}', 'demo', now(), {finished})"
+    )
+    async with _scratch_database("invariants") as url:
+        await asyncio.to_thread(upgrade, url, "0004")
+        await _sql(url, insert.format(title="done", status="COMPLETED", finished="now()"))
+        await _sql(url, insert.format(title="bad", status="COMPLETED", finished="NULL"))
+        # A row that breaks one stops the upgrade, naming the constraint.
+        with pytest.raises(Exception, match="ck_tasks_finished_when_terminal"):
+            await asyncio.to_thread(upgrade, url, "0005")
+        await _sql(url, "DELETE FROM tasks WHERE title = 'bad'")
+        await asyncio.to_thread(upgrade, url, "0005")
+        for statement, constraint in [
+            ("UPDATE tasks SET status = 'PENDING'", "finished_when_terminal"),
+            ("UPDATE tasks SET lease_expires_at = now()", "lease_when_running"),
+            ("UPDATE tasks SET status = 'DONE', finished_at = NULL", "ck_tasks_status"),
+            ("UPDATE tasks SET attempts = -1", "attempts_counted"),
+        ]:
+            with pytest.raises(asyncpg.CheckViolationError, match=constraint):
+                await _sql(url, statement)

@@ -40,9 +40,12 @@ async def test_a_late_result_from_a_fenced_attempt_is_refused(
     await _queued(store)
     first = await _claim(store, "first")
     # The lease runs out and the task is claimed again (as recovery will do).
-    await execute(settings.database_url,
-                  "UPDATE tasks SET status = 'PENDING', queued_at = now() WHERE id = $1",
-                  first.task.id)
+    await execute(
+        settings.database_url,
+        "UPDATE tasks SET status = 'PENDING', queued_at = now(), lease_expires_at = NULL"
+        " WHERE id = $1",
+        first.task.id,
+    )
     second = await _claim(store, "second")
     assert second.attempt == first.attempt + 1
     assert await complete_one(store, first, {"from": "first"}) is None
@@ -100,8 +103,9 @@ async def test_a_heartbeat_renews_only_the_attempts_still_held(store: SqlTaskSto
     await _queued(store)
     a, b = await _claim(store), await _claim(store)
     await store.cancel(b.task.id)
-    beat = await store.heartbeat("w", [(a.task.id, a.attempt), (b.task.id, b.attempt),
-                                       (uuid.uuid4(), 1)], 30)
+    beat = await store.heartbeat(
+        "w", [(a.task.id, a.attempt), (b.task.id, b.attempt), (uuid.uuid4(), 1)], 30
+    )
     assert beat.held == {a.task.id, b.task.id}
     assert beat.cancel_requested == {b.task.id}
     stale = await store.heartbeat("w", [(a.task.id, a.attempt + 1)], 30)
@@ -130,8 +134,11 @@ async def test_recovery_requeues_cancels_or_fails_expired_leases(
     for claim in (requeue, cancel, exhausted):
         await expire_lease(settings.database_url, claim.task.id)
     recovered = {r.id: r.status for r in await recover(store)}
-    assert recovered == {requeue.task.id: Status.PENDING, cancel.task.id: Status.CANCELLED,
-                         exhausted.task.id: Status.FAILED}
+    assert recovered == {
+        requeue.task.id: Status.PENDING,
+        cancel.task.id: Status.CANCELLED,
+        exhausted.task.id: Status.FAILED,
+    }
     assert (await store.get(healthy.task.id)).status is Status.IN_PROGRESS
     requeued = await store.get(requeue.task.id)
     assert requeued.attempts == 1 and "lost" in (requeued.error or "")

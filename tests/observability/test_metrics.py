@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.core.settings import Settings
-from tests.conftest import CI
+from tests.support.env import CI
 from tests.support.processes import start_worker_process
 from tests.support.services import free_port, running_api, running_worker, submit, wait_for
 
@@ -29,7 +29,8 @@ async def _scrape(api: httpx.AsyncClient) -> Samples:
     text = (await api.get("/metrics")).text
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text) for sample in family.samples
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
     }
 
 
@@ -43,10 +44,19 @@ async def test_counters_move_by_exactly_the_workload(settings: Settings) -> None
     async with running_api(settings) as api:
         before = await _scrape(api)
         tasks = [await submit(api, kind="noop", priority="HIGH") for _ in range(3)]
-        tasks.append(await submit(api, kind="fail", priority="LOW",
-                                  payload={"message": "no", "retryable": False}))
-        tasks.append(await submit(api, kind="flaky", priority="MEDIUM",
-                                  payload={"key": uuid.uuid4().hex, "failures": 1}))
+        tasks.append(
+            await submit(
+                api, kind="fail", priority="LOW", payload={"message": "no", "retryable": False}
+            )
+        )
+        tasks.append(
+            await submit(
+                api,
+                kind="flaky",
+                priority="MEDIUM",
+                payload={"key": uuid.uuid4().hex, "failures": 1},
+            )
+        )
         # All queued before any worker runs, so each goes NEW -> PENDING -> IN_PROGRESS.
         for task in tasks:
             await wait_for(api, task["id"], {"PENDING"})
@@ -73,10 +83,19 @@ async def test_counters_move_by_exactly_the_workload(settings: Settings) -> None
     assert moved("conveyor_task_retries_total", kind="flaky") == 1
     assert moved("conveyor_task_attempt_duration_seconds_count", kind="noop") == 3
     assert moved("conveyor_task_queue_wait_seconds_count", priority="HIGH") == 3
-    assert moved("conveyor_http_requests_total", route="/api/v1/tasks", method="POST",
-                 status="201") == 6
-    assert moved("conveyor_http_requests_total", route="/api/v1/tasks/{task_id}",
-                 method="DELETE", status="200") == 1
+    assert (
+        moved("conveyor_http_requests_total", route="/api/v1/tasks", method="POST", status="201")
+        == 6
+    )
+    assert (
+        moved(
+            "conveyor_http_requests_total",
+            route="/api/v1/tasks/{task_id}",
+            method="DELETE",
+            status="200",
+        )
+        == 1
+    )
 
 
 async def test_queue_gauges_count_ready_and_running_tasks(settings: Settings) -> None:
@@ -95,8 +114,11 @@ def _used_names() -> set[str]:
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     rules = yaml.safe_load((CHART_FILES / "alerts.yaml").read_text())
     exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    return {re.sub(r"_(bucket|sum|count)$", "", name)
-            for expr in exprs for name in re.findall(r"\bconveyor_[a-z_]+", expr)}
+    return {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"\bconveyor_[a-z_]+", expr)
+    }
 
 
 async def test_every_metric_the_dashboard_and_alerts_use_is_exported(settings: Settings) -> None:
@@ -128,21 +150,28 @@ def _promtool() -> str:
 
 
 def test_promtool_accepts_the_alert_rules() -> None:
-    done = subprocess.run([_promtool(), "check", "rules", str(CHART_FILES / "alerts.yaml")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [_promtool(), "check", "rules", str(CHART_FILES / "alerts.yaml")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_promtool_accepts_every_dashboard_expression(tmp_path: Path) -> None:
     dashboard = json.loads((CHART_FILES / "dashboard.json").read_text())
     rules = [
-        {"record": f"dashboard:panel_{panel['id']}_{target['refId']}",
-         "expr": target["expr"].replace("$__rate_interval", "5m")}
-        for panel in dashboard["panels"] for target in panel["targets"]
+        {
+            "record": f"dashboard:panel_{panel['id']}_{target['refId']}",
+            "expr": target["expr"].replace("$__rate_interval", "5m"),
+        }
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
     ]
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    done = subprocess.run([_promtool(), "check", "rules", str(path)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [_promtool(), "check", "rules", str(path)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(rules)} rules found" in done.stdout

@@ -30,14 +30,24 @@ def cluster(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
     """The emulated API, told about the built-in resources, the CRDs and the namespace."""
     kmock.resources.load_bundled()
     kmock.resources[POLICIES] = kmock.ResourceInfo(
-        kind="RecoveryPolicy", singular="recoverypolicy", namespaced=True,
-        verbs={"get", "list", "watch", "patch"}, subresources={"status"})
+        kind="RecoveryPolicy",
+        singular="recoverypolicy",
+        namespaced=True,
+        verbs={"get", "list", "watch", "patch"},
+        subresources={"status"},
+    )
     kmock.resources["kopf.dev/v1/kopfpeerings"] = kmock.ResourceInfo(
-        kind="KopfPeering", singular="kopfpeering", namespaced=True,
-        verbs={"get", "list", "watch", "patch"})
+        kind="KopfPeering",
+        singular="kopfpeering",
+        namespaced=True,
+        verbs={"get", "list", "watch", "patch"},
+    )
     kmock.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
     kmock.objects["kopf.dev/v1/kopfpeerings", NAMESPACE, "conveyor"] = {
-        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": _metadata("conveyor")}
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": _metadata("conveyor"),
+    }
     return kmock
 
 
@@ -55,8 +65,11 @@ async def operator(
 
     stop, ready = threading.Event(), threading.Event()
     settings = settings.model_copy(update={"operator_namespace": NAMESPACE})
-    thread = threading.Thread(target=asyncio.run, args=(run_operator(
-        settings, registry=registry, stop=stop, ready=ready),), daemon=True)
+    thread = threading.Thread(
+        target=asyncio.run,
+        args=(run_operator(settings, registry=registry, stop=stop, ready=ready),),
+        daemon=True,
+    )
     thread.start()
     assert await asyncio.to_thread(ready.wait, 15), "the operator did not start"
     try:
@@ -69,22 +82,32 @@ async def operator(
 
 def _metadata(name: str, **more: Any) -> dict[str, Any]:
     # The emulator stores objects as given: add what an API server would.
-    return {"name": name, "namespace": NAMESPACE, "uid": str(uuid.uuid4()),
-            "resourceVersion": "1", **more}
+    return {
+        "name": name,
+        "namespace": NAMESPACE,
+        "uid": str(uuid.uuid4()),
+        "resourceVersion": "1",
+        **more,
+    }
 
 
 def policy(name: str = "conveyor", interval: int = 1) -> dict[str, Any]:
     return {
-        "apiVersion": "conveyor.dev/v1", "kind": "RecoveryPolicy",
+        "apiVersion": "conveyor.dev/v1",
+        "kind": "RecoveryPolicy",
         "metadata": _metadata(name),
-        "spec": {"leaseSeconds": 30, "sweepIntervalSeconds": interval,
-                 "workerSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}},
+        "spec": {
+            "leaseSeconds": 30,
+            "sweepIntervalSeconds": interval,
+            "workerSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}},
+        },
     }
 
 
 def worker_pod(name: str) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": _metadata(name, labels={"app.kubernetes.io/component": "worker"}),
         "spec": {"containers": [{"name": "worker", "image": "conveyor-worker"}]},
         "status": {"phase": "Running"},

@@ -43,8 +43,9 @@ async def test_applying_the_policy_starts_the_sweep_and_fills_its_status(
     operator: kmock.KubernetesEmulator, store: SqlTaskStore
 ) -> None:
     await _held_by(store, "some-pod")
-    await operator.post(f"/apis/conveyor.dev/v1/namespaces/{NAMESPACE}/recoverypolicies",
-                        json=policy())
+    await operator.post(
+        f"/apis/conveyor.dev/v1/namespaces/{NAMESPACE}/recoverypolicies", json=policy()
+    )
     status = await _until(lambda: _status_with(operator, "lastSweep"))
     assert status["inProgress"] == 1
     assert (status["stuck"], status["requeued"]) == (0, 0)
@@ -119,10 +120,24 @@ async def test_an_oom_killed_container_hands_back_what_it_had_claimed(
     await asyncio.sleep(0.2)
     # The restarted container keeps the pod's name; what it claims after the kill is its own.
     after = await _held_by(store, "worker-a")
-    oom = {"status": {"containerStatuses": [{
-        "name": "worker", "restartCount": 1, "state": {"running": {}},
-        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137,
-                                     "finishedAt": killed_at.isoformat()}}}]}}
+    oom = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "restartCount": 1,
+                    "state": {"running": {}},
+                    "lastState": {
+                        "terminated": {
+                            "reason": "OOMKilled",
+                            "exitCode": 137,
+                            "finishedAt": killed_at.isoformat(),
+                        }
+                    },
+                }
+            ]
+        }
+    }
     await operator.patch(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a", json=oom)
     await _until(lambda: _is(store, before, Status.PENDING), timeout=1.0)
     assert await _status_of(store, theirs) is Status.IN_PROGRESS

@@ -14,14 +14,16 @@ from tests.operator.conftest import NAMESPACE, policy, worker_pod
 from tests.operator.test_operator import _held_by, _post, _status_with, _until
 from tests.support.database import expire_lease
 
-_VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create",
-          "DELETE": "delete"}
+_VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create", "DELETE": "delete"}
 
 
 def _permission(request: Any) -> tuple[str, str, str]:
     action = request.action.name
-    verb = ({"PATCH": "patch", "PUT": "update"}[request.method.name] if action == "UPDATE"
-            else _VERBS[action])
+    verb = (
+        {"PATCH": "patch", "PUT": "update"}[request.method.name]
+        if action == "UPDATE"
+        else _VERBS[action]
+    )
     plural = request.resource.plural
     if request.subresource:
         plural = f"{plural}/{request.subresource}"
@@ -31,9 +33,13 @@ def _permission(request: Any) -> tuple[str, str, str]:
 def _granted() -> set[tuple[str, str, str]]:
     roles = [r for r in by_kind(render(), "Role") if r["metadata"]["name"].endswith("-operator")]
     assert len(roles) == 1
-    return {(group, resource, verb)
-            for rule in roles[0]["rules"] for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
+    return {
+        (group, resource, verb)
+        for rule in roles[0]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 async def test_the_role_grants_exactly_what_the_operator_uses(
@@ -50,9 +56,13 @@ async def test_the_role_grants_exactly_what_the_operator_uses(
     await operator.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a")
     await asyncio.sleep(1.5)  # a peering heartbeat and a few sweeps
 
-    used = {_permission(r) for r in operator
-            if r.headers.get("User-Agent", "").startswith("kopf/")
-            and r.resource is not None and r.resource.plural is not None}
+    used = {
+        _permission(r)
+        for r in operator
+        if r.headers.get("User-Agent", "").startswith("kopf/")
+        and r.resource is not None
+        and r.resource.plural is not None
+    }
     granted = _granted()
     assert used <= granted, f"missing from the Role: {used - granted}"
     assert granted <= used, f"granted but never used: {granted - used}"

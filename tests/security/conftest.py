@@ -29,18 +29,26 @@ class Caller:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    async def request(self, method: str, url: str, headers: dict[str, str] | None = None,
-                      **kwargs: Any) -> httpx.Response:
-        return await self.client.request(method, url, headers={**self.headers, **(headers or {})},
-                                         **kwargs)
+    async def request(
+        self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        return await self.client.request(
+            method, url, headers={**self.headers, **(headers or {})}, **kwargs
+        )
 
 
 @pytest.fixture
 def secured(settings: Settings) -> Settings:
     """Settings with keys on; no caching of lookups, a limit no test reaches by accident,
     and no relay, so that tasks stay as they were submitted unless a test moves them."""
-    return settings.model_copy(update={"auth_enabled": True, "auth_cache_seconds": 0.0,
-                                       "rate_limit": "10000/second", "api_run_relay": False})
+    return settings.model_copy(
+        update={
+            "auth_enabled": True,
+            "auth_cache_seconds": 0.0,
+            "rate_limit": "10000/second",
+            "api_run_relay": False,
+        }
+    )
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.core.auth import Scope, new_key
 from services.core.db.keys import SeedKey
-from tests.conftest import CI, make_settings
 from tests.security.conftest import write_seed
+from tests.support.env import CI, make_settings
 from tests.support.processes import start_process, wait_until_ready
 from tests.support.services import free_port
 
@@ -24,14 +24,22 @@ EXAMPLES = 60
 
 
 @pytest.fixture(scope="module")
-def api_url(database_url: str, amqp_prefix: str, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[str]:
+def api_url(
+    database_url: str, amqp_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """`conveyor api` in its own process, keys on, with one admin key seeded."""
     seed = tmp_path_factory.mktemp("fuzz") / "keys.json"
     write_seed(seed, SeedKey(key=KEY, tenant="fuzz", scopes=list(Scope)))
     port = free_port()
-    api = make_settings(database_url, amqp_prefix, auth_enabled=True, rate_limit="",
-                        auth_seed_file=str(seed), api_port=port, api_run_relay=False)
+    api = make_settings(
+        database_url,
+        amqp_prefix,
+        auth_enabled=True,
+        rate_limit="",
+        auth_seed_file=str(seed),
+        api_port=port,
+        api_run_relay=False,
+    )
     process = start_process(api, "api")
     url = f"http://127.0.0.1:{port}"
     try:
@@ -55,18 +63,25 @@ def test_no_5xx_and_every_answer_matches_the_documented_schema(api_url: str) -> 
     assert statuses[401] > 0, statuses
 
 
-def _fuzz(operation: schemathesis.APIOperation, headers: dict[str, str],
-          statuses: Counter[int]) -> None:
+def _fuzz(
+    operation: schemathesis.APIOperation, headers: dict[str, str], statuses: Counter[int]
+) -> None:
     @given(case=operation.as_strategy())
     # In CI the same examples each run, so a red build can be replayed; elsewhere new ones.
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=CI,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=CI,
+        suppress_health_check=list(HealthCheck),
+    )
     def call(case: schemathesis.Case) -> None:
         # Every check but one runs. That one wants each schema-valid request accepted, but
         # no schema can say that a cursor must come from an earlier page, or how deep and
         # large a payload may be once serialized: those get 422 or 413 naming the field.
-        response = case.call_and_validate(headers=headers,
-                                          excluded_checks=[positive_data_acceptance])
+        response = case.call_and_validate(
+            headers=headers, excluded_checks=[positive_data_acceptance]
+        )
         statuses[response.status_code] += 1
 
     call()

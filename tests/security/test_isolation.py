@@ -30,8 +30,7 @@ async def _submit(who: Caller, **fields: Any) -> dict[str, Any]:
 
 def _same_as_unknown(found: dict[str, Any], unknown: dict[str, Any], task_id: str) -> bool:
     """A foreign task's 404 says exactly what an unknown id's does, but for the id."""
-    return found == {**unknown, "detail": unknown["detail"].replace(str(uuid.UUID(int=0)),
-                                                                    task_id)}
+    return found == {**unknown, "detail": unknown["detail"].replace(str(uuid.UUID(int=0)), task_id)}
 
 
 @pytest.mark.parametrize("call", [("GET", ""), ("GET", "/status"), ("DELETE", "")])
@@ -86,8 +85,9 @@ async def test_a_cursor_of_another_tenant_walks_only_the_callers_tasks(
         await _submit(alice)
     cursor = (await alice.request("GET", "/api/v1/tasks", params={"limit": 1})).json()
 
-    page = await bob.request("GET", "/api/v1/tasks",
-                             params={"cursor": cursor["next_cursor"], "limit": 100})
+    page = await bob.request(
+        "GET", "/api/v1/tasks", params={"cursor": cursor["next_cursor"], "limit": 100}
+    )
 
     # A cursor is only a position: from alice's, bob walks on to his own older task.
     assert page.status_code == 200

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 from services.core.auth import new_key, parse_scopes
 from services.core.db.keys import SeedKey, SqlKeyStore
 from services.core.settings import Settings
-from tests.conftest import settings_env
 from tests.security.conftest import ALL_SCOPES, Caller, write_seed
+from tests.support.env import settings_env
 from tests.support.services import running_api
 
 TASK = f"/api/v1/tasks/{uuid.UUID(int=0)}"
@@ -44,10 +44,20 @@ def _assert_refused(response: httpx.Response, status: int) -> None:
     assert response.json()["status"] == status
 
 
-@pytest.mark.parametrize("authorization", [
-    None, "", "Bearer", "Bearer  x y", "Basic dXNlcjpwYXNz", "Bearer not-a-key",
-    "Bearer cvk_abcdefghijkl_" + "A" * 43, "Bearer cvk_ABC_def", "Token cvk_x",
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer  x y",
+        "Basic dXNlcjpwYXNz",
+        "Bearer not-a-key",
+        "Bearer cvk_abcdefghijkl_" + "A" * 43,
+        "Bearer cvk_ABC_def",
+        "Token cvk_x",
+    ],
+)
 async def test_requests_without_a_valid_key_get_401(
     api: httpx.AsyncClient, authorization: str | None
 ) -> None:
@@ -92,11 +102,12 @@ async def test_admin_opens_every_call(caller: Callable[..., Awaitable[Caller]]) 
 
 
 async def test_a_revoked_key_gets_401_and_its_task_stays(
-    caller: Callable[..., Awaitable[Caller]]
+    caller: Callable[..., Awaitable[Caller]],
 ) -> None:
     admin = await caller("alice", ALL_SCOPES)
-    made = await admin.request("POST", "/api/v1/keys", json={"scopes": ["submit", "read"],
-                                                            "name": "ci"})
+    made = await admin.request(
+        "POST", "/api/v1/keys", json={"scopes": ["submit", "read"], "name": "ci"}
+    )
     assert made.status_code == 201
     worker = Caller(admin.client, "alice", made.json()["key"])
     task = (await worker.request("POST", "/api/v1/tasks", json={"title": "t"})).json()
@@ -142,31 +153,47 @@ async def test_seeded_keys_work_and_a_revoked_one_stays_revoked(
         assert (await client.get("/api/v1/tasks", headers=bearer)).status_code == 401
 
 
-def test_a_bad_seed_file_stops_the_api_naming_the_entry(
-    secured: Settings, tmp_path: Path
-) -> None:
+def test_a_bad_seed_file_stops_the_api_naming_the_entry(secured: Settings, tmp_path: Path) -> None:
     seed = tmp_path / "keys.json"
     seed.write_text('[{"key": "cvk_short", "tenant": "team-a", "scopes": ["read"]}]')
-    env = settings_env(secured.model_copy(update={"auth_seed_file": str(seed),
-                                                  "api_port": 1}))
+    env = settings_env(secured.model_copy(update={"auth_seed_file": str(seed), "api_port": 1}))
 
-    done = subprocess.run([sys.executable, "-m", "services.cli", "api"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert done.returncode != 0
     assert "0.key" in done.stderr and "pattern" in done.stderr
 
 
 def _conveyor(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=settings_env(settings),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_the_cli_makes_lists_and_revokes_keys(
     api: httpx.AsyncClient, secured: Settings
 ) -> None:
-    made = _conveyor(secured, "keys", "create", "--tenant", "team-b", "--scopes", "read,cancel",
-                     "--name", "dashboards")
+    made = _conveyor(
+        secured,
+        "keys",
+        "create",
+        "--tenant",
+        "team-b",
+        "--scopes",
+        "read,cancel",
+        "--name",
+        "dashboards",
+    )
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
     bearer = {"Authorization": f"Bearer {key}"}
@@ -189,8 +216,9 @@ async def test_an_admin_makes_keys_up_to_the_tenants_limit(
     admin_key, _ = await keys.create("alice", parse_scopes("admin"))
     async with running_api(secured.model_copy(update={"max_keys_per_tenant": 3})) as api:
         admin = Caller(api, "alice", admin_key)
-        made = [await admin.request("POST", "/api/v1/keys", json={"scopes": ["read"]})
-                for _ in range(3)]
+        made = [
+            await admin.request("POST", "/api/v1/keys", json={"scopes": ["read"]}) for _ in range(3)
+        ]
         revoked = await admin.request("DELETE", f"/api/v1/keys/{made[0].json()['id']}")
         again = await admin.request("POST", "/api/v1/keys", json={"scopes": ["read"]})
 
@@ -200,15 +228,20 @@ async def test_an_admin_makes_keys_up_to_the_tenants_limit(
 
 
 async def test_the_cli_client_sends_the_key_from_its_environment(
-    caller: Callable[..., Awaitable[Caller]]
+    caller: Callable[..., Awaitable[Caller]],
 ) -> None:
     who = await caller("alice", "submit,read")
     env = {**os.environ, "CONVEYOR_API_URL": str(who.client.base_url).rstrip("/")}
 
     async def conveyor(*args: str, key: str | None) -> tuple[int, dict[str, object]]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", *args, stdout=asyncio.subprocess.PIPE,
-            env={**env, **({"CONVEYOR_API_KEY": key} if key else {})})
+            sys.executable,
+            "-m",
+            "services.cli",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            env={**env, **({"CONVEYOR_API_KEY": key} if key else {})},
+        )
         out, _ = await process.communicate()
         return process.returncode or 0, json.loads(out)
 

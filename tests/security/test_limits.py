@@ -50,7 +50,8 @@ async def test_headers_over_the_limit_get_431_and_store_nothing(
 
     assert response.status_code == 431
     assert response.json()["errors"] == [
-        {"loc": ["headers"], "msg": f"at most {secured.max_header_bytes} bytes"}]
+        {"loc": ["headers"], "msg": f"at most {secured.max_header_bytes} bytes"}
+    ]
     assert await _stored(store) == 0
 
 
@@ -67,10 +68,12 @@ async def test_a_payload_nested_too_deep_gets_422_naming_payload(
     who = await caller("alice")
     limit = secured.max_payload_depth
 
-    deep = await who.request("POST", "/api/v1/tasks",
-                             json={"title": "t", "payload": _nested(limit + 1)})
-    at_limit = await who.request("POST", "/api/v1/tasks",
-                                 json={"title": "t", "payload": _nested(limit)})
+    deep = await who.request(
+        "POST", "/api/v1/tasks", json={"title": "t", "payload": _nested(limit + 1)}
+    )
+    at_limit = await who.request(
+        "POST", "/api/v1/tasks", json={"title": "t", "payload": _nested(limit)}
+    )
 
     assert deep.status_code == 422
     assert deep.json()["errors"][0]["loc"] == ["body", "payload"]
@@ -84,8 +87,9 @@ async def test_a_body_nested_beyond_what_a_parser_can_follow_gets_400_naming_bod
     who = await caller("alice")
     body = '{"title": "t", "payload": {"a": ' + "[" * 200_000 + "]" * 200_000 + "}}"
 
-    response = await who.request("POST", "/api/v1/tasks", content=body,
-                                 headers={"Content-Type": "application/json"})
+    response = await who.request(
+        "POST", "/api/v1/tasks", content=body, headers={"Content-Type": "application/json"}
+    )
 
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"

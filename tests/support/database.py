@@ -18,8 +18,10 @@ async def connect(database_url: str) -> asyncpg.Connection:
 
 async def until_a_lock_waiter(connection: asyncpg.Connection, within: float = 10) -> None:
     """Until another session waits on a lock (one `connection` holds, say)."""
-    query = ("SELECT count(*) FROM pg_stat_activity "
-             "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
     deadline = time.monotonic() + within
     while not await connection.fetchval(query):
         assert time.monotonic() < deadline, f"no session waited on a lock within {within} s"
@@ -37,6 +39,8 @@ async def execute(database_url: str, statement: str, *args: object) -> None:
 
 async def expire_lease(database_url: str, task_id: object) -> None:
     """Make the lease of a running task run out now, as if its worker had stopped."""
-    await execute(database_url,
-                  "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-                  task_id)
+    await execute(
+        database_url,
+        "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        task_id,
+    )

@@ -34,8 +34,13 @@ class PrivatePostgres:
     def _run(self, program: str, *args: str, timeout: float = 120) -> None:
         binary = _bin()
         assert binary is not None
-        subprocess.run(["runuser", "-u", "postgres", "--", str(binary / program), *args],
-                       check=True, capture_output=True, timeout=timeout, cwd=self.folder)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(binary / program), *args],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+            cwd=self.folder,
+        )
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
@@ -43,8 +48,17 @@ class PrivatePostgres:
     def start(self) -> None:
         """Start the server and return once it accepts connections."""
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
-                  str(self.folder / "log"), "-w", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.folder / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop it at once, as a crash or a failover would (connections are cut)."""

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from services.core.settings import Settings
-from tests.conftest import settings_env
+from tests.support.env import settings_env
 
 
 def start_process(settings: Settings, command: str) -> subprocess.Popen[str]:
@@ -18,7 +18,9 @@ def start_process(settings: Settings, command: str) -> subprocess.Popen[str]:
     log = tempfile.NamedTemporaryFile("w+", prefix=f"conveyor-{command}-", suffix=".log")
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", command],
-        env=settings_env(settings), stderr=log, text=True,
+        env=settings_env(settings),
+        stderr=log,
+        text=True,
     )
     process.log = log  # type: ignore[attr-defined]
     return process

@@ -56,13 +56,23 @@ class PrivateRabbit:
         }
 
     def _ctl(self, *args: str, timeout: float = 90) -> None:
-        subprocess.run(["rabbitmqctl", "-n", self.node, *args], env=self._env(), check=True,
-                       capture_output=True, timeout=timeout)
+        subprocess.run(
+            ["rabbitmqctl", "-n", self.node, *args],
+            env=self._env(),
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
 
     def start(self) -> None:
         """Start the node and return once it accepts connections."""
-        subprocess.run(["rabbitmq-server", "-detached"], env=self._env(), check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            ["rabbitmq-server", "-detached"],
+            env=self._env(),
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self._ctl("wait", str(self.folder / "pid"), "--timeout", "90")
 
     def stop(self) -> None:

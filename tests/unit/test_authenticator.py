@@ -15,8 +15,9 @@ from services.core.settings import Settings
 
 class FakeKeyStore:
     def __init__(self, material: KeyMaterial) -> None:
-        self.key = ApiKey(material.key_id, "team-a", "", frozenset({Scope.READ}),
-                          datetime.now(UTC), None)
+        self.key = ApiKey(
+            material.key_id, "team-a", "", frozenset({Scope.READ}), datetime.now(UTC), None
+        )
         self.digest = material.digest
         self.lookups = 0
 
@@ -40,7 +41,7 @@ def keys() -> tuple[str, FakeKeyStore]:
 
 
 async def test_a_flood_of_unknown_ids_does_not_evict_the_keys_in_use(
-    keys: tuple[str, FakeKeyStore]
+    keys: tuple[str, FakeKeyStore],
 ) -> None:
     key, store = keys
     auth = Authenticator(store, _settings(auth_lookup_limit=""))  # type: ignore[arg-type]
@@ -69,7 +70,7 @@ async def test_forgetting_a_key_looks_it_up_again(keys: tuple[str, FakeKeyStore]
 
 
 async def test_lookups_past_their_limit_get_503_while_cached_keys_go_on(
-    keys: tuple[str, FakeKeyStore]
+    keys: tuple[str, FakeKeyStore],
 ) -> None:
     key, store = keys
     auth = Authenticator(store, _settings(auth_lookup_limit="3/minute"))  # type: ignore[arg-type]

@@ -29,10 +29,14 @@ async def test_a_failed_batch_fails_its_callers_only() -> None:
         return items
 
     batcher: Batcher[int, int] = Batcher(write, limit=1)
-    results = await asyncio.gather(*(batcher.submit(n) for n in range(5)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(batcher.submit(n) for n in range(5)), return_exceptions=True)
     assert [r if not isinstance(r, Exception) else "error" for r in results] == [
-        0, 1, 2, "error", 4]
+        0,
+        1,
+        2,
+        "error",
+        4,
+    ]
 
 
 async def test_a_lone_call_goes_through_at_once() -> None:

@@ -13,8 +13,26 @@ from services.core.domain import Priority, Status, Task
 
 def _task() -> Task:
     now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    return Task(uuid.uuid4(), "t", "", Priority.LOW, Status.NEW, "demo", {}, None, None, 0, 3,
-                None, now, now, None, None, None, False)
+    return Task(
+        uuid.uuid4(),
+        "t",
+        "",
+        Priority.LOW,
+        Status.NEW,
+        "demo",
+        {},
+        None,
+        None,
+        0,
+        3,
+        None,
+        now,
+        now,
+        None,
+        None,
+        None,
+        False,
+    )
 
 
 def test_cursor_round_trips() -> None:

@@ -34,13 +34,15 @@ async def test_builtin_handlers_do_what_api_md_says() -> None:
 def test_user_kinds_load_from_the_modules_named_in_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "my_kinds.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_kinds.py").write_text(
+        textwrap.dedent("""
         from services.core.kinds import kind
 
         @kind("resize", timeout_seconds=30)
         async def resize(payload):
             return {"width": payload["width"] // 2}
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("CONVEYOR_TASK_MODULES", "my_kinds")
     try:

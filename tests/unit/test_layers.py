@@ -10,6 +10,7 @@ from pathlib import Path
 def test_import_contracts_are_kept() -> None:
     linter = Path(sys.executable).with_name("lint-imports")
     assert linter.exists(), "import-linter is part of the test extras"
-    done = subprocess.run([str(linter)], cwd=Path(__file__).parents[2], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [str(linter)], cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr

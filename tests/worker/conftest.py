@@ -10,12 +10,6 @@ from tests.support.services import running_api, running_worker
 
 
 @pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(settings) as client:
-        yield client
-
-
-@pytest.fixture
 async def system(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API and one worker, running against the real servers."""
     async with running_api(settings) as client, running_worker(settings):

@@ -34,8 +34,7 @@ async def test_a_killed_worker_s_task_is_completed_by_another_after_the_lease(
             await _exit_code(doomed)
         async with running_worker(settings):
             final = await wait_for(api, task["id"], timeout=30)
-    assert (final["status"], final["attempts"], final["result"]) == (
-        "COMPLETED", 2, {"slept": 1.0})
+    assert (final["status"], final["attempts"], final["result"]) == ("COMPLETED", 2, {"slept": 1.0})
 
 
 async def test_sigterm_lets_held_tasks_finish_and_exits_0(settings: Settings) -> None:
@@ -85,8 +84,9 @@ async def _unacked_consumer_is_closed(url: str) -> asyncio.Task[bool]:
     """A consumer that holds a message unacked: the node closes its channel."""
     connection = await aio_pika.connect(url)
     channel = await connection.channel()
-    queue = await channel.declare_queue("control", arguments={"x-queue-type": "quorum"},
-                                        durable=True)
+    queue = await channel.declare_queue(
+        "control", arguments={"x-queue-type": "quorum"}, durable=True
+    )
     await channel.default_exchange.publish(aio_pika.Message(b"held"), "control")
     closed = asyncio.Event()
     channel.close_callbacks.add(lambda *_: closed.set())

@@ -16,21 +16,26 @@ from tests.support.services import running_api, running_worker, submit, wait_for
 
 @pytest.fixture
 async def system(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings.model_copy(update={
-        "task_modules": ["tests.support.kinds"],
-        "retry_base_seconds": 0.2, "retry_max_seconds": 10,
-    })
+    settings = settings.model_copy(
+        update={
+            "task_modules": ["tests.support.kinds"],
+            "retry_base_seconds": 0.2,
+            "retry_max_seconds": 10,
+        }
+    )
     async with running_api(settings) as api, running_worker(settings):
         yield api
 
 
 async def test_retries_back_off_exponentially_then_succeed(system: httpx.AsyncClient) -> None:
     key = uuid.uuid4().hex
-    task = await submit(system, kind="flaky", max_attempts=3,
-                        payload={"key": key, "failures": 2})
+    task = await submit(system, kind="flaky", max_attempts=3, payload={"key": key, "failures": 2})
     final = await wait_for(system, task["id"])
     assert (final["status"], final["attempts"], final["result"]) == (
-        "COMPLETED", 3, {"attempts_seen": 3})
+        "COMPLETED",
+        3,
+        {"attempts_seen": 3},
+    )
     assert final["error"] == "failure 2"  # the last failed attempt's error stays readable
     first, second, third = kinds.attempt_times[key]
     # Backoff with jitter: after attempt n, between half and all of 0.2 * 2**(n-1) s.
@@ -39,15 +44,17 @@ async def test_retries_back_off_exponentially_then_succeed(system: httpx.AsyncCl
 
 
 async def test_a_permanent_failure_stops_at_once(system: httpx.AsyncClient) -> None:
-    task = await submit(system, kind="fail", max_attempts=5,
-                        payload={"message": "bad", "retryable": False})
+    task = await submit(
+        system, kind="fail", max_attempts=5, payload={"message": "bad", "retryable": False}
+    )
     final = await wait_for(system, task["id"])
     assert (final["status"], final["attempts"], final["error"]) == ("FAILED", 1, "bad")
 
 
 async def test_a_timed_out_attempt_fails_as_retryable(system: httpx.AsyncClient) -> None:
-    task = await submit(system, kind="sleep", payload={"seconds": 30},
-                        timeout_seconds=0.3, max_attempts=2)
+    task = await submit(
+        system, kind="sleep", payload={"seconds": 30}, timeout_seconds=0.3, max_attempts=2
+    )
     final = await wait_for(system, task["id"])
     assert (final["status"], final["attempts"]) == ("FAILED", 2)
     assert final["error"] == "timed out after 0.3 s"
@@ -75,21 +82,29 @@ async def test_cancelling_a_running_task_stops_it_and_it_never_runs_again(
     assert (later["status"], later["attempts"]) == ("CANCELLED", 1)
 
 
-@pytest.mark.parametrize(("what", "error"), [
-    ("nan", "the result is not JSON: Out of range float values are not JSON compliant"),
-    ("nul", "the result holds a NUL character, which PostgreSQL cannot keep"),
-    ("nul-error", "bad\ufffdbyte"),
-    ("surrogate", "the result is not JSON: 'utf-8' codec can't encode character '\\udc80' "
-                  "in position 7: surrogates not allowed"),
-    ("surrogate-error", "bad?byte"),
-], ids=["nan", "nul", "nul-error", "surrogate", "surrogate-error"])
+@pytest.mark.parametrize(
+    ("what", "error"),
+    [
+        ("nan", "the result is not JSON: Out of range float values are not JSON compliant"),
+        ("nul", "the result holds a NUL character, which PostgreSQL cannot keep"),
+        ("nul-error", "bad\ufffdbyte"),
+        (
+            "surrogate",
+            "the result is not JSON: 'utf-8' codec can't encode character '\\udc80' "
+            "in position 7: surrogates not allowed",
+        ),
+        ("surrogate-error", "bad?byte"),
+    ],
+    ids=["nan", "nul", "nul-error", "surrogate", "surrogate-error"],
+)
 async def test_what_postgresql_cannot_keep_fails_the_task_alone(
     system: httpx.AsyncClient, what: str, error: str
 ) -> None:
     # Submitted together, the no-op tasks end in the same batched writes as the bad one.
     bad, *good = await asyncio.gather(
         submit(system, kind="unstorable", payload={"what": what}),
-        *(submit(system, kind="noop") for _ in range(8)))
+        *(submit(system, kind="noop") for _ in range(8)),
+    )
 
     failed = await wait_for(system, bad["id"])
     assert (failed["status"], failed["error"], failed["attempts"]) == ("FAILED", error, 1)

@@ -31,8 +31,9 @@ async def test_every_builtin_kind_reaches_its_terminal_status(system: httpx.Asyn
 async def test_a_retryable_failure_is_tried_until_attempts_are_used_up(
     system: httpx.AsyncClient,
 ) -> None:
-    task = await submit(system, kind="fail", max_attempts=3,
-                        payload={"message": "flaky", "retryable": True})
+    task = await submit(
+        system, kind="fail", max_attempts=3, payload={"message": "flaky", "retryable": True}
+    )
     final = await wait_for(system, task["id"])
     assert (final["status"], final["attempts"], final["error"]) == ("FAILED", 3, "flaky")
 

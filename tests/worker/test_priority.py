@@ -44,15 +44,19 @@ async def test_a_low_task_starts_within_the_aging_bound_under_a_stream_of_high(
         loop = asyncio.get_running_loop()
         stream_end = loop.time() + 4.0
         while loop.time() < stream_end:
-            highs.append((await submit(api, kind="sleep", priority="HIGH",
-                                       payload={"seconds": 0.1}))["id"])
+            highs.append(
+                (await submit(api, kind="sleep", priority="HIGH", payload={"seconds": 0.1}))["id"]
+            )
             if low is None and len(highs) == 10:
                 low = await submit(api, kind="noop", priority="LOW")
             await asyncio.sleep(0.04)
         assert low is not None
         status = (await api.get(f"/api/v1/tasks/{low['id']}")).json()["status"]
-        waiting_highs = (await api.get("/api/v1/tasks", params={
-            "priority": "HIGH", "status": "PENDING", "limit": 100})).json()["items"]
+        waiting_highs = (
+            await api.get(
+                "/api/v1/tasks", params={"priority": "HIGH", "status": "PENDING", "limit": 100}
+            )
+        ).json()["items"]
         assert waiting_highs, "the HIGH stream must outpace the worker for this test to mean much"
         assert status == "COMPLETED", "LOW starved while HIGH work kept arriving"
         for high in highs:

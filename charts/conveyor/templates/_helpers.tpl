@@ -53,22 +53,24 @@ checksum/auth: {{ list .Values.auth.seedKeys .Values.auth.existingSecret .Values
 {{- if and .Values.auth.enabled (or .Values.auth.existingSecret .Values.auth.seedKeys .Values.auth.helmTestKey) }}true{{ end -}}
 {{- end -}}
 
-{{/* Settings for every container: the ConfigMap, and the two URLs from the Secret. */}}
+{{/* Settings for every container: the ConfigMap (envFrom items) ... */}}
+{{- define "conveyor.envFrom" -}}
+- configMapRef:
+    name: {{ include "conveyor.fullname" . }}-config
+{{- end -}}
+
+{{/* ... and the two URLs from the Secret (env items). */}}
 {{- define "conveyor.env" -}}
-envFrom:
-  - configMapRef:
-      name: {{ include "conveyor.fullname" . }}-config
-env:
-  - name: CONVEYOR_DATABASE_URL
-    valueFrom:
-      secretKeyRef:
-        name: {{ include "conveyor.secretName" . }}
-        key: database-url
-  - name: CONVEYOR_AMQP_URL
-    valueFrom:
-      secretKeyRef:
-        name: {{ include "conveyor.secretName" . }}
-        key: amqp-url
+- name: CONVEYOR_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "conveyor.secretName" . }}
+      key: database-url
+- name: CONVEYOR_AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "conveyor.secretName" . }}
+      key: amqp-url
 {{- end -}}
 
 {{- define "conveyor.podSecurityContext" -}}
@@ -81,17 +83,16 @@ securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 {{- end -}}
 
-{{/* A writable /tmp on a read-only root filesystem. */}}
+{{/* A writable /tmp on a read-only root filesystem: the volumes item ... */}}
 {{- define "conveyor.tmpVolume" -}}
-volumes:
-  - name: tmp
-    emptyDir: {}
+- name: tmp
+  emptyDir: {}
 {{- end -}}
 
+{{/* ... and the volumeMounts item. */}}
 {{- define "conveyor.tmpMount" -}}
-volumeMounts:
-  - name: tmp
-    mountPath: /tmp
+- name: tmp
+  mountPath: /tmp
 {{- end -}}
 
 {{/* The Secret's keys: the two URLs, and the libpq form of the database URL for KEDA. */}}

@@ -18,8 +18,16 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {
-    "description": "PostgreSQL or RabbitMQ is unreachable, or a background loop keeps failing"}})
+@router.get(
+    "/ready",
+    responses={
+        503: {
+            "description": (
+                "PostgreSQL or RabbitMQ is unreachable, or a background loop keeps failing"
+            )
+        }
+    },
+)
 async def ready(request: Request) -> JSONResponse:
     """200 when PostgreSQL (at the expected schema) and RabbitMQ answer and no background
     loop (relay, recovery) keeps failing; else 503 naming which."""
@@ -38,6 +46,7 @@ async def ready(request: Request) -> JSONResponse:
     if failed or failing:
         detail = "; ".join(
             [f"unreachable: {', '.join(failed)}"] * bool(failed)
-            + [f"failing: {', '.join(failing)}"] * bool(failing))
+            + [f"failing: {', '.join(failing)}"] * bool(failing)
+        )
         return problem(503, detail, slug="not-ready", headers={"Retry-After": "5"})
     return JSONResponse({"status": "ok", "postgresql": "ok", "rabbitmq": "ok"})

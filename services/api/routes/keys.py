@@ -23,15 +23,19 @@ async def create_key(body: KeyCreate, services: ServicesDep, principal: Admin) -
     has its own rate limit, so more keys must not mean more requests without end. The
     count and the insert are one step in PostgreSQL, so the limit holds under any concurrency.
     """
-    key, stored = await services.keys.create(principal.tenant, frozenset(body.scopes), body.name,
-                                             limit=services.settings.max_keys_per_tenant)
+    key, stored = await services.keys.create(
+        principal.tenant,
+        frozenset(body.scopes),
+        body.name,
+        limit=services.settings.max_keys_per_tenant,
+    )
     return json_response(KeyCreated(key=key, **KeyOut.from_key(stored).model_dump()), 201)
 
 
 @router.get("", response_model=KeyPage, responses=errors())
 async def list_keys(services: ServicesDep, principal: Admin) -> Response:
     """The tenant's keys, oldest first, revoked ones included; never their secrets."""
-    keys = await services.keys.list(principal.tenant)
+    keys = await services.keys.of_tenant(principal.tenant)
     return json_response(KeyPage(items=[KeyOut.from_key(key) for key in keys]))
 
 

@@ -70,8 +70,10 @@ def _request_hash(body: TaskCreate) -> str:
     "",
     status_code=201,
     response_model=TaskOut,
-    responses={200: {"model": TaskOut, "description": "A repeat of an earlier submission"},
-               **errors(409, 413, 422)},
+    responses={
+        200: {"model": TaskOut, "description": "A repeat of an earlier submission"},
+        **errors(409, 413, 422),
+    },
 )
 async def submit_task(
     body: TaskCreate,
@@ -85,13 +87,15 @@ async def submit_task(
     trace_context = current_carrier()  # the request's span: the root of the task's trace
     with db_span("INSERT", "create task"):
         task, created = await services.store.create(
-            body.to_new_task(), idempotency_key, request_hash, trace_context, principal.tenant)
+            body.to_new_task(), idempotency_key, request_hash, trace_context, principal.tenant
+        )
     if created:
         TASKS_SUBMITTED.labels(task.priority, task.kind).inc()
         STATUS_CHANGES.labels(task.status).inc()
         services.relay.kick()
-    return json_response(TaskOut.model_validate(task), 201 if created else 200,
-                 Location=f"{router.prefix}/{task.id}")
+    return json_response(
+        TaskOut.model_validate(task), 201 if created else 200, Location=f"{router.prefix}/{task.id}"
+    )
 
 
 @router.get("", response_model=TaskPage, responses=errors(422))
@@ -102,8 +106,7 @@ async def list_tasks(
     priority: Annotated[list[Priority] | None, Query(max_length=len(Priority))] = None,
     kind: Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_NUL)] = None,
     created_after: Annotated[Instant | None, Query(description=f"Created after: {TIMES}")] = None,
-    created_before: Annotated[Instant | None,
-                              Query(description=f"Created before: {TIMES}")] = None,
+    created_before: Annotated[Instant | None, Query(description=f"Created before: {TIMES}")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
@@ -113,8 +116,14 @@ async def list_tasks(
     (payloads of up to 64 KiB, and results) it holds fewer, always at least one, and
     `next_cursor` continues after the last one it holds.
     """
-    where = TaskFilter(frozenset(status or ()), frozenset(priority or ()), kind,
-                       created_after, created_before, principal.tenant)
+    where = TaskFilter(
+        frozenset(status or ()),
+        frozenset(priority or ()),
+        kind,
+        created_after,
+        created_before,
+        principal.tenant,
+    )
     try:
         page = await store.page(where, limit, cursor)
     except InvalidCursor as error:
@@ -137,8 +146,10 @@ async def get_task_status(task_id: uuid.UUID, store: StoreDep, principal: Reader
 @router.delete(
     "/{task_id}",
     response_model=TaskOut,
-    responses={202: {"model": TaskOut, "description": "Running: its worker was asked to stop"},
-               **errors(404, 409, 422)},
+    responses={
+        202: {"model": TaskOut, "description": "Running: its worker was asked to stop"},
+        **errors(404, 409, 422),
+    },
 )
 async def cancel_task(task_id: uuid.UUID, store: StoreDep, principal: Canceller) -> Response:
     """Cancel a queued task at once (200), or ask a running one to stop (202)."""

@@ -8,7 +8,12 @@ import uuid
 from collections.abc import Mapping
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 
 from services.core.amqp.topology import ROUTING_KEY, Topology, declare_topology
 
@@ -33,6 +38,7 @@ class Broker:
         self.confirm_timeout = 5.0
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
+        self._channel: AbstractChannel | None = None
         self._connecting: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -46,6 +52,7 @@ class Broker:
                 self._connection = await aio_pika.connect_robust(self._url, timeout=5)
                 channel = await self._connection.channel(on_return_raises=True)
                 self._exchange, _ = await declare_topology(channel, self.topology)
+                self._channel = channel
                 self.connected.set()
                 return
             except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as error:
@@ -56,13 +63,15 @@ class Broker:
     async def _drop(self) -> None:
         if self._connection is not None:
             await self._connection.close()
-        self._connection = self._exchange = None
+        self._connection = self._exchange = self._channel = None
 
     @property
     def ready(self) -> bool:
         """True while the connection is open."""
-        return self._connection is not None and not self._connection.is_closed and (
-            self._exchange is not None and not self._exchange.channel.is_closed
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and (self._channel is not None and not self._channel.is_closed)
         )
 
     async def publish(self, messages: Mapping[uuid.UUID, Mapping[str, str]]) -> None:
@@ -76,19 +85,22 @@ class Broker:
         exchange = self._exchange
         try:
             await asyncio.gather(
-                *(exchange.publish(_message(task_id, headers), ROUTING_KEY,
-                                   timeout=self.confirm_timeout)
-                  for task_id, headers in messages.items())
+                *(
+                    exchange.publish(
+                        _message(task_id, headers), ROUTING_KEY, timeout=self.confirm_timeout
+                    )
+                    for task_id, headers in messages.items()
+                )
             )
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
 
     async def ready_messages(self) -> int:
         """How many messages wait in the task queue, not yet delivered to a consumer."""
-        if not self.ready or self._exchange is None:
+        if not self.ready or self._channel is None:
             raise BrokerUnavailable("not connected")
         try:
-            queue = await self._exchange.channel.declare_queue(self.topology.queue, passive=True)
+            queue = await self._channel.declare_queue(self.topology.queue, passive=True)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
         return int(queue.declaration_result.message_count or 0)

@@ -46,3 +46,19 @@ async def declare_topology(
     )
     await queue.bind(exchange, ROUTING_KEY)
     return exchange, queue
+
+
+async def delete_topology(amqp_url: str, *prefixes: str) -> None:
+    """Delete the queue and exchange of each prefix, where they exist (tests, benchmarks)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        for prefix in prefixes:
+            topology = Topology(prefix)
+            # A channel closes on a name that does not exist: one channel per deletion.
+            for delete in ("queue_delete", "exchange_delete"):
+                channel = await connection.channel()
+                name = topology.queue if delete == "queue_delete" else topology.exchange
+                try:
+                    await getattr(channel, delete)(name)
+                except aio_pika.exceptions.ChannelClosed:
+                    pass

@@ -42,8 +42,11 @@ class Attempts(StoreBase):
         `retry_in=None` fails the task for good. None when the attempt was fenced off.
         """
         params = {
-            "id": task_id, "attempt": attempt, "error": error,
-            "retry": retry_in is not None, "delay": retry_in or 0.0,
+            "id": task_id,
+            "attempt": attempt,
+            "error": error,
+            "retry": retry_in is not None,
+            "delay": retry_in or 0.0,
         }
         return await self._finish(_FAIL, params)
 
@@ -70,8 +73,10 @@ class Attempts(StoreBase):
         if not held:
             return Heartbeat(frozenset(), frozenset())
         params = {
-            "worker": worker_id, "lease": lease_seconds,
-            "ids": [task_id for task_id, _ in held], "attempts": [attempt for _, attempt in held],
+            "worker": worker_id,
+            "lease": lease_seconds,
+            "ids": [task_id for task_id, _ in held],
+            "attempts": [attempt for _, attempt in held],
         }
         rows = await self._write(_HEARTBEAT, params)
         return Heartbeat(

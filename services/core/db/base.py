@@ -26,9 +26,24 @@ _CONFLICT_RETRIES = 5
 PUBLIC = [
     tasks.c[name]
     for name in (
-        "id", "title", "description", "priority", "status", "kind", "payload", "result",
-        "error", "attempts", "max_attempts", "timeout_seconds", "created_at", "updated_at",
-        "scheduled_at", "started_at", "finished_at", "cancel_requested",
+        "id",
+        "title",
+        "description",
+        "priority",
+        "status",
+        "kind",
+        "payload",
+        "result",
+        "error",
+        "attempts",
+        "max_attempts",
+        "timeout_seconds",
+        "created_at",
+        "updated_at",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "cancel_requested",
     )
 ]
 RETURNING = ", ".join(column.name for column in PUBLIC)
@@ -48,8 +63,9 @@ def _is_conflict(error: DBAPIError) -> bool:
 # Statements that change many given rows lock them first, in id order: two of them
 # (a worker's results and its lease renewal, say) then never wait on each other in a cycle.
 def in_id_order(ids: str) -> str:
-    return f"tasks.id = ANY(ARRAY(SELECT id FROM tasks WHERE id = ANY({ids}) ORDER BY id " \
-           "FOR UPDATE))"
+    return (
+        f"tasks.id = ANY(ARRAY(SELECT id FROM tasks WHERE id = ANY({ids}) ORDER BY id FOR UPDATE))"
+    )
 
 
 class StoreBase:
@@ -75,12 +91,13 @@ class StoreBase:
         for attempt in range(1, _CONFLICT_RETRIES + 1):
             try:
                 async with self._begin() as connection:
-                    return (await connection.execute(statement, params)).all()
+                    return list((await connection.execute(statement, params)).all())
             except DBAPIError as error:
                 if not _is_conflict(error) or attempt == _CONFLICT_RETRIES:
                     raise
-                logger.warning("statement aborted by a lock conflict; running it again: %s",
-                               error.orig)
+                logger.warning(
+                    "statement aborted by a lock conflict; running it again: %s", error.orig
+                )
                 await asyncio.sleep(random.uniform(0, 0.01 * attempt))
         raise AssertionError("unreachable")
 

@@ -24,7 +24,11 @@ class Claims(StoreBase):
     """Take queued tasks for a worker's tickets, each claim one guarded UPDATE."""
 
     async def claim_many(
-        self, worker_id: str, lease_seconds: float, aging_seconds: float, limit: int,
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        aging_seconds: float,
+        limit: int,
         tenant_cap: int | None = None,
     ) -> list[Claim]:
         """Take up to `limit` queued tasks in one statement, fairly across tenants.
@@ -36,8 +40,13 @@ class Claims(StoreBase):
         oldest first, so that no priority starves; then HIGH before MEDIUM before LOW,
         oldest first. Between tenants with equal shares, the same order decides.
         """
-        params = {"worker": worker_id, "lease": lease_seconds, "aging": aging_seconds,
-                  "limit": limit, "cap": self._cap if tenant_cap is None else tenant_cap}
+        params = {
+            "worker": worker_id,
+            "lease": lease_seconds,
+            "aging": aging_seconds,
+            "limit": limit,
+            "cap": self._cap if tenant_cap is None else tenant_cap,
+        }
         rows = await self._claim_rows(_CLAIM_MANY, params)
         return sorted((_claim(row) for row in rows), key=lambda claim: claim.rank)
 
@@ -57,7 +66,7 @@ class Claims(StoreBase):
         # another is giving it more, so the cap holds exactly, whatever the claimers.
         async with self._begin(transaction=True) as connection:
             await connection.execute(_CLAIM_TURN)
-            return (await connection.execute(statement, params)).all()
+            return list((await connection.execute(statement, params)).all())
 
     async def has_ready(self) -> bool:
         """True when some queued task holds a broker message, claimable yet or not (a task
@@ -166,8 +175,10 @@ _CANDIDATES = f"""
         WHERE ready.tenant IS NOT NULL
     )"""
 
+
 def _fair_order(of: str) -> str:
     return f"{of}.share, {of}.aged DESC, {of}.urgency, {of}.available_at"
+
 
 # Up to :limit tasks, fair share first. SKIP LOCKED lets claimers pass each other; the
 # outer WHERE re-checks the status, so the UPDATE is guarded on its own. The best few

@@ -45,8 +45,9 @@ class GaugeReads(StoreBase):
                 if row.state == "ready":
                     oldest[priority] = max(float(row.oldest), 0.0)
             other = (await connection.execute(_OUTBOX_AND_LEASES)).one()
-        return Gauges(depth, oldest, other.outbox, max(float(other.oldest or 0), 0.0),
-                      other.expired)
+        return Gauges(
+            depth, oldest, other.outbox, max(float(other.oldest or 0), 0.0), other.expired
+        )
 
 
 _IN_PROGRESS = sa.text("SELECT count(*) FROM tasks WHERE status = 'IN_PROGRESS'")

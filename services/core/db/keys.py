@@ -18,9 +18,11 @@ from services.core.errors import KeyNotFound, TooManyKeys
 
 # One lock per tenant (two int4 keys: this table's, the tenant's) for the keys it makes.
 _LOCK_TENANT_KEYS = sa.text(
-    "SELECT pg_advisory_xact_lock(hashtext('conveyor.api_keys'), hashtext(:tenant))")
-_SHOWN = [api_keys.c[name] for name in ("id", "tenant", "name", "scopes", "created_at",
-                                        "revoked_at")]
+    "SELECT pg_advisory_xact_lock(hashtext('conveyor.api_keys'), hashtext(:tenant))"
+)
+_SHOWN = [
+    api_keys.c[name] for name in ("id", "tenant", "name", "scopes", "created_at", "revoked_at")
+]
 
 
 class SeedKey(BaseModel):
@@ -44,15 +46,23 @@ async def _check_room(connection: AsyncConnection, tenant: str, limit: int) -> N
     then holds the tenant's lock, so no other creation counts before this one is stored."""
     await connection.execute(_LOCK_TENANT_KEYS, {"tenant": tenant})
     in_use = await connection.scalar(
-        sa.select(sa.func.count()).select_from(api_keys)
-        .where(api_keys.c.tenant == tenant, api_keys.c.revoked_at.is_(None)))
-    if in_use >= limit:
+        sa.select(sa.func.count())
+        .select_from(api_keys)
+        .where(api_keys.c.tenant == tenant, api_keys.c.revoked_at.is_(None))
+    )
+    if (in_use or 0) >= limit:
         raise TooManyKeys(tenant, limit)
 
 
 def _api_key(row: Any) -> ApiKey:
-    return ApiKey(row.id, row.tenant, row.name, frozenset(Scope(s) for s in row.scopes),
-                  row.created_at, row.revoked_at)
+    return ApiKey(
+        row.id,
+        row.tenant,
+        row.name,
+        frozenset(Scope(s) for s in row.scopes),
+        row.created_at,
+        row.revoked_at,
+    )
 
 
 class SqlKeyStore:
@@ -71,17 +81,23 @@ class SqlKeyStore:
         tenant's keys that the transaction holds to its end.
         """
         key, material = new_key()
-        values = {"id": material.key_id, "tenant": tenant, "name": name,
-                  "scopes": sorted(scopes), "secret_digest": material.digest,
-                  "created_at": sa.func.now()}
+        values = {
+            "id": material.key_id,
+            "tenant": tenant,
+            "name": name,
+            "scopes": sorted(scopes),
+            "secret_digest": material.digest,
+            "created_at": sa.func.now(),
+        }
         async with connect(self._engine, transaction=True) as connection:
             if limit is not None:
                 await _check_room(connection, tenant, limit)
-            row = (await connection.execute(
-                api_keys.insert().values(values).returning(*_SHOWN))).one()
+            row = (
+                await connection.execute(api_keys.insert().values(values).returning(*_SHOWN))
+            ).one()
         return key, _api_key(row)
 
-    async def list(self, tenant: str | None = None) -> list[ApiKey]:
+    async def of_tenant(self, tenant: str | None = None) -> list[ApiKey]:
         """Every key, or one tenant's, oldest first; revoked ones included."""
         query = sa.select(*_SHOWN).order_by(api_keys.c.created_at, api_keys.c.id)
         if tenant is not None:
@@ -95,8 +111,7 @@ class SqlKeyStore:
         if tenant is not None:
             where.append(api_keys.c.tenant == tenant)
         revoked_at = sa.func.coalesce(api_keys.c.revoked_at, sa.func.now())
-        statement = (api_keys.update().where(*where).values(revoked_at=revoked_at)
-                     .returning(*_SHOWN))
+        statement = api_keys.update().where(*where).values(revoked_at=revoked_at).returning(*_SHOWN)
         async with connect(self._engine, transaction=True) as connection:
             row = (await connection.execute(statement)).first()
         if row is None:
@@ -116,11 +131,17 @@ class SqlKeyStore:
         for entry in keys:
             material = parse_key(entry.key)
             assert material is not None  # the model's pattern is the key's shape
-            rows.append({"id": material.key_id, "tenant": entry.tenant, "name": entry.name,
-                         "scopes": sorted(set(entry.scopes)), "secret_digest": material.digest})
+            rows.append(
+                {
+                    "id": material.key_id,
+                    "tenant": entry.tenant,
+                    "name": entry.name,
+                    "scopes": sorted(set(entry.scopes)),
+                    "secret_digest": material.digest,
+                }
+            )
         if not rows:
             return 0
         statement = insert(api_keys).values(rows).on_conflict_do_nothing(index_elements=["id"])
         async with connect(self._engine, transaction=True) as connection:
             return (await connection.execute(statement)).rowcount
-

@@ -34,14 +34,13 @@ class Recovery(StoreBase):
         With `claimed_before`, only tasks claimed before then: a restarted container keeps
         its pod's name, and what it claimed since is its own.
         """
-        return await self._recover(_RECOVER_WORKER, {"worker": worker_id,
-                                                     "before": claimed_before})
+        return await self._recover(_RECOVER_WORKER, {"worker": worker_id, "before": claimed_before})
 
     async def _recover(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Recovered]:
         rows = await self._write(statement, params)
-        return [Recovered(row.id, Status(row.status), row.attempts, row.trace_context)
-                for row in rows]
-
+        return [
+            Recovered(row.id, Status(row.status), row.attempts, row.trace_context) for row in rows
+        ]
 
 
 _RECOVER = """
@@ -59,19 +58,24 @@ _RECOVER = """
     RETURNING id, status, attempts, trace_context
 """
 
-_RECOVER_EXPIRED = sa.text(_RECOVER.format(
-    candidates="""
+_RECOVER_EXPIRED = sa.text(
+    _RECOVER.format(
+        candidates="""
         SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND lease_expires_at < now()
         ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED""",
-    guard="lease_expires_at < now()",
-)).bindparams(why="its worker stopped renewing the lease")
+        guard="lease_expires_at < now()",
+    )
+).bindparams(why="its worker stopped renewing the lease")
 
 _WORKER_GONE = (
-    "worker_id = :worker AND (CAST(:before AS timestamptz) IS NULL OR started_at < :before)")
+    "worker_id = :worker AND (CAST(:before AS timestamptz) IS NULL OR started_at < :before)"
+)
 
-_RECOVER_WORKER = sa.text(_RECOVER.format(
-    candidates=f"""
+_RECOVER_WORKER = sa.text(
+    _RECOVER.format(
+        candidates=f"""
         SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND {_WORKER_GONE}
         FOR UPDATE SKIP LOCKED""",
-    guard=_WORKER_GONE,
-)).bindparams(why="its worker is gone")
+        guard=_WORKER_GONE,
+    )
+).bindparams(why="its worker is gone")

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 logger = logging.getLogger(__name__)
 
 # The newest revision in migrations/versions; a test keeps the two equal.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -26,7 +26,8 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         exists = await connection.scalar(sa.text("SELECT to_regclass('alembic_version')"))
         if exists is None:
             return None
-        return await connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        version = await connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        return str(version) if version is not None else None
 
 
 async def wait_for_schema(engine: AsyncEngine, poll_seconds: float = 2.0) -> None:

@@ -51,8 +51,12 @@ class Submissions(StoreBase):
     """What REST clients do to their tasks, always within their tenant."""
 
     async def create(
-        self, new: NewTask, idempotency_key: str | None = None, request_hash: str | None = None,
-        trace_context: dict[str, str] | None = None, tenant: str = DEFAULT_TENANT,
+        self,
+        new: NewTask,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        trace_context: dict[str, str] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> tuple[Task, bool]:
         """Store `new` for `tenant`; answer (task, True), or (earlier task, False) for a
         key this tenant used before."""
@@ -117,9 +121,11 @@ class Submissions(StoreBase):
 def _select() -> sa.Select[Any]:
     return sa.select(*PUBLIC)
 
+
 def _by_id(task_id: uuid.UUID, tenant: str | None) -> sa.Select[Any]:
     query = _select().where(tasks.c.id == task_id)
     return query if tenant is None else query.where(tasks.c.tenant == tenant)
+
 
 def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
     conditions: list[sa.ColumnElement[bool]] = []
@@ -136,6 +142,7 @@ def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
     if where.created_before is not None:
         conditions.append(tasks.c.created_at < where.created_before)
     return conditions
+
 
 def _insert_values(
     new: NewTask, idempotency_key: str | None, request_hash: str | None
@@ -154,6 +161,7 @@ def _insert_values(
         "request_hash": request_hash,
     }
 
+
 _bind_json = sa.bindparam("payload", type_=tasks.c.payload.type)
 
 # A task scheduled for later waits as PENDING; the relay sends its message once it is due.
@@ -169,7 +177,8 @@ _INSERT = sa.text(f"""
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING {RETURNING}
 """).bindparams(
-    _bind_json, sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True)),
+    _bind_json,
+    sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True)),
     sa.bindparam("trace_context", type_=tasks.c.trace_context.type),
 )
 

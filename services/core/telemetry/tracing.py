@@ -28,7 +28,8 @@ Carrier = dict[str, str]
 def configure_tracing(service_name: str) -> None:
     """Export spans over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; else nothing."""
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT")
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     if not endpoint or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -89,8 +90,10 @@ def db_attributes(operation: str, summary: str) -> dict[str, str]:
 def db_span(operation: str, summary: str, **options: Any) -> Iterator[Span]:
     """A CLIENT span named like `UPDATE tasks` around one statement of the store."""
     with tracer.start_as_current_span(
-        f"{operation} tasks", kind=SpanKind.CLIENT,
-        attributes=db_attributes(operation, summary), **options,
+        f"{operation} tasks",
+        kind=SpanKind.CLIENT,
+        attributes=db_attributes(operation, summary),
+        **options,
     ) as span:
         yield span
 
