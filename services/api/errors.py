@@ -35,25 +35,22 @@ MAX_MESSAGE = 300
 
 
 class Refused(Exception):
-    """A request turned away before its route runs: no valid key, no scope, too many."""
+    """A request the service turns away: no valid key, no scope, too many; or, with `loc`,
+    a field the models accept but the service refuses (an unknown kind, a bad cursor)."""
 
     def __init__(
-        self, status: int, slug: str, detail: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        loc: Sequence[str | int] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.headers = headers
-
-
-class FieldError(Exception):
-    """A request field the models accept but the service refuses (unknown kind, bad cursor)."""
-
-    def __init__(self, status: int, loc: Sequence[str | int], msg: str) -> None:
-        super().__init__(msg)
-        self.status = status
-        self.loc = list(loc)
-        self.msg = msg
+        self.loc = list(loc) if loc is not None else None
 
 
 def problem(
@@ -132,16 +129,12 @@ async def _on_validation(_: Request, error: Exception) -> JSONResponse:
     return problem(422, _detail(errors, more), slug="validation", errors=errors, more_errors=more)
 
 
-async def _on_field(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, FieldError)
-    errors = _field_problems([{"loc": error.loc, "msg": error.msg}])
-    slug = "too-large" if error.status == 413 else "validation"
-    return problem(error.status, _detail(errors), slug=slug, errors=errors)
-
-
 async def _on_refused(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, Refused)
-    return problem(error.status, str(error), slug=error.slug, headers=error.headers)
+    if error.loc is None:
+        return problem(error.status, str(error), slug=error.slug, headers=error.headers)
+    errors = _field_problems([{"loc": error.loc, "msg": str(error)}])
+    return problem(error.status, _detail(errors), slug=error.slug, errors=errors)
 
 
 async def _on_http(_: Request, error: Exception) -> JSONResponse:
@@ -161,7 +154,6 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every error through the table above."""
     app.add_exception_handler(ConveyorError, _on_domain)
     app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(FieldError, _on_field)
     app.add_exception_handler(Refused, _on_refused)
     app.add_exception_handler(HTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)

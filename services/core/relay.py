@@ -15,8 +15,6 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from opentelemetry.trace import SpanKind, StatusCode
-
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Status
@@ -24,12 +22,7 @@ from services.core.runtime import open_clients
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
 from services.core.telemetry.metrics import MESSAGES_RESENT, STATUS_CHANGES
-from services.core.telemetry.tracing import (
-    carrier_of,
-    context_of,
-    messaging_attributes,
-    tracer,
-)
+from services.core.telemetry.tracing import publish_spans
 
 logger = logging.getLogger(__name__)
 
@@ -84,25 +77,8 @@ class Relay:
 
     async def _publish(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
         """Publish each task's message in a PRODUCER span of the task's own trace."""
-        exchange = self._broker.topology.exchange
-        spans = {
-            task_id: tracer.start_span(
-                f"publish {exchange}",
-                context=context_of(carrier),
-                kind=SpanKind.PRODUCER,
-                attributes=messaging_attributes("publish", exchange, str(task_id)),
-            )
-            for task_id, carrier in traces.items()
-        }
-        try:
-            await self._broker.publish({i: carrier_of(span) for i, span in spans.items()})
-        except BrokerUnavailable as error:
-            for span in spans.values():
-                span.set_status(StatusCode.ERROR, str(error))
-            raise
-        finally:
-            for span in spans.values():
-                span.end()
+        with publish_spans(self._broker.topology.exchange, traces) as carriers:
+            await self._broker.publish(carriers)
 
     async def resend_lost(self) -> int:
         """Queue again tasks whose message is not coming: never confirmed, or gone.

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 import httpx
 
+from services.core.db.store import SqlTaskStore
+from services.core.domain import NewTask, Priority
 from services.core.settings import Settings
+from tests.support.database import execute
 from tests.support.services import running_api, running_worker, submit, wait_for
+from tests.support.store import claim_one
 
 
 async def _started(api: httpx.AsyncClient, task_id: str) -> datetime:
@@ -32,32 +35,21 @@ async def test_one_slot_takes_all_high_then_medium_then_low(settings: Settings) 
     assert order == ["HIGH"] * 4 + ["MEDIUM"] * 4 + ["LOW"] * 4
 
 
-async def test_a_low_task_starts_within_the_aging_bound_under_a_stream_of_high(
-    settings: Settings,
+async def test_a_task_past_the_aging_bound_is_claimed_before_fresher_high_ones(
+    store: SqlTaskStore, settings: Settings
 ) -> None:
-    settings = settings.model_copy(update={"worker_concurrency": 1, "aging_seconds": 1.0})
-    async with running_api(settings) as api, running_worker(settings):
-        # HIGH work arrives faster than one slot drains it; LOW joins once HIGH is queued,
-        # and the stream goes on for three aging bounds more.
-        highs: list[str] = []
-        low = None
-        loop = asyncio.get_running_loop()
-        stream_end = loop.time() + 4.0
-        while loop.time() < stream_end:
-            highs.append(
-                (await submit(api, kind="sleep", priority="HIGH", payload={"seconds": 0.1}))["id"]
-            )
-            if low is None and len(highs) == 10:
-                low = await submit(api, kind="noop", priority="LOW")
-            await asyncio.sleep(0.04)
-        assert low is not None
-        status = (await api.get(f"/api/v1/tasks/{low['id']}")).json()["status"]
-        waiting_highs = (
-            await api.get(
-                "/api/v1/tasks", params={"priority": "HIGH", "status": "PENDING", "limit": 100}
-            )
-        ).json()["items"]
-        assert waiting_highs, "the HIGH stream must outpace the worker for this test to mean much"
-        assert status == "COMPLETED", "LOW starved while HIGH work kept arriving"
-        for high in highs:
-            await api.delete(f"/api/v1/tasks/{high}")
+    """Aging, without waiting for it: a LOW task made to have waited 2 s goes before ten
+    HIGH tasks that just arrived when the bound is 1 s, and after them when it is an hour."""
+    low, _ = await store.create(NewTask(title="low", priority=Priority.LOW))
+    for _ in range(10):
+        await store.create(NewTask(title="high", priority=Priority.HIGH))
+    await store.confirm_queued(list(await store.reserve_due(100)))
+    await execute(
+        settings.database_url,
+        "UPDATE tasks SET available_at = now() - interval '2 seconds' WHERE id = $1",
+        low.id,
+    )
+    fresh_first = await claim_one(store, aging=3600.0)
+    aged_first = await claim_one(store, aging=1.0)
+    assert fresh_first is not None and fresh_first.task.priority is Priority.HIGH
+    assert aged_first is not None and aged_first.task.id == low.id

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from services.api.auth import Canceller, Reader, Submitter
 from services.api.deps import ServicesDep, StoreDep
-from services.api.errors import FieldError
+from services.api.errors import Refused
 from services.api.responses import errors, json_response, page_response
 from services.api.schemas import (
     TIMES,
@@ -39,10 +39,12 @@ def _check_submission(body: TaskCreate, services: ServicesDep) -> None:
     too deep or too large."""
     if body.kind not in services.kinds:
         known = ", ".join(sorted(services.kinds))
-        raise FieldError(422, ["body", "kind"], f"unknown kind {body.kind!r}; known: {known}")
+        detail = f"unknown kind {body.kind!r}; known: {known}"
+        raise Refused(422, "validation", detail, loc=["body", "kind"])
     problem = payload_problem(body.payload, services.settings.max_payload_depth)
     if problem is not None:
-        raise FieldError(problem[0], ["body", "payload"], problem[1])
+        slug = "too-large" if problem[0] == 413 else "validation"
+        raise Refused(problem[0], slug, problem[1], loc=["body", "payload"])
 
 
 def _bounded(page: Page) -> Response:
@@ -127,7 +129,7 @@ async def list_tasks(
     try:
         page = await store.page(where, limit, cursor)
     except InvalidCursor as error:
-        raise FieldError(422, ["query", "cursor"], str(error)) from error
+        raise Refused(422, "validation", str(error), loc=["query", "cursor"]) from error
     return _bounded(page)
 
 

@@ -4,6 +4,7 @@ conflict, and the columns a task is read from."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from contextlib import AbstractAsyncContextManager
@@ -23,29 +24,8 @@ logger = logging.getLogger(__name__)
 _CONFLICTS = frozenset({"40P01", "40001"})
 _CONFLICT_RETRIES = 5
 
-PUBLIC = [
-    tasks.c[name]
-    for name in (
-        "id",
-        "title",
-        "description",
-        "priority",
-        "status",
-        "kind",
-        "payload",
-        "result",
-        "error",
-        "attempts",
-        "max_attempts",
-        "timeout_seconds",
-        "created_at",
-        "updated_at",
-        "scheduled_at",
-        "started_at",
-        "finished_at",
-        "cancel_requested",
-    )
-]
+# The columns a Task is read from: its fields, declared once in the domain.
+PUBLIC = [tasks.c[task_field.name] for task_field in dataclasses.fields(Task)]
 RETURNING = ", ".join(column.name for column in PUBLIC)
 
 

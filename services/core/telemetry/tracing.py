@@ -10,6 +10,7 @@ OTEL_* variables ask for it.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +19,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 tracer = trace.get_tracer("conveyor")
 
@@ -107,3 +108,29 @@ def messaging_attributes(operation: str, destination: str, message_id: str) -> d
         "messaging.destination.name": destination,
         "messaging.message.id": message_id,
     }
+
+
+@contextmanager
+def publish_spans(
+    exchange: str, traces: Mapping[uuid.UUID, Mapping[str, Any] | None]
+) -> Iterator[dict[uuid.UUID, Carrier]]:
+    """A PRODUCER span per task, each in the task's own trace, around one publish of all
+    their messages; gives each message's headers. A publish that fails marks every span."""
+    spans = {
+        task_id: tracer.start_span(
+            f"publish {exchange}",
+            context=context_of(carrier),
+            kind=SpanKind.PRODUCER,
+            attributes=messaging_attributes("publish", exchange, str(task_id)),
+        )
+        for task_id, carrier in traces.items()
+    }
+    try:
+        yield {task_id: carrier_of(span) for task_id, span in spans.items()}
+    except Exception as error:
+        for span in spans.values():
+            span.set_status(StatusCode.ERROR, str(error))
+        raise
+    finally:
+        for span in spans.values():
+            span.end()
