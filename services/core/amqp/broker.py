@@ -100,10 +100,13 @@ class Broker:
         if not self.ready or self._channel is None:
             raise BrokerUnavailable("not connected")
         try:
-            queue = await self._channel.declare_queue(self.topology.queue, passive=True)
+            # Not RobustChannel.declare_queue(passive=True): it answers a queue it declared
+            # before from its cache, with the count of that first declaration.
+            channel = await self._channel.get_underlay_channel()
+            declared = await channel.queue_declare(self.topology.queue, passive=True)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
-        return int(queue.declaration_result.message_count or 0)
+        return int(declared.message_count or 0)
 
     async def consume_queue(self, prefetch: int) -> AbstractQueue:
         """A channel with `prefetch` unacked messages at most, and the task queue on it."""
