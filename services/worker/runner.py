@@ -19,8 +19,6 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
 
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
@@ -30,23 +28,10 @@ from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
-from services.core.telemetry.metrics import (
-    ATTEMPT_DURATION,
-    QUEUE_WAIT,
-    RETRIES,
-    STATUS_CHANGES,
-    TASKS_IN_PROGRESS,
-    WORKER_SLOTS,
-)
-from services.core.telemetry.tracing import (
-    context_of,
-    db_attributes,
-    db_span,
-    messaging_attributes,
-    trace_id_of,
-    tracer,
-)
-from services.worker.execution import Held, Outcome, record, run_attempt
+from services.core.telemetry.metrics import WORKER_SLOTS
+from services.core.telemetry.tracing import db_span, trace_id_of
+from services.worker import telemetry
+from services.worker.execution import Held, record, run_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +104,33 @@ class Worker:
         await asyncio.gather(heartbeat, return_exceptions=True)
         WORKER_SLOTS.dec(self._settings.worker_concurrency)
         logger.info("worker %s stopped", self.worker_id)
+
+    async def idle(self, poll: float = 0.02) -> None:
+        """Return once no ticket waits in the queue and no slot is busy, twice in a row."""
+        quiet = 0
+        while quiet < 2:
+            await asyncio.sleep(poll)
+            busy = self._jobs or await self._broker.ready_messages() > 0
+            quiet = 0 if busy else quiet + 1
+
+    async def run_until_idle(self) -> None:
+        """Burst mode: work until no ticket waits and every slot is idle, then return.
+
+        Tickets the consumer had taken but not started go back to the queue when its
+        channel closes; the worker then starts over, so it returns only once the queue
+        is empty with nothing running. A retry whose backoff is still running has no
+        ticket yet, so it does not keep the worker.
+        """
+        while True:
+            self._stopping.clear()
+            working = asyncio.create_task(self.run())
+            try:
+                await self.idle()
+            finally:
+                self.stop()
+                await working
+            if await self._broker.ready_messages() == 0:
+                return
 
     async def _consume_once(self) -> float:
         """Consume on a channel of its own until the broker drops it; reopen in a second.
@@ -230,68 +242,23 @@ class Worker:
         return await self._results.submit((task_id, attempt, result))
 
     async def _execute(self, claim: Claim, ticket: AbstractIncomingMessage, received: int) -> None:
-        """Run one claimed attempt inside a CONSUMER span of the task's own trace."""
+        """Run one claimed attempt and record its outcome, fenced by the attempt number."""
         task = claim.task
-        claimed = time.time_ns()
-        with trace.use_span(self._process_span(claim, ticket, received), end_on_exit=True):
-            tracer.start_span(
-                "UPDATE tasks",
-                kind=SpanKind.CLIENT,
-                start_time=received,
-                attributes=db_attributes("UPDATE", "claim"),
-            ).end(claimed)
-            STATUS_CHANGES.labels(Status.IN_PROGRESS).inc()
-            QUEUE_WAIT.labels(task.priority).observe(claim.waited_seconds)
-            log = {"task_id": str(task.id)}
-            logger.info("started %s attempt %d", task.kind, claim.attempt, extra=log)
+        queue = self._broker.topology.queue
+        with telemetry.attempt(claim, queue, ticket.headers, _named(ticket), received):
             held = Held(claim)
             self._held[task.id] = held
-            TASKS_IN_PROGRESS.inc()
             try:
-                outcome = await self._run(held)
+                kind = self._kinds.get(task.kind)
+                running = run_attempt(held, kind, self._settings.default_timeout_seconds)
+                outcome = await telemetry.handler_run(task.kind, running)
                 with db_span("UPDATE", outcome.action):
                     status = await record(
                         self._store, self._settings, claim, outcome, self._complete
                     )
             finally:
                 del self._held[task.id]
-                TASKS_IN_PROGRESS.dec()
-            _count_outcome(task.kind, outcome, status)
-            logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=log)
-
-    def _process_span(
-        self, claim: Claim, ticket: AbstractIncomingMessage, received: int
-    ) -> trace.Span:
-        # The message's context is the parent when it named this task; a message taken
-        # for a more urgent task is only linked, so each task keeps one trace.
-        sent = context_of(ticket.headers)
-        own = _named(ticket) == claim.task.id
-        sent_span = trace.get_current_span(sent).get_span_context()
-        queue = self._broker.topology.queue
-        return tracer.start_span(
-            f"process {queue}",
-            kind=SpanKind.CONSUMER,
-            start_time=received,
-            context=sent if own else context_of(claim.trace_context),
-            links=[] if own or not sent_span.is_valid else [trace.Link(sent_span)],
-            attributes={
-                **messaging_attributes("process", queue, str(claim.task.id)),
-                "conveyor.task.kind": claim.task.kind,
-                "conveyor.task.attempt": claim.attempt,
-            },
-        )
-
-    async def _run(self, held: Held) -> Outcome:
-        task = held.claim.task
-        started = time.monotonic()
-        with tracer.start_as_current_span(f"run {task.kind}") as span:
-            outcome = await run_attempt(
-                held, self._kinds.get(task.kind), self._settings.default_timeout_seconds
-            )
-            if outcome.error is not None:
-                span.set_status(StatusCode.ERROR, outcome.error)
-        ATTEMPT_DURATION.labels(task.kind).observe(time.monotonic() - started)
-        return outcome
+            telemetry.recorded(claim, outcome, status)
 
     async def _beat(self) -> float:
         await self.heartbeat()
@@ -324,11 +291,3 @@ def _named(ticket: AbstractIncomingMessage) -> uuid.UUID | None:
         return uuid.UUID(ticket.body.decode())
     except (UnicodeDecodeError, ValueError):
         return None
-
-
-def _count_outcome(kind: str, outcome: Outcome, status: Status | None) -> None:
-    if status is None:
-        return
-    STATUS_CHANGES.labels(status).inc()
-    if status is Status.PENDING and outcome.action == "fail":
-        RETRIES.labels(kind).inc()

@@ -4,72 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
 import kmock
 
 from services.core.db.store import SqlTaskStore
-from services.core.domain import NewTask, Status
-from tests.operator.conftest import NAMESPACE, POLICIES, policy, worker_pod
+from services.core.domain import Status
+from tests.support.cluster import (
+    NAMESPACE,
+    apply_policy,
+    has_status,
+    held_by,
+    policy,
+    post,
+    status_of,
+    status_with,
+    until,
+    worker_pod,
+)
 from tests.support.database import expire_lease
-
-
-async def _held_by(store: SqlTaskStore, worker: str) -> uuid.UUID:
-    task, _ = await store.create(NewTask(title="t", kind="noop"))
-    # Sent but not confirmed, so only the ticket naming it takes it: this worker holds it.
-    await store.reserve_due(100)
-    claim = await store.claim_named(worker, 300, task.id)
-    assert claim is not None and claim.task.id == task.id
-    return task.id
-
-
-async def _until(check: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
-async def _status(cluster: kmock.KubernetesEmulator) -> dict[str, Any]:
-    return dict(cluster.objects[POLICIES, NAMESPACE, "conveyor"].get("status") or {})
 
 
 async def test_applying_the_policy_starts_the_sweep_and_fills_its_status(
     operator: kmock.KubernetesEmulator, store: SqlTaskStore
 ) -> None:
-    await _held_by(store, "some-pod")
+    await held_by(store, "some-pod")
     await operator.post(
         f"/apis/conveyor.dev/v1/namespaces/{NAMESPACE}/recoverypolicies", json=policy()
     )
-    status = await _until(lambda: _status_with(operator, "lastSweep"))
+    status = await until(lambda: status_with(operator, "lastSweep"))
     assert status["inProgress"] == 1
     assert (status["stuck"], status["requeued"]) == (0, 0)
-
-
-async def _status_with(cluster: kmock.KubernetesEmulator, key: str) -> dict[str, Any] | None:
-    status = await _status(cluster)
-    return status if key in status else None
-
-
-async def _post(cluster: kmock.KubernetesEmulator, plural: str, body: dict[str, Any]) -> None:
-    group = "api/v1" if plural == "pods" else "apis/conveyor.dev/v1"
-    response = await cluster.post(f"/{group}/namespaces/{NAMESPACE}/{plural}", json=body)
-    assert response.status < 300, await response.text()
-
-
-async def _apply_policy(cluster: kmock.KubernetesEmulator) -> None:
-    """Apply a policy that sweeps rarely, and wait until the operator has taken it in."""
-    await _post(cluster, "recoverypolicies", policy(interval=3600))
-    await _until(lambda: _status_with(cluster, "lastSweep"))
-
-
-async def _status_of(store: SqlTaskStore, task_id: uuid.UUID) -> Status:
-    return (await store.get(task_id)).status
 
 
 async def test_a_task_whose_lease_expired_is_requeued_and_completed(
@@ -77,14 +43,14 @@ async def test_a_task_whose_lease_expired_is_requeued_and_completed(
 ) -> None:
     from tests.support.services import running_api, running_worker, wait_for
 
-    task_id = await _held_by(store, "vanished-pod")
+    task_id = await held_by(store, "vanished-pod")
     await expire_lease(settings.database_url, task_id)
     quiet = settings.model_copy(update={"api_run_recovery": False})  # the operator's job here
     async with running_api(quiet) as api, running_worker(quiet):
-        await _post(operator, "recoverypolicies", policy())
+        await post(operator, "recoverypolicies", policy())
         final = await wait_for(api, str(task_id), timeout=15)
     assert (final["status"], final["attempts"]) == ("COMPLETED", 2)
-    status = await _until(lambda: _status_with(operator, "requeued"))
+    status = await until(lambda: status_with(operator, "requeued"))
     assert status["requeued"] >= 1
     events = [e for key, e in operator.objects.items() if key[0] == "v1/events"]
     assert any(e["reason"] == "Requeued" and str(task_id) in e["message"] for e in events)
@@ -93,33 +59,33 @@ async def test_a_task_whose_lease_expired_is_requeued_and_completed(
 async def test_deleting_a_worker_pod_requeues_its_tasks_and_no_one_else_s(
     operator: kmock.KubernetesEmulator, store: SqlTaskStore
 ) -> None:
-    await _apply_policy(operator)
+    await apply_policy(operator)
     for pod in ("worker-a", "worker-b"):
-        await _post(operator, "pods", worker_pod(pod))
-    mine = [await _held_by(store, "worker-a") for _ in range(2)]
-    theirs = await _held_by(store, "worker-b")
+        await post(operator, "pods", worker_pod(pod))
+    mine = [await held_by(store, "worker-a") for _ in range(2)]
+    theirs = await held_by(store, "worker-b")
     started = time.monotonic()
     await operator.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a")
     for task_id in mine:
-        await _until(lambda t=task_id: _is(store, t, Status.PENDING), timeout=1.0)
+        await until(lambda t=task_id: has_status(store, t, Status.PENDING), timeout=1.0)
     assert time.monotonic() - started < 1.0
-    assert await _status_of(store, theirs) is Status.IN_PROGRESS
+    assert await status_of(store, theirs) is Status.IN_PROGRESS
 
 
 async def test_an_oom_killed_container_hands_back_what_it_had_claimed(
     operator: kmock.KubernetesEmulator, store: SqlTaskStore
 ) -> None:
-    await _apply_policy(operator)
+    await apply_policy(operator)
     for pod in ("worker-a", "worker-b"):
-        await _post(operator, "pods", worker_pod(pod))
-    before = await _held_by(store, "worker-a")
-    theirs = await _held_by(store, "worker-b")
+        await post(operator, "pods", worker_pod(pod))
+    before = await held_by(store, "worker-a")
+    theirs = await held_by(store, "worker-b")
     started = (await store.get(before)).started_at
     assert started is not None
     killed_at = started + timedelta(milliseconds=20)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # the claim below starts after the kill: time, not a guess
     # The restarted container keeps the pod's name; what it claims after the kill is its own.
-    after = await _held_by(store, "worker-a")
+    after = await held_by(store, "worker-a")
     oom = {
         "status": {
             "containerStatuses": [
@@ -139,23 +105,19 @@ async def test_an_oom_killed_container_hands_back_what_it_had_claimed(
         }
     }
     await operator.patch(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a", json=oom)
-    await _until(lambda: _is(store, before, Status.PENDING), timeout=1.0)
-    assert await _status_of(store, theirs) is Status.IN_PROGRESS
-    assert await _status_of(store, after) is Status.IN_PROGRESS
+    await until(lambda: has_status(store, before, Status.PENDING), timeout=1.0)
+    assert await status_of(store, theirs) is Status.IN_PROGRESS
+    assert await status_of(store, after) is Status.IN_PROGRESS
 
 
 async def test_a_task_with_a_cancel_requested_becomes_cancelled_not_requeued(
     operator: kmock.KubernetesEmulator, store: SqlTaskStore
 ) -> None:
-    await _apply_policy(operator)
-    await _post(operator, "pods", worker_pod("worker-a"))
-    task_id = await _held_by(store, "worker-a")
+    await apply_policy(operator)
+    await post(operator, "pods", worker_pod("worker-a"))
+    task_id = await held_by(store, "worker-a")
     await store.cancel(task_id)
     await operator.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a")
-    await _until(lambda: _is(store, task_id, Status.CANCELLED), timeout=1.0)
+    await until(lambda: has_status(store, task_id, Status.CANCELLED), timeout=1.0)
     events = [e for key, e in operator.objects.items() if key[0] == "v1/events"]
     assert any(e["reason"] == "Cancelled" for e in events)
-
-
-async def _is(store: SqlTaskStore, task_id: uuid.UUID, status: Status) -> bool:
-    return await _status_of(store, task_id) is status

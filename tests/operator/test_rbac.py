@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import kmock
 
 from services.core.db.store import SqlTaskStore
+from services.core.domain import Status
 from services.core.settings import Settings
 from tests.chart.render import by_kind, render
-from tests.operator.conftest import NAMESPACE, policy, worker_pod
-from tests.operator.test_operator import _held_by, _post, _status_with, _until
+from tests.support.cluster import (
+    NAMESPACE,
+    has_status,
+    held_by,
+    policy,
+    post,
+    status_with,
+    until,
+    worker_pod,
+)
 from tests.support.database import expire_lease
 
 _VERBS = {"LIST": "list", "WATCH": "watch", "FETCH": "get", "CREATE": "create", "DELETE": "delete"}
@@ -47,14 +55,14 @@ async def test_the_role_grants_exactly_what_the_operator_uses(
 ) -> None:
     # Everything the operator does: take a policy in, sweep, requeue (with an Event),
     # and react to a worker pod that is gone.
-    expired = await _held_by(store, "vanished")
+    expired = await held_by(store, "vanished")
     await expire_lease(settings.database_url, expired)
-    await _post(operator, "recoverypolicies", policy())
-    await _until(lambda: _status_with(operator, "requeued"))
-    await _post(operator, "pods", worker_pod("worker-a"))
-    await _held_by(store, "worker-a")
+    await post(operator, "recoverypolicies", policy())
+    await until(lambda: status_with(operator, "requeued"))
+    await post(operator, "pods", worker_pod("worker-a"))
+    task_id = await held_by(store, "worker-a")
     await operator.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a")
-    await asyncio.sleep(1.5)  # a peering heartbeat and a few sweeps
+    await until(lambda: has_status(store, task_id, Status.PENDING))  # the pod reaction ran
 
     used = {
         _permission(r)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from services.core.amqp.broker import Broker
@@ -10,6 +9,7 @@ from services.core.amqp.topology import Topology
 from services.core.db.store import SqlTaskStore
 from services.core.domain import NewTask
 from services.core.settings import Settings
+from services.worker.main import open_worker
 from tests.support import kinds
 from tests.support.services import running_api, running_worker, submit, wait_for
 
@@ -35,10 +35,10 @@ async def test_the_same_message_delivered_twice_runs_the_handler_once(
         await wait_for(api, task["id"], {"PENDING"})
         # Two more copies of its message, as a broker redelivery or a relay repeat would.
         await _publish(settings, uuid.UUID(task["id"]), uuid.UUID(task["id"]))
-        async with running_worker(settings) as worker:
-            final = await wait_for(api, task["id"])
-            await asyncio.sleep(0.5)  # time for the copies to be taken, and run nothing
+        async with open_worker(settings) as worker:
+            await worker.run_until_idle()  # all three copies taken
             assert worker.held == 0
+        final = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
     assert (final["status"], final["result"], final["attempts"]) == ("COMPLETED", {"runs": 1}, 1)
     assert kinds.runs[key] == 1
 
@@ -50,8 +50,8 @@ async def test_a_message_for_a_cancelled_task_runs_nothing(settings: Settings) -
         task = await submit(api, kind="count", payload={"key": key})
         await wait_for(api, task["id"], {"PENDING"})
         assert (await api.delete(f"/api/v1/tasks/{task['id']}")).status_code == 200
-        async with running_worker(settings):
-            await asyncio.sleep(0.5)
+        async with open_worker(settings) as worker:
+            await worker.run_until_idle()
         final = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
     assert final["status"] == "CANCELLED" and final["attempts"] == 0
     assert kinds.runs[key] == 0

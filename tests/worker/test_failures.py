@@ -10,12 +10,13 @@ import httpx
 import pytest
 
 from services.core.settings import Settings
+from services.worker.runner import Worker
 from tests.support import kinds
 from tests.support.services import running_api, running_worker, submit, wait_for
 
 
 @pytest.fixture
-async def system(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def system(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Worker]]:
     settings = settings.model_copy(
         update={
             "task_modules": ["tests.support.kinds"],
@@ -23,14 +24,19 @@ async def system(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             "retry_max_seconds": 10,
         }
     )
-    async with running_api(settings) as api, running_worker(settings):
-        yield api
+    async with running_api(settings) as api, running_worker(settings) as worker:
+        yield api, worker
 
 
-async def test_retries_back_off_exponentially_then_succeed(system: httpx.AsyncClient) -> None:
+@pytest.fixture
+def client(system: tuple[httpx.AsyncClient, Worker]) -> httpx.AsyncClient:
+    return system[0]
+
+
+async def test_retries_back_off_exponentially_then_succeed(client: httpx.AsyncClient) -> None:
     key = uuid.uuid4().hex
-    task = await submit(system, kind="flaky", max_attempts=3, payload={"key": key, "failures": 2})
-    final = await wait_for(system, task["id"])
+    task = await submit(client, kind="flaky", max_attempts=3, payload={"key": key, "failures": 2})
+    final = await wait_for(client, task["id"])
     assert (final["status"], final["attempts"], final["result"]) == (
         "COMPLETED",
         3,
@@ -43,42 +49,43 @@ async def test_retries_back_off_exponentially_then_succeed(system: httpx.AsyncCl
     assert third - second >= 0.2
 
 
-async def test_a_permanent_failure_stops_at_once(system: httpx.AsyncClient) -> None:
+async def test_a_permanent_failure_stops_at_once(client: httpx.AsyncClient) -> None:
     task = await submit(
-        system, kind="fail", max_attempts=5, payload={"message": "bad", "retryable": False}
+        client, kind="fail", max_attempts=5, payload={"message": "bad", "retryable": False}
     )
-    final = await wait_for(system, task["id"])
+    final = await wait_for(client, task["id"])
     assert (final["status"], final["attempts"], final["error"]) == ("FAILED", 1, "bad")
 
 
-async def test_a_timed_out_attempt_fails_as_retryable(system: httpx.AsyncClient) -> None:
+async def test_a_timed_out_attempt_fails_as_retryable(client: httpx.AsyncClient) -> None:
     task = await submit(
-        system, kind="sleep", payload={"seconds": 30}, timeout_seconds=0.3, max_attempts=2
+        client, kind="sleep", payload={"seconds": 30}, timeout_seconds=0.3, max_attempts=2
     )
-    final = await wait_for(system, task["id"])
+    final = await wait_for(client, task["id"])
     assert (final["status"], final["attempts"]) == ("FAILED", 2)
     assert final["error"] == "timed out after 0.3 s"
 
 
 async def test_a_kind_default_time_limit_applies_when_the_task_sets_none(
-    system: httpx.AsyncClient,
+    client: httpx.AsyncClient,
 ) -> None:
-    task = await submit(system, kind="slow_by_default", max_attempts=1)
-    final = await wait_for(system, task["id"])
+    task = await submit(client, kind="slow_by_default", max_attempts=1)
+    final = await wait_for(client, task["id"])
     assert (final["status"], final["error"]) == ("FAILED", "timed out after 0.2 s")
 
 
 async def test_cancelling_a_running_task_stops_it_and_it_never_runs_again(
-    system: httpx.AsyncClient,
+    system: tuple[httpx.AsyncClient, Worker],
 ) -> None:
-    task = await submit(system, kind="sleep", payload={"seconds": 30}, max_attempts=5)
-    await wait_for(system, task["id"], {"IN_PROGRESS"})
-    response = await system.delete(f"/api/v1/tasks/{task['id']}")
+    api, worker = system
+    task = await submit(api, kind="sleep", payload={"seconds": 30}, max_attempts=5)
+    await wait_for(api, task["id"], {"IN_PROGRESS"})
+    response = await api.delete(f"/api/v1/tasks/{task['id']}")
     assert response.status_code == 202 and response.json()["cancel_requested"]
-    final = await wait_for(system, task["id"], timeout=3)
+    final = await wait_for(api, task["id"], timeout=3)
     assert (final["status"], final["attempts"], final["result"]) == ("CANCELLED", 1, None)
-    await asyncio.sleep(1.0)
-    later = (await system.get(f"/api/v1/tasks/{task['id']}")).json()
+    await worker.idle()  # every ticket of the queue taken, nothing running
+    later = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
     assert (later["status"], later["attempts"]) == ("CANCELLED", 1)
 
 
@@ -98,15 +105,15 @@ async def test_cancelling_a_running_task_stops_it_and_it_never_runs_again(
     ids=["nan", "nul", "nul-error", "surrogate", "surrogate-error"],
 )
 async def test_what_postgresql_cannot_keep_fails_the_task_alone(
-    system: httpx.AsyncClient, what: str, error: str
+    client: httpx.AsyncClient, what: str, error: str
 ) -> None:
     # Submitted together, the no-op tasks end in the same batched writes as the bad one.
     bad, *good = await asyncio.gather(
-        submit(system, kind="unstorable", payload={"what": what}),
-        *(submit(system, kind="noop") for _ in range(8)),
+        submit(client, kind="unstorable", payload={"what": what}),
+        *(submit(client, kind="noop") for _ in range(8)),
     )
 
-    failed = await wait_for(system, bad["id"])
+    failed = await wait_for(client, bad["id"])
     assert (failed["status"], failed["error"], failed["attempts"]) == ("FAILED", error, 1)
     for task in good:
-        assert (await wait_for(system, task["id"]))["status"] == "COMPLETED"
+        assert (await wait_for(client, task["id"]))["status"] == "COMPLETED"

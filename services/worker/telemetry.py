@@ -1,0 +1,108 @@
+"""What an attempt tells the outside: its spans, metrics and log lines.
+
+The runner says what happens (an attempt starts, its handler runs, its outcome is
+recorded); this module turns each event into the trace of the task, the Prometheus
+series and the log, so the runner reads as the job it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Iterator, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from services.core.domain import Claim, Status
+from services.core.telemetry.metrics import (
+    ATTEMPT_DURATION,
+    QUEUE_WAIT,
+    RETRIES,
+    STATUS_CHANGES,
+    TASKS_IN_PROGRESS,
+)
+from services.core.telemetry.tracing import (
+    context_of,
+    db_attributes,
+    messaging_attributes,
+    tracer,
+)
+from services.worker.execution import Outcome
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def attempt(
+    claim: Claim,
+    queue: str,
+    headers: Mapping[str, Any] | None,
+    named: uuid.UUID | None,
+    received: int,
+) -> Iterator[None]:
+    """One claimed attempt, from its ticket's arrival (`received`, ns) to its record.
+
+    The block runs inside a CONSUMER span of the task's own trace: the ticket's context
+    is the parent when the ticket named this task; a ticket taken for a more urgent task
+    is only linked, so each task keeps one trace.
+    """
+    task = claim.task
+    claimed = time.time_ns()
+    sent = context_of(headers)
+    own = named == task.id
+    sent_span = trace.get_current_span(sent).get_span_context()
+    span = tracer.start_span(
+        f"process {queue}",
+        kind=SpanKind.CONSUMER,
+        start_time=received,
+        context=sent if own else context_of(claim.trace_context),
+        links=[] if own or not sent_span.is_valid else [trace.Link(sent_span)],
+        attributes={
+            **messaging_attributes("process", queue, str(task.id)),
+            "conveyor.task.kind": task.kind,
+            "conveyor.task.attempt": claim.attempt,
+        },
+    )
+    with trace.use_span(span, end_on_exit=True):
+        tracer.start_span(
+            "UPDATE tasks",
+            kind=SpanKind.CLIENT,
+            start_time=received,
+            attributes=db_attributes("UPDATE", "claim"),
+        ).end(claimed)
+        STATUS_CHANGES.labels(Status.IN_PROGRESS).inc()
+        QUEUE_WAIT.labels(task.priority).observe(claim.waited_seconds)
+        logger.info("started %s attempt %d", task.kind, claim.attempt, extra=_log(claim))
+        TASKS_IN_PROGRESS.inc()
+        try:
+            yield
+        finally:
+            TASKS_IN_PROGRESS.dec()
+
+
+async def handler_run(kind: str, running: Awaitable[Outcome]) -> Outcome:
+    """The handler's own span (its children nest under it) and its duration."""
+    started = time.monotonic()
+    with tracer.start_as_current_span(f"run {kind}") as span:
+        outcome = await running
+        if outcome.error is not None:
+            span.set_status(StatusCode.ERROR, outcome.error)
+    ATTEMPT_DURATION.labels(kind).observe(time.monotonic() - started)
+    return outcome
+
+
+def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
+    """The attempt's outcome is stored (status None: a newer attempt or a cancel won)."""
+    if status is not None:
+        STATUS_CHANGES.labels(status).inc()
+        if status is Status.PENDING and outcome.action == "fail":
+            RETRIES.labels(claim.task.kind).inc()
+    logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=_log(claim))
+
+
+def _log(claim: Claim) -> dict[str, str]:
+    return {"task_id": str(claim.task.id)}
