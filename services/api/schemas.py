@@ -22,7 +22,7 @@ from pydantic import (
 from typing_extensions import TypeAliasType
 
 from services.core.auth import ApiKey, Scope
-from services.core.domain import NO_NUL, NewTask, Priority, Status, in_range
+from services.core.domain import NO_NUL, NewTask, Priority, Status, Task, in_range
 
 PAYLOAD_LIMIT = 64 * 1024
 Text = Annotated[str, Field(pattern=NO_NUL)]
@@ -186,29 +186,6 @@ class TaskCreate(_Body):
         return NewTask(**{name: getattr(self, name) for name in type(self).model_fields})
 
 
-class TaskOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    title: str
-    description: str
-    priority: Priority
-    status: Status
-    kind: str
-    payload: dict[str, Any]
-    result: Any
-    error: str | None
-    attempts: int
-    max_attempts: int
-    timeout_seconds: float | None
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
-    scheduled_at: AwareDatetime | None
-    started_at: AwareDatetime | None
-    finished_at: AwareDatetime | None
-    cancel_requested: bool
-
-
 class TaskStatusOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -220,7 +197,7 @@ class TaskStatusOut(BaseModel):
 
 
 class TaskPage(BaseModel):
-    items: list[TaskOut]
+    items: list[Task]
     next_cursor: str | None
 
 

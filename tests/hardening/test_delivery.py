@@ -39,6 +39,8 @@ async def _unfinished(connection: asyncpg.Connection) -> int:
     return int(await connection.fetchval("SELECT count(*) FROM tasks WHERE status <> 'COMPLETED'"))
 
 
+# Ten thousand submits and runs beside two worker processes: minutes on a busy 2-core machine.
+@pytest.mark.timeout(360)
 async def test_bursts_of_2000_finish_within_10_s_with_none_stranded_or_run_twice(
     settings: Settings,
 ) -> None:

@@ -12,18 +12,17 @@ from fastapi import APIRouter, Header, Query, Response
 from services.api.auth import Canceller, Reader, Submitter
 from services.api.deps import ServicesDep, StoreDep
 from services.api.errors import Refused
-from services.api.responses import errors, json_response, page_response
+from services.api.responses import errors, json_response, page_response, task_json
 from services.api.schemas import (
     TIMES,
     Instant,
     TaskCreate,
-    TaskOut,
     TaskPage,
     TaskStatusOut,
     payload_problem,
 )
 from services.core.db.store import InvalidCursor, encode_cursor
-from services.core.domain import NO_NUL, Page, Priority, Status, TaskFilter
+from services.core.domain import NO_NUL, Page, Priority, Status, Task, TaskFilter
 from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED
 from services.core.telemetry.tracing import current_carrier, db_span
 
@@ -53,7 +52,7 @@ def _bounded(page: Page) -> Response:
     pieces: list[bytes] = []
     size, cursor = _ENVELOPE_BYTES, page.next_cursor
     for task in page.items:
-        piece = TaskOut.model_validate(task).model_dump_json().encode()
+        piece = task_json(task)
         size += len(piece) + 1
         if pieces and size > PAGE_BYTES:
             cursor = encode_cursor(page.items[len(pieces) - 1])
@@ -71,9 +70,9 @@ def _request_hash(body: TaskCreate) -> str:
 @router.post(
     "",
     status_code=201,
-    response_model=TaskOut,
+    response_model=Task,
     responses={
-        200: {"model": TaskOut, "description": "A repeat of an earlier submission"},
+        200: {"model": Task, "description": "A repeat of an earlier submission"},
         **errors(409, 413, 422),
     },
 )
@@ -95,9 +94,7 @@ async def submit_task(
         TASKS_SUBMITTED.labels(task.priority, task.kind).inc()
         STATUS_CHANGES.labels(task.status).inc()
         services.relay.kick()
-    return json_response(
-        TaskOut.model_validate(task), 201 if created else 200, Location=f"{router.prefix}/{task.id}"
-    )
+    return json_response((task), 201 if created else 200, Location=f"{router.prefix}/{task.id}")
 
 
 @router.get("", response_model=TaskPage, responses=errors(422))
@@ -133,10 +130,10 @@ async def list_tasks(
     return _bounded(page)
 
 
-@router.get("/{task_id}", response_model=TaskOut, responses=errors(404, 422))
+@router.get("/{task_id}", response_model=Task, responses=errors(404, 422))
 async def get_task(task_id: uuid.UUID, store: StoreDep, principal: Reader) -> Response:
     """One task."""
-    return json_response(TaskOut.model_validate(await store.get(task_id, principal.tenant)))
+    return json_response(await store.get(task_id, principal.tenant))
 
 
 @router.get("/{task_id}/status", response_model=TaskStatusOut, responses=errors(404, 422))
@@ -147,9 +144,9 @@ async def get_task_status(task_id: uuid.UUID, store: StoreDep, principal: Reader
 
 @router.delete(
     "/{task_id}",
-    response_model=TaskOut,
+    response_model=Task,
     responses={
-        202: {"model": TaskOut, "description": "Running: its worker was asked to stop"},
+        202: {"model": Task, "description": "Running: its worker was asked to stop"},
         **errors(404, 409, 422),
     },
 )
@@ -159,4 +156,4 @@ async def cancel_task(task_id: uuid.UUID, store: StoreDep, principal: Canceller)
     if task.status is Status.CANCELLED:
         STATUS_CHANGES.labels(Status.CANCELLED).inc()
     status = 200 if task.status is Status.CANCELLED else 202
-    return json_response(TaskOut.model_validate(task), status)
+    return json_response((task), status)
