@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+
+import pytest
 
 from services.core.db.engine import create_engine
 from services.core.db.store import SqlTaskStore
@@ -25,8 +28,16 @@ async def _queued(store: SqlTaskStore, tenant: str, count: int = 1, **fields: ob
     await store.confirm_queued(list(await store.reserve_due(1000)))
 
 
-async def _claim(store: SqlTaskStore, limit: int, cap: int = 0) -> list[Claim]:
-    return await store.claim_many("w", LEASE, AGING, limit, tenant_cap=cap)
+async def _claim(store: SqlTaskStore, limit: int) -> list[Claim]:
+    return await store.claim_many("w", LEASE, AGING, limit)
+
+
+@pytest.fixture
+async def capped(settings: Settings) -> AsyncIterator[SqlTaskStore]:
+    """A store whose tenants run at most 3 tasks at a time (TENANT_MAX_RUNNING=3)."""
+    engine = create_engine(settings)
+    yield SqlTaskStore(engine, tenant_cap=3)
+    await engine.dispose()
 
 
 async def test_a_free_slot_goes_to_the_tenant_running_fewest_whatever_the_priority(
@@ -55,12 +66,12 @@ async def test_priority_still_orders_the_tasks_of_one_tenant(store: SqlTaskStore
     assert order == [Priority.HIGH, Priority.MEDIUM, Priority.LOW]
 
 
-async def test_the_cap_stops_a_tenant_at_its_running_tasks(store: SqlTaskStore) -> None:
-    await _queued(store, "bob", 10)
-    assert len(await _claim(store, 10, cap=3)) == 3
-    assert await _claim(store, 10, cap=3) == []  # bob has ready work, but runs his cap
-    await _queued(store, "alice", 5)
-    taken = [c.task.title for c in await _claim(store, 10, cap=3)]
+async def test_the_cap_stops_a_tenant_at_its_running_tasks(capped: SqlTaskStore) -> None:
+    await _queued(capped, "bob", 10)
+    assert len(await _claim(capped, 10)) == 3
+    assert await _claim(capped, 10) == []  # bob has ready work, but runs his cap
+    await _queued(capped, "alice", 5)
+    taken = [c.task.title for c in await _claim(capped, 10)]
     assert taken == ["alice"] * 3
 
 

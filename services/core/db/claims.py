@@ -29,13 +29,12 @@ class Claims(StoreBase):
         lease_seconds: float,
         aging_seconds: float,
         limit: int,
-        tenant_cap: int | None = None,
     ) -> list[Claim]:
         """Take up to `limit` queued tasks in one statement, fairly across tenants.
 
         Each slot goes to the tenant with the fewest running tasks (counting the ones this
-        claim gives it), and not past `tenant_cap` (else the store's TENANT_MAX_RUNNING)
-        running tasks per tenant when set; claims then take turns, so the cap holds.
+        claim gives it), and not past the store's TENANT_MAX_RUNNING running tasks per
+        tenant when set; claims then take turns, so the cap holds.
         Within a tenant, tasks that have waited longer than `aging_seconds` go first,
         oldest first, so that no priority starves; then HIGH before MEDIUM before LOW,
         oldest first. Between tenants with equal shares, the same order decides.
@@ -45,7 +44,7 @@ class Claims(StoreBase):
             "lease": lease_seconds,
             "aging": aging_seconds,
             "limit": limit,
-            "cap": self._cap if tenant_cap is None else tenant_cap,
+            "cap": self._cap,
         }
         rows = await self._claim_rows(_CLAIM_MANY, params)
         return sorted((_claim(row) for row in rows), key=lambda claim: claim.rank)
