@@ -5,18 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
 
-from tests.support.env import CI
+from tests.support.tools import need, tool
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "conveyor"
@@ -27,24 +24,8 @@ VALUES_FILES = [*sorted((CHART / "ci").glob("*-values.yaml")), ROOT / "k8s" / "d
 Manifest = dict[str, Any]
 
 
-def need(what: str, ok: bool) -> None:
-    if not ok:
-        (pytest.fail if CI else pytest.skip)(f"{what} is missing")
-
-
-@cache
 def helm() -> str:
-    """helm 3; installed beside this Python by .ci/install-helm the first time it is missing."""
-    beside = Path(sys.executable).with_name("helm")
-    found = shutil.which("helm") or str(beside)
-    if not Path(found).exists():
-        subprocess.run(
-            [str(ROOT / ".ci" / "install-helm"), str(beside.parent)],
-            check=False,
-            env={**os.environ, "PATH": f"{beside.parent}:{os.environ['PATH']}"},
-        )
-    need("helm (.ci/install-helm installs it)", Path(found).exists())
-    return found
+    return tool("helm")
 
 
 def render(*values_files: Path, **sets: str) -> list[Manifest]:

@@ -5,21 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import signal
 import subprocess
 import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.core.settings import Settings
-from tests.support.env import CI
 from tests.support.processes import start_worker_process
 from tests.support.services import free_port, running_api, running_worker, submit, wait_for
+from tests.support.tools import tool
 
 CHART_FILES = Path(__file__).parents[2] / "charts" / "conveyor" / "files"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -142,16 +140,9 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(settings: S
     assert used <= names, used - names
 
 
-def _promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        (pytest.fail if CI else pytest.skip)("promtool (Debian package prometheus) is missing")
-    return promtool  # type: ignore[return-value]
-
-
 def test_promtool_accepts_the_alert_rules() -> None:
     done = subprocess.run(
-        [_promtool(), "check", "rules", str(CHART_FILES / "alerts.yaml")],
+        [tool("promtool"), "check", "rules", str(CHART_FILES / "alerts.yaml")],
         capture_output=True,
         text=True,
     )
@@ -171,7 +162,7 @@ def test_promtool_accepts_every_dashboard_expression(tmp_path: Path) -> None:
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     done = subprocess.run(
-        [_promtool(), "check", "rules", str(path)], capture_output=True, text=True
+        [tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(rules)} rules found" in done.stdout
