@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,9 +19,7 @@ import pytest
 from services.core.settings import Settings
 from services.operator.handlers import build_registry
 from services.operator.main import run_operator
-
-NAMESPACE = "tasks"
-POLICIES = "conveyor.dev/v1/recoverypolicies"
+from tests.support.cluster import NAMESPACE, POLICIES, metadata
 
 
 @pytest.fixture
@@ -46,7 +43,7 @@ def cluster(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
     kmock.objects["kopf.dev/v1/kopfpeerings", NAMESPACE, "conveyor"] = {
         "apiVersion": "kopf.dev/v1",
         "kind": "KopfPeering",
-        "metadata": _metadata("conveyor"),
+        "metadata": metadata("conveyor"),
     }
     return kmock
 
@@ -78,37 +75,3 @@ async def operator(
         stop.set()
         await asyncio.to_thread(thread.join, 15)
         assert not thread.is_alive(), "the operator did not stop"
-
-
-def _metadata(name: str, **more: Any) -> dict[str, Any]:
-    # The emulator stores objects as given: add what an API server would.
-    return {
-        "name": name,
-        "namespace": NAMESPACE,
-        "uid": str(uuid.uuid4()),
-        "resourceVersion": "1",
-        **more,
-    }
-
-
-def policy(name: str = "conveyor", interval: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "conveyor.dev/v1",
-        "kind": "RecoveryPolicy",
-        "metadata": _metadata(name),
-        "spec": {
-            "leaseSeconds": 30,
-            "sweepIntervalSeconds": interval,
-            "workerSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}},
-        },
-    }
-
-
-def worker_pod(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": _metadata(name, labels={"app.kubernetes.io/component": "worker"}),
-        "spec": {"containers": [{"name": "worker", "image": "conveyor-worker"}]},
-        "status": {"phase": "Running"},
-    }
