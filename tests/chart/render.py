@@ -28,9 +28,21 @@ def helm() -> str:
     return tool("helm")
 
 
-def render(*values_files: Path, **sets: str) -> list[Manifest]:
-    """`helm template` of the chart, as a list of objects (tests included)."""
+# The APIs of the operators the chart's optional objects need: KEDA and prometheus-operator.
+OPERATOR_APIS = [
+    "keda.sh/v1alpha1/ScaledObject",
+    "keda.sh/v1alpha1/TriggerAuthentication",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+]
+
+
+def render(*values_files: Path, bare: bool = False, **sets: str) -> list[Manifest]:
+    """`helm template` of the chart, as a list of objects (tests included), for a cluster
+    with KEDA and prometheus-operator, or with neither (`bare`)."""
     args = [helm(), "template", "conveyor", str(CHART), "--namespace", "tasks"]
+    for api in [] if bare else OPERATOR_APIS:
+        args += ["--api-versions", api]
     for path in values_files:
         args += ["--values", str(path)]
     for key, value in sets.items():

@@ -1,31 +1,72 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "conveyor.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* The release's base name, at most 63 characters. */}}
 {{- define "conveyor.fullname" -}}
+{{- $name := include "conveyor.name" . -}}
 {{- if .Values.fullnameOverride -}}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
-{{- else if contains .Chart.Name .Release.Name -}}
+{{- else if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
-{{/* Labels on every object; pass (dict "ctx" $ "component" "api"). */}}
+{{/* Labels on every object, commonLabels included; pass (dict "ctx" $ "component" "api"). */}}
 {{- define "conveyor.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
-app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
-app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
-{{ include "conveyor.selectorLabels" . }}
+{{- $ours := dict
+  "helm.sh/chart" (printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_")
+  "app.kubernetes.io/managed-by" .ctx.Release.Service
+  "app.kubernetes.io/version" .ctx.Chart.AppVersion
+  "app.kubernetes.io/part-of" "conveyor" -}}
+{{- $ours = merge $ours (fromYaml (include "conveyor.selectorLabels" .)) -}}
+{{- toYaml (merge $ours (.ctx.Values.commonLabels | default dict)) -}}
 {{- end -}}
 
 {{- define "conveyor.selectorLabels" -}}
-app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+app.kubernetes.io/name: {{ include "conveyor.name" .ctx }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* One tag for every image. */}}
+{{/* Pod template metadata of a component: the labels and podLabels, and the annotations
+(podAnnotations, plus any passed as "annotations"); pass ctx, component, annotations. */}}
+{{- define "conveyor.podMetadata" -}}
+{{- $v := .ctx.Values -}}
+{{- $c := index $v (.values | default .component) | default dict -}}
+{{- $user := merge (dict) ($c.podLabels | default dict) ($v.podLabels | default dict) -}}
+labels:
+  {{- toYaml (merge (fromYaml (include "conveyor.labels" .)) $user) | nindent 2 }}
+{{- $annotations := merge (dict) (.annotations | default dict) ($c.podAnnotations | default dict) ($v.podAnnotations | default dict) }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* An image reference: image.<component> is a repository, or a map of registry,
+repository, tag and digest. A registry (the image's own, image.registry or
+global.imageRegistry) replaces the registry host of the repository, or goes before it. */}}
 {{- define "conveyor.image" -}}
-{{- printf "%s:%s" (index .ctx.Values.image .component) (.ctx.Values.image.tag | default .ctx.Chart.AppVersion) -}}
+{{- $v := .ctx.Values -}}
+{{- $image := index $v.image .component -}}
+{{- if kindIs "string" $image }}{{ $image = dict "repository" $image }}{{ end -}}
+{{- $registry := $image.registry | default $v.image.registry | default (dig "imageRegistry" "" ($v.global | default dict)) -}}
+{{- $repository := $image.repository -}}
+{{- if $registry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- if and (gt (len $parts) 1) (regexMatch "[.:]|^localhost$" (first $parts)) }}{{ $repository = join "/" (rest $parts) }}{{ end -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository -}}
+{{- end -}}
+{{- $digest := $image.digest | default "" -}}
+{{- if $digest -}}
+{{- printf "%s@%s" $repository $digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository ($image.tag | default $v.image.tag | default .ctx.Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "conveyor.secretName" -}}
@@ -53,24 +94,67 @@ checksum/auth: {{ list .Values.auth.seedKeys .Values.auth.existingSecret .Values
 {{- if and .Values.auth.enabled (or .Values.auth.existingSecret .Values.auth.seedKeys .Values.auth.helmTestKey) }}true{{ end -}}
 {{- end -}}
 
-{{/* Settings for every container: the ConfigMap (envFrom items) ... */}}
+{{/* Settings for every container of a component (pass ctx, component): the ConfigMap and
+extraEnvFrom (envFrom items) ... */}}
 {{- define "conveyor.envFrom" -}}
 - configMapRef:
-    name: {{ include "conveyor.fullname" . }}-config
+    name: {{ include "conveyor.fullname" .ctx }}-config
+{{- with concat (.ctx.Values.extraEnvFrom | default list) ((index .ctx.Values (.values | default .component) | default dict).extraEnvFrom | default list) }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
-{{/* ... and the two URLs from the Secret (env items). */}}
+{{/* ... and the URLs from the Secret, tracing, extraEnv (env items). */}}
 {{- define "conveyor.env" -}}
+{{- $keys := .ctx.Values.secretKeys -}}
 - name: CONVEYOR_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "conveyor.secretName" . }}
-      key: database-url
+      name: {{ include "conveyor.secretName" .ctx }}
+      key: {{ $keys.databaseUrl }}
 - name: CONVEYOR_AMQP_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "conveyor.secretName" . }}
-      key: amqp-url
+      name: {{ include "conveyor.secretName" .ctx }}
+      key: {{ $keys.amqpUrl }}
+{{ include "conveyor.tracingEnv" . }}
+{{- with concat (.ctx.Values.extraEnv | default list) ((index .ctx.Values (.values | default .component) | default dict).extraEnv | default list) }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* OpenTelemetry: where spans go, how many, and which pod, namespace and node sent them. */}}
+{{- define "conveyor.tracingEnv" -}}
+{{- $t := .ctx.Values.tracing -}}
+{{- if $t.enabled -}}
+- name: K8S_POD_NAME
+  valueFrom: {fieldRef: {fieldPath: metadata.name}}
+- name: K8S_POD_UID
+  valueFrom: {fieldRef: {fieldPath: metadata.uid}}
+- name: K8S_NAMESPACE_NAME
+  valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+- name: K8S_NODE_NAME
+  valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ required "tracing.endpoint is required when tracing.enabled" $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | quote }}
+{{- $attributes := list
+  "k8s.pod.name=$(K8S_POD_NAME)" "k8s.pod.uid=$(K8S_POD_UID)"
+  "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.node.name=$(K8S_NODE_NAME)"
+  (printf "k8s.container.name=%s" .component) "service.instance.id=$(K8S_POD_UID)"
+  (printf "service.namespace=%s" (include "conveyor.fullname" .ctx))
+  (printf "service.version=%s" .ctx.Chart.AppVersion) }}
+{{- range $key, $value := $t.resourceAttributes }}
+{{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+{{- end -}}
 {{- end -}}
 
 {{- define "conveyor.podSecurityContext" -}}
@@ -83,23 +167,39 @@ securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 {{- end -}}
 
-{{/* A writable /tmp on a read-only root filesystem: the volumes item ... */}}
-{{- define "conveyor.tmpVolume" -}}
+{{/* A writable /tmp on a read-only root filesystem, and extraVolumes: volumes items
+(pass ctx, component) ... */}}
+{{- define "conveyor.volumes" -}}
 - name: tmp
   emptyDir: {}
+{{- with concat (.ctx.Values.extraVolumes | default list) ((index .ctx.Values (.values | default .component) | default dict).extraVolumes | default list) }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
-{{/* ... and the volumeMounts item. */}}
-{{- define "conveyor.tmpMount" -}}
+{{/* ... and their volumeMounts items. */}}
+{{- define "conveyor.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- with concat (.ctx.Values.extraVolumeMounts | default list) ((index .ctx.Values (.values | default .component) | default dict).extraVolumeMounts | default list) }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* A component's sidecars (extraContainers), as containers items. */}}
+{{- define "conveyor.extraContainers" -}}
+{{- with (index .ctx.Values (.values | default .component) | default dict).extraContainers }}
+{{- toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* The Secret's keys: the two URLs, and the libpq form of the database URL for KEDA. */}}
 {{- define "conveyor.secretData" -}}
-database-url: {{ .Values.database.url | quote }}
-database-dsn: {{ .Values.database.dsn | default (regexReplaceAll "^postgresql\\+[a-z0-9]+://" .Values.database.url "postgresql://") | quote }}
-amqp-url: {{ .Values.broker.url | quote }}
+{{- /* A plain postgres:// or postgresql:// URL gets the asyncpg driver the app uses. */ -}}
+{{- $url := regexReplaceAll "^postgres(ql)?://" .Values.database.url "postgresql+asyncpg://" -}}
+{{ .Values.secretKeys.databaseUrl }}: {{ $url | quote }}
+{{ .Values.secretKeys.databaseDsn }}: {{ .Values.database.dsn | default (regexReplaceAll "^postgresql\\+asyncpg://" $url "postgresql://") | quote }}
+{{ .Values.secretKeys.amqpUrl }}: {{ .Values.broker.url | quote }}
 {{- end -}}
 
 {{- define "conveyor.serviceAccountName" -}}
@@ -116,22 +216,41 @@ serviceAccountName: {{ include "conveyor.serviceAccountName" . }}
 automountServiceAccountToken: false
 {{- end -}}
 
-{{/* Scheduling and pull settings every pod shares. */}}
+{{/* Scheduling and pull settings of a component's pods (pass ctx, component): its own
+nodeSelector, tolerations, affinity, topologySpreadConstraints and priorityClassName, else
+the chart-wide ones. */}}
 {{- define "conveyor.podCommon" -}}
-{{- with .Values.imagePullSecrets }}
+{{- $v := .ctx.Values -}}
+{{- $c := index $v (.values | default .component) | default dict -}}
+{{- $secrets := list -}}
+{{- range concat (dig "imagePullSecrets" list ($v.global | default dict)) ($v.imagePullSecrets | default list) -}}
+{{- $secrets = append $secrets (kindIs "string" . | ternary (dict "name" .) .) -}}
+{{- end -}}
+{{- with $secrets | uniq }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.nodeSelector }}
-nodeSelector:
+{{- with $c.priorityClassName | default $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- range $key := list "nodeSelector" "tolerations" "affinity" "topologySpreadConstraints" }}
+{{- with (get $c $key) | default (get $v $key) }}
+{{ $key }}:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
-tolerations:
-  {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
-affinity:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
+{{- end -}}
+
+{{/* Optional objects of other operators' APIs render only where the cluster serves that
+API (or `helm template --api-versions` names it); NOTES.txt says what was left out. */}}
+{{- define "conveyor.keda" -}}
+{{- if and .Values.worker.keda.enabled (.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") }}true{{ end -}}
+{{- end -}}
+
+{{- define "conveyor.serviceMonitor" -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") }}true{{ end -}}
+{{- end -}}
+
+{{- define "conveyor.prometheusRule" -}}
+{{- if and .Values.metrics.prometheusRule.enabled (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule") }}true{{ end -}}
 {{- end -}}
