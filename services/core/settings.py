@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -13,7 +14,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
 
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/conveyor"
+    # postgresql+asyncpg://...; a plain postgresql:// or postgres:// URL gets that driver.
+    database_url: str = Field(
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/conveyor",
+        pattern=r"^postgresql\+asyncpg://",
+    )
     database_pool_size: int = Field(10, ge=1)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     # Names every exchange and queue, so that installations can share one vhost.
@@ -94,6 +99,14 @@ class Settings(BaseSettings):
             from limits import parse
 
             parse(value)  # ValueError names what it cannot read
+        return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _asyncpg_driver(cls, value: object) -> object:
+        # Any other driver is refused by the pattern: the images carry asyncpg alone.
+        if isinstance(value, str):
+            return re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", value)
         return value
 
     @field_validator("task_modules", mode="before")
