@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.chart import reference
 from tests.chart.render import (
     CHART,
     VALUES_FILES,
@@ -244,3 +245,26 @@ def test_the_service_monitor_takes_timeout_and_relabelings() -> None:
         assert endpoint["scrapeTimeout"] == "10s"
         assert endpoint["relabelings"][0]["targetLabel"] == "node"
         assert endpoint["metricRelabelings"][0]["action"] == "drop"
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        found += _leaves(value, f"{path}.") if isinstance(value, dict) and value else [path]
+    return found
+
+
+def test_every_value_is_in_the_reference_and_the_reference_is_current() -> None:
+    documented = {key for key, _, _ in reference.rows()}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    # A leaf is documented itself, or is part of a documented Kubernetes object.
+    undocumented = [
+        leaf
+        for leaf in _leaves(values)
+        if not any(".".join(leaf.split(".")[:n]) in documented for n in range(1, 99))
+    ]
+    assert undocumented == []
+    assert reference.REFERENCE.read_text() == reference.render(), (
+        "charts/conveyor/VALUES.md is out of date: python -m tests.chart.reference"
+    )
