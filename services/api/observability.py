@@ -14,6 +14,7 @@ from services.api.deps import Services
 from services.core.errors import StoreUnavailable
 from services.core.telemetry.metrics import (
     BACKGROUND_ERRORS,
+    GAUGES_UP,
     HTTP_DURATION,
     HTTP_REQUESTS,
     LEASE_EXPIRED,
@@ -68,10 +69,14 @@ async def metrics(request: Request) -> Response:
         try:
             await asyncio.wait_for(_read_gauges(services), timeout=5)
         except (StoreUnavailable, TimeoutError) as error:
+            GAUGES_UP.set(0)
             logger.warning("database gauges not refreshed: %s", error)
         except Exception:  # a bad read must not take the process's own metrics with it
+            GAUGES_UP.set(0)
             BACKGROUND_ERRORS.labels("gauges").inc()
             logger.exception("database gauges not refreshed")
+        else:
+            GAUGES_UP.set(1)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -20,10 +20,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from services.core.domain import Claim, Status
 from services.core.telemetry.metrics import (
     ATTEMPT_DURATION,
+    OUTCOMES,
     QUEUE_WAIT,
     RETRIES,
     STATUS_CHANGES,
     TASKS_IN_PROGRESS,
+    kind_label,
 )
 from services.core.telemetry.tracing import (
     context_of,
@@ -91,7 +93,7 @@ async def handler_run(kind: str, running: Awaitable[Outcome]) -> Outcome:
         outcome = await running
         if outcome.error is not None:
             span.set_status(StatusCode.ERROR, outcome.error)
-    ATTEMPT_DURATION.labels(kind).observe(time.monotonic() - started)
+    ATTEMPT_DURATION.labels(kind_label(kind)).observe(time.monotonic() - started)
     return outcome
 
 
@@ -99,8 +101,9 @@ def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
     """The attempt's outcome is stored (status None: a newer attempt or a cancel won)."""
     if status is not None:
         STATUS_CHANGES.labels(status).inc()
+        OUTCOMES.labels(kind_label(claim.task.kind), status).inc()
         if status is Status.PENDING and outcome.action == "fail":
-            RETRIES.labels(claim.task.kind).inc()
+            RETRIES.labels(kind_label(claim.task.kind)).inc()
     logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=_log(claim))
 
 

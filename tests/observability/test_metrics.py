@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import platform
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.core.settings import Settings
+from services.core.telemetry.metrics import KIND_LABELS, VERSION, kind_label
 from tests.support.processes import start_worker_process
 from tests.support.services import free_port, running_api, running_worker, submit, wait_for
 from tests.support.tools import tool
@@ -79,6 +81,11 @@ async def test_counters_move_by_exactly_the_workload(settings: Settings) -> None
     assert moved(changes, status="FAILED") == 1
     assert moved(changes, status="CANCELLED") == 1
     assert moved("conveyor_task_retries_total", kind="flaky") == 1
+    outcomes = "conveyor_task_outcomes_total"
+    assert moved(outcomes, kind="noop", status="COMPLETED") == 3
+    assert moved(outcomes, kind="fail", status="FAILED") == 1
+    assert moved(outcomes, kind="flaky", status="PENDING") == 1
+    assert moved(outcomes, kind="flaky", status="COMPLETED") == 1
     assert moved("conveyor_task_attempt_duration_seconds_count", kind="noop") == 3
     assert moved("conveyor_task_queue_wait_seconds_count", priority="HIGH") == 3
     assert (
@@ -105,6 +112,28 @@ async def test_queue_gauges_count_ready_and_running_tasks(settings: Settings) ->
     assert samples[(depth, frozenset({"priority": "HIGH", "state": "ready"}.items()))] == 2
     assert samples[(depth, frozenset({"priority": "LOW", "state": "ready"}.items()))] == 1
     assert samples[(depth, frozenset({"priority": "HIGH", "state": "running"}.items()))] == 0
+
+
+async def test_the_gauges_say_when_postgresql_cannot_be_read(settings: Settings) -> None:
+    up = ("conveyor_database_gauges_up", frozenset())
+    async with running_api(settings) as api:
+        assert (await _scrape(api))[up] == 1
+    # Nothing listens on port 1: the gauges keep old values, and say so.
+    away = settings.model_copy(update={"database_url": "postgresql+asyncpg://u@127.0.0.1:1/x"})
+    async with running_api(away, ready=False) as api:
+        samples = await _scrape(api)
+    assert samples[up] == 0
+    assert samples[
+        (
+            "conveyor_build_info",
+            frozenset({"version": VERSION, "python": platform.python_version()}.items()),
+        )
+    ]
+
+
+def test_kind_labels_stay_bounded_whatever_kinds_clients_make_up() -> None:
+    labels = {kind_label(uuid.uuid4().hex) for _ in range(KIND_LABELS * 3)}
+    assert len(labels) <= KIND_LABELS + 1 and "other" in labels
 
 
 def _used_names() -> set[str]:

@@ -23,7 +23,7 @@ from services.api.schemas import (
 )
 from services.core.db.store import InvalidCursor, encode_cursor
 from services.core.domain import NO_NUL, Page, Priority, Status, Task, TaskFilter
-from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED
+from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED, kind_label
 from services.core.telemetry.tracing import current_carrier, db_span
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -91,7 +91,7 @@ async def submit_task(
             body.to_new_task(), idempotency_key, request_hash, trace_context, principal.tenant
         )
     if created:
-        TASKS_SUBMITTED.labels(task.priority, task.kind).inc()
+        TASKS_SUBMITTED.labels(task.priority, kind_label(task.kind)).inc()
         STATUS_CHANGES.labels(task.status).inc()
         services.relay.kick()
     return json_response((task), 201 if created else 200, Location=f"{router.prefix}/{task.id}")

@@ -7,6 +7,9 @@ them with max(), not sum().
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Seconds, from a no-op to a long task.
@@ -30,11 +33,44 @@ _DURATION_BUCKETS = (
     3600,
 )
 
+try:
+    VERSION = version("conveyor")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    VERSION = "unknown"
+BUILD_INFO = Gauge(
+    "conveyor_build_info",
+    "Always 1; the labels say which Conveyor and Python this process runs.",
+    ["version", "python"],
+)
+BUILD_INFO.labels(VERSION, platform.python_version()).set(1)
+
+# A task's kind is the client's text: a label takes the first KIND_LABELS kinds a process
+# sees, and "other" for any later one, so that made-up kinds cannot grow the series.
+KIND_LABELS = 100
+_kinds_seen: set[str] = set()
+
+
+def kind_label(kind: str) -> str:
+    """`kind` as a label value, from a bounded set."""
+    if kind in _kinds_seen:
+        return kind
+    if len(_kinds_seen) >= KIND_LABELS:
+        return "other"
+    _kinds_seen.add(kind)
+    return kind
+
+
 TASKS_SUBMITTED = Counter(
     "conveyor_tasks_submitted_total", "Tasks accepted by the API.", ["priority", "kind"]
 )
 STATUS_CHANGES = Counter(
     "conveyor_task_status_changes_total", "Task status changes, by the status reached.", ["status"]
+)
+OUTCOMES = Counter(
+    "conveyor_task_outcomes_total",
+    "Attempts recorded by workers, by kind and the status they left the task in "
+    "(PENDING: to be retried).",
+    ["kind", "status"],
 )
 ATTEMPT_DURATION = Histogram(
     "conveyor_task_attempt_duration_seconds",
@@ -74,6 +110,11 @@ QUEUE_DEPTH = Gauge(
     "conveyor_queue_depth_tasks",
     "Tasks to run now: ready (NEW or PENDING and due) or running (IN_PROGRESS).",
     ["priority", "state"],
+)
+GAUGES_UP = Gauge(
+    "conveyor_database_gauges_up",
+    "1 when the last scrape read the database-wide gauges; 0 when PostgreSQL could not be "
+    "read, and the conveyor_queue_*, conveyor_outbox_* and lease gauges hold old values.",
 )
 QUEUE_OLDEST_AGE = Gauge(
     "conveyor_queue_oldest_age_seconds", "How long the oldest ready task has waited.", ["priority"]

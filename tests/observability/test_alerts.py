@@ -1,0 +1,107 @@
+"""The alerts and the dashboard as the chart renders them: routable, per release, with a
+runbook each, thresholds from values, and accepted by promtool."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.render import CHART, one, render
+from tests.support.tools import tool
+
+RUNBOOKS = CHART.parents[1] / "docs" / "runbooks.md"
+MONITORING = {
+    "metrics.prometheusRule.enabled": "true",
+    "metrics.grafanaDashboard.enabled": "true",
+}
+
+
+def _rules(**sets: str) -> list[dict[str, Any]]:
+    rule = one(render(**MONITORING, **sets), "PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def _promtool_accepts(rules: list[dict[str, Any]], path: Path) -> None:
+    path.write_text(yaml.safe_dump({"groups": [{"name": "conveyor", "rules": rules}]}))
+    done = subprocess.run(
+        [tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_keeps_namespace_and_job_and_names_this_release(tmp_path: Path) -> None:
+    rules = _rules()
+    assert len(rules) >= 10
+    for rule in rules:
+        expr = " ".join(rule["expr"].split())
+        for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
+            assert "namespace" in grouping, (rule["alert"], grouping)
+        for job in re.findall(r'job="([^"]+)"', expr):
+            assert job.startswith("conveyor-"), (rule["alert"], job)
+            assert 'namespace="tasks"' in expr, rule["alert"]
+        assert "max(" not in expr.replace(" ", ""), rule["alert"]  # no label-dropping max()
+    names = {r["alert"] for r in rules}
+    assert {"ConveyorApiErrors", "ConveyorApiDown", "ConveyorDatabaseUnreadable"} <= names
+    _promtool_accepts(rules, tmp_path / "rules.yaml")
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    anchors = {
+        re.sub(r"[^a-z0-9-]", "", heading.lower().replace(" ", "-"))
+        for heading in re.findall(r"^## (.+)$", RUNBOOKS.read_text(), re.M)
+    }
+    for rule in _rules(**{"metrics.prometheusRule.runbookBaseUrl": "https://wiki.example/rb"}):
+        url = rule["annotations"]["runbook_url"]
+        base, anchor = url.split("#")
+        assert base == "https://wiki.example/rb" and anchor in anchors, url
+
+
+def test_thresholds_durations_severities_and_switches_come_from_values(tmp_path: Path) -> None:
+    sets = {
+        "metrics.prometheusRule.alerts.ConveyorApiErrors.threshold": "0.02",
+        "metrics.prometheusRule.alerts.ConveyorApiErrors.for": "15m",
+        "metrics.prometheusRule.alerts.ConveyorApiErrors.severity": "critical",
+        "metrics.prometheusRule.alerts.ConveyorWorkersDown.enabled": "false",
+        "metrics.prometheusRule.extraAlertLabels.team": "platform",
+    }
+    rules = {r["alert"]: r for r in _rules(**sets)}
+    errors = rules["ConveyorApiErrors"]
+    assert errors["expr"].rstrip().endswith("> 0.02")
+    assert (errors["for"], errors["labels"]["severity"]) == ("15m", "critical")
+    assert "ConveyorWorkersDown" not in rules
+    assert all(r["labels"]["team"] == "platform" for r in rules.values())
+    _promtool_accepts(list(rules.values()), tmp_path / "rules.yaml")
+
+
+@pytest.mark.parametrize("release", ["one", "two"])
+def test_the_dashboard_is_one_per_release_with_namespace_and_job(release: str) -> None:
+    config = one(render(**MONITORING, fullnameOverride=release), "ConfigMap", "-dashboard")
+    dashboard = json.loads(config["data"]["conveyor.json"])
+    assert dashboard["title"] == f"Conveyor (tasks/{release})"
+    assert len(dashboard["uid"]) <= 40
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "job"} <= variables
+    for panel in dashboard["panels"]:
+        assert panel.get("description"), panel["title"]
+        for target in panel["targets"]:
+            for selector in re.findall(r"conveyor_[a-z_]+(\{[^}]*\})?", target["expr"]):
+                assert 'namespace="$namespace"' in selector, target["expr"]
+                assert 'job=~"$job"' in selector, target["expr"]
+
+
+def test_two_releases_get_two_dashboard_uids() -> None:
+    uids = {
+        json.loads(
+            one(render(**MONITORING, fullnameOverride=name), "ConfigMap", "-dashboard")["data"][
+                "conveyor.json"
+            ]
+        )["uid"]
+        for name in ("one", "two")
+    }
+    assert len(uids) == 2
