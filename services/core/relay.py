@@ -77,7 +77,7 @@ class Relay:
 
     async def _publish(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
         """Publish each task's message in a PRODUCER span of the task's own trace."""
-        with publish_spans(self._broker.topology.exchange, traces) as carriers:
+        with publish_spans(self._broker.topology.sent_to, traces) as carriers:
             await self._broker.publish(carriers)
 
     async def resend_lost(self) -> int:

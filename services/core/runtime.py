@@ -15,6 +15,7 @@ from services.core.db.engine import create_engine
 from services.core.db.schema import wait_for_schema
 from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
+from services.core.telemetry.tracing import describe_peers
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ async def open_clients(settings: Settings, *, wait: bool = True) -> AsyncIterato
     With `wait`, return only once the schema is at the revision this code expects, so no
     process takes work against a database that a migration has not reached yet.
     """
+    describe_peers(settings.database_url, settings.amqp_url)
     engine = create_engine(settings)
     broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
     try:

@@ -244,8 +244,8 @@ class Worker:
     async def _execute(self, claim: Claim, ticket: AbstractIncomingMessage, received: int) -> None:
         """Run one claimed attempt and record its outcome, fenced by the attempt number."""
         task = claim.task
-        queue = self._broker.topology.queue
-        with telemetry.attempt(claim, queue, ticket.headers, _named(ticket), received):
+        source = self._broker.topology.taken_from
+        with telemetry.attempt(claim, source, ticket.headers, _named(ticket), received):
             held = Held(claim)
             self._held[task.id] = held
             try:

@@ -41,12 +41,13 @@ logger = logging.getLogger(__name__)
 @contextlib.contextmanager
 def attempt(
     claim: Claim,
-    queue: str,
+    source: str,
     headers: Mapping[str, Any] | None,
     named: uuid.UUID | None,
     received: int,
 ) -> Iterator[None]:
-    """One claimed attempt, from its ticket's arrival (`received`, ns) to its record.
+    """One claimed attempt, from its ticket's arrival (`received`, ns) to its record;
+    `source` is where the ticket came from (`{exchange}:{routing key}:{queue}`).
 
     The block runs inside a CONSUMER span of the task's own trace: the ticket's context
     is the parent when the ticket named this task; a ticket taken for a more urgent task
@@ -58,13 +59,13 @@ def attempt(
     own = named == task.id
     sent_span = trace.get_current_span(sent).get_span_context()
     span = tracer.start_span(
-        f"process {queue}",
+        f"process {source}",
         kind=SpanKind.CONSUMER,
         start_time=received,
         context=sent if own else context_of(claim.trace_context),
         links=[] if own or not sent_span.is_valid else [trace.Link(sent_span)],
         attributes={
-            **messaging_attributes("process", queue, str(task.id)),
+            **messaging_attributes("process", source, str(task.id)),
             "conveyor.task.kind": task.kind,
             "conveyor.task.attempt": claim.attempt,
         },

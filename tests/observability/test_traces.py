@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from services.core.amqp.topology import ROUTING_KEY, Topology
 from services.core.settings import Settings
+from services.core.telemetry.tracing import publish_spans
 from tests.support.services import running_api, running_worker, submit, wait_for
 
 
@@ -33,17 +36,44 @@ async def test_a_task_is_one_trace_from_request_to_final_write(
         task = await submit(api, kind="noop")
         await wait_for(api, task["id"])
     names = _names(_trace_of(spans, task["id"]))
-    queue = f"{settings.amqp_prefix}.tasks"
+    sent, taken = _destinations(settings)
     assert names["POST /api/v1/tasks"] == 1  # the API's HTTP server span
     assert names["INSERT tasks"] == 1  # the API's database write
-    assert names[f"publish {settings.amqp_prefix}"] == 1  # the relay
-    assert names[f"process {queue}"] == 1  # the worker, its claim, handler and last write
+    assert names[f"publish {sent}"] == 1  # the relay
+    assert names[f"process {taken}"] == 1  # the worker, its claim, handler and last write
     assert names["run noop"] == 1
     assert names["UPDATE tasks"] == 2
-    process = next(s for s in spans.get_finished_spans() if s.name == f"process {queue}")
-    assert process.kind is SpanKind.CONSUMER
-    assert process.attributes["messaging.system"] == "rabbitmq"
-    assert process.attributes["messaging.message.id"] == task["id"]
+    finished = spans.get_finished_spans()
+    publish = next(s for s in finished if s.name == f"publish {sent}")
+    process = next(s for s in finished if s.name == f"process {taken}")
+    assert publish.kind is SpanKind.PRODUCER and process.kind is SpanKind.CONSUMER
+    # The messaging conventions for RabbitMQ, and the broker's address.
+    for span, kind, destination in ((publish, "send", sent), (process, "process", taken)):
+        assert span.attributes["messaging.system"] == "rabbitmq"
+        assert span.attributes["messaging.operation.type"] == kind
+        assert span.attributes["messaging.destination.name"] == destination
+        assert span.attributes["messaging.rabbitmq.destination.routing_key"] == ROUTING_KEY
+        assert span.attributes["messaging.message.id"] == task["id"]
+        assert span.attributes["server.address"] == "127.0.0.1"
+        assert span.attributes["server.port"] == 5672
+    # The database conventions, and which database.
+    insert = next(s for s in finished if s.name == "INSERT tasks")
+    assert insert.attributes["db.system.name"] == "postgresql"
+    assert insert.attributes["db.query.summary"] == "INSERT tasks"
+    assert insert.attributes["db.namespace"] == settings.database_url.rsplit("/", 1)[1]
+    assert insert.attributes["server.port"] == 5432
+
+
+def _destinations(settings: Settings) -> tuple[str, str]:
+    topology = Topology(settings.amqp_prefix)
+    return topology.sent_to, topology.taken_from
+
+
+def test_a_failed_publish_names_its_error_type(spans: InMemorySpanExporter) -> None:
+    with pytest.raises(ConnectionError), publish_spans("x:task", {uuid.uuid4(): None}):
+        raise ConnectionError("broker away")
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "publish x:task"]
+    assert span.attributes["error.type"] == "ConnectionError"
 
 
 async def test_a_retry_stays_in_the_same_trace(
@@ -54,8 +84,9 @@ async def test_a_retry_stays_in_the_same_trace(
         task = await submit(api, kind="flaky", payload={"key": uuid.uuid4().hex, "failures": 1})
         assert (await wait_for(api, task["id"]))["attempts"] == 2
     names = _names(_trace_of(spans, task["id"]))
-    assert names[f"publish {settings.amqp_prefix}"] == 2
-    assert names[f"process {settings.amqp_prefix}.tasks"] == 2
+    sent, taken = _destinations(settings)
+    assert names[f"publish {sent}"] == 2
+    assert names[f"process {taken}"] == 2
     assert names["run flaky"] == 2
 
 
@@ -76,6 +107,7 @@ async def test_a_relay_republish_stays_in_the_same_trace(
     async with running_api(relayed) as api, running_worker(relayed):
         await wait_for(api, task["id"])
     names = _names(_trace_of(spans, task["id"]))
-    assert names[f"publish {settings.amqp_prefix}"] == 1
-    assert names[f"process {settings.amqp_prefix}.tasks"] == 1
+    sent, taken = _destinations(settings)
+    assert names[f"publish {sent}"] == 1
+    assert names[f"process {taken}"] == 1
     assert names["INSERT tasks"] == 1

@@ -28,6 +28,16 @@ class Topology:
     def queue(self) -> str:
         return f"{self.prefix}.tasks"
 
+    @property
+    def sent_to(self) -> str:
+        """Where a message goes, as tracing names it: `{exchange}:{routing key}`."""
+        return f"{self.exchange}:{ROUTING_KEY}"
+
+    @property
+    def taken_from(self) -> str:
+        """Where a consumer takes it: `{exchange}:{routing key}:{queue}`."""
+        return f"{self.sent_to}:{self.queue}"
+
 
 async def declare_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
     """Declare the direct exchange that task messages are published to."""

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -24,6 +25,24 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 tracer = trace.get_tracer("conveyor")
 
 Carrier = dict[str, str]
+# Where this process's database and broker are, for the spans' server.* and db.namespace
+# attributes (describe_peers sets them once the settings are read).
+_database: dict[str, Any] = {}
+_broker: dict[str, Any] = {}
+
+
+def describe_peers(database_url: str, amqp_url: str) -> None:
+    """Name the servers this process talks to, as span attributes (never a password)."""
+    database, broker = urlsplit(database_url), urlsplit(amqp_url)
+    _database.clear()
+    _database.update(_server(database.hostname, database.port, 5432))
+    _database["db.namespace"] = database.path.lstrip("/")
+    _broker.clear()
+    _broker.update(_server(broker.hostname, broker.port, 5672))
+
+
+def _server(host: str | None, port: int | None, default_port: int) -> dict[str, Any]:
+    return {"server.address": host or "localhost", "server.port": port or default_port}
 
 
 def configure_tracing(service_name: str) -> None:
@@ -77,51 +96,59 @@ def current_trace_id() -> str | None:
     return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
 
 
-def db_attributes(operation: str, summary: str) -> dict[str, str]:
-    """Database span attributes by the semantic conventions."""
+def db_attributes(operation: str, purpose: str) -> dict[str, Any]:
+    """Database span attributes by the semantic conventions; `purpose` says which of the
+    store's statements it is (claim, complete, ...)."""
     return {
         "db.system.name": "postgresql",
         "db.operation.name": operation,
         "db.collection.name": "tasks",
-        "db.query.summary": summary,
+        "db.query.summary": f"{operation} tasks",
+        "conveyor.db.purpose": purpose,
+        **_database,
     }
 
 
 @contextmanager
-def db_span(operation: str, summary: str, **options: Any) -> Iterator[Span]:
-    """A CLIENT span named like `UPDATE tasks` around one statement of the store."""
+def db_span(operation: str, purpose: str, **options: Any) -> Iterator[Span]:
+    """A CLIENT span named by its query summary (`UPDATE tasks`) around one statement."""
     with tracer.start_as_current_span(
         f"{operation} tasks",
         kind=SpanKind.CLIENT,
-        attributes=db_attributes(operation, summary),
+        attributes=db_attributes(operation, purpose),
         **options,
     ) as span:
         yield span
 
 
-def messaging_attributes(operation: str, destination: str, message_id: str) -> dict[str, str]:
-    """Messaging span attributes by the semantic conventions, for RabbitMQ."""
+def messaging_attributes(operation: str, destination: str, message_id: str) -> dict[str, Any]:
+    """Messaging span attributes by the semantic conventions, for RabbitMQ: `operation` is
+    publish (of type send) or process; `destination` is `{exchange}:{routing key}` for a
+    publish and `{exchange}:{routing key}:{queue}` for a consumer."""
     return {
         "messaging.system": "rabbitmq",
-        "messaging.operation.type": operation,
+        "messaging.operation.type": "send" if operation == "publish" else operation,
         "messaging.operation.name": operation,
         "messaging.destination.name": destination,
+        "messaging.rabbitmq.destination.routing_key": destination.split(":")[1],
         "messaging.message.id": message_id,
+        **_broker,
     }
 
 
 @contextmanager
 def publish_spans(
-    exchange: str, traces: Mapping[uuid.UUID, Mapping[str, Any] | None]
+    destination: str, traces: Mapping[uuid.UUID, Mapping[str, Any] | None]
 ) -> Iterator[dict[uuid.UUID, Carrier]]:
     """A PRODUCER span per task, each in the task's own trace, around one publish of all
-    their messages; gives each message's headers. A publish that fails marks every span."""
+    their messages to `destination` (`{exchange}:{routing key}`); gives each message's
+    headers. A publish that fails marks every span with its error."""
     spans = {
         task_id: tracer.start_span(
-            f"publish {exchange}",
+            f"publish {destination}",
             context=context_of(carrier),
             kind=SpanKind.PRODUCER,
-            attributes=messaging_attributes("publish", exchange, str(task_id)),
+            attributes=messaging_attributes("publish", destination, str(task_id)),
         )
         for task_id, carrier in traces.items()
     }
@@ -130,6 +157,7 @@ def publish_spans(
     except Exception as error:
         for span in spans.values():
             span.set_status(StatusCode.ERROR, str(error))
+            span.set_attribute("error.type", type(error).__qualname__)
         raise
     finally:
         for span in spans.values():
