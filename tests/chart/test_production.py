@@ -3,6 +3,7 @@ platform teams add, clusters without KEDA or prometheus-operator, and safe defau
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from tests.chart import reference
 from tests.chart.render import (
     CHART,
+    ROOT,
     VALUES_FILES,
     Manifest,
     by_kind,
@@ -268,3 +270,15 @@ def test_every_value_is_in_the_reference_and_the_reference_is_current() -> None:
     assert reference.REFERENCE.read_text() == reference.render(), (
         "charts/conveyor/VALUES.md is out of date: python -m tests.chart.reference"
     )
+
+
+def test_the_images_the_chart_and_the_package_carry_one_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    project = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert project is not None and project[1] == chart
+    for dockerfile in ("Dockerfile.api", "Dockerfile.worker"):
+        text = (ROOT / dockerfile).read_text()
+        assert f"ARG VERSION={chart}\n" in text, dockerfile
+        # No frontend image to fetch: builds work air-gapped.
+        assert not text.startswith("# syntax="), dockerfile
+        assert "constraints.txt" in text, dockerfile
