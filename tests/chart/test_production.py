@@ -137,8 +137,7 @@ def test_extra_env_volumes_sidecars_and_scheduling_reach_the_pods() -> None:
     for name, container in _containers(manifests).items():
         env = _env(container)
         assert env.get("HTTPS_PROXY") == "http://proxy.internal:3128", name
-        if "migrate" not in name:
-            assert {"configMapRef": {"name": "proxy-settings"}} in container["envFrom"], name
+        assert {"configMapRef": {"name": "proxy-settings"}} in container["envFrom"], name
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts["internal-ca"] == "/etc/ssl/internal", name
     worker_mounts = {m["name"] for m in worker["containers"][0]["volumeMounts"]}
