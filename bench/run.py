@@ -150,10 +150,8 @@ async def rabbitmq_limits(count: int = 10_000) -> tuple[float, float]:
 # --- the service --------------------------------------------------------------------------
 
 
-def wrk(
-    path: str, connections: int, seconds: int = 10, post: bool = False
-) -> tuple[float, str, str]:
-    script = Path(__file__).with_name("post.lua")
+def wrk(path: str, connections: int, seconds: int = 10, post: str = "") -> tuple[float, str, str]:
+    """Requests per second, p50 and p99 of `path`; `post` names a script in bench/."""
     args = [
         "wrk",
         f"-t{min(2, connections)}",
@@ -164,7 +162,7 @@ def wrk(
         f"Authorization: {AUTH['Authorization']}",
     ]
     if post:
-        args += ["-s", str(script)]
+        args += ["-s", str(Path(__file__).with_name(post))]
     done = subprocess.run([*args, f"{API}{path}"], capture_output=True, text=True, check=True)
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -345,12 +343,18 @@ def run(args: argparse.Namespace) -> None:
     with process("api") as api:
         wait_ready()
         for connections in (1, 8, 32):
-            rate, p50, p99 = wrk("/api/v1/tasks", connections, post=True)
+            rate, p50, p99 = wrk("/api/v1/tasks", connections, post="post.lua")
             row(
                 f"API create, {connections} connection(s)",
                 f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
                 f"{rate / inserts:.0%} of PostgreSQL inserts",
             )
+        rate, p50, p99 = wrk("/api/v1/tasks:batch", 4, post="batch.lua")
+        row(
+            "API bulk submit, 1,000 tasks a request, 4 connections",
+            f"{rate * 1000:,.0f} tasks/s, p50 {p50}, p99 {p99} a request",
+            f"{rate * 1000 / inserts:.0%} of PostgreSQL inserts",
+        )
         api_peak = peak_rss_mb(api)
 
     print("workers", file=sys.stderr)

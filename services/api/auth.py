@@ -77,6 +77,12 @@ class Authenticator:
         await self._spend(key.id)
         return Principal(key.tenant, key.scopes, key.id)
 
+    async def charge(self, principal: Principal, requests: int) -> None:
+        """Count `requests` more against the principal's key (a batch is metered per task:
+        authenticate counted the first); 429 when they do not fit, and nothing is spent."""
+        if self._enabled and principal.key_id is not None and requests > 0:
+            await self._spend(principal.key_id, requests)
+
     def forget(self, key_id: str) -> None:
         """Look `key_id` up again on its next use (it was just revoked here); a lookup under
         way from before is answered to its waiters but not remembered."""
@@ -135,8 +141,8 @@ class Authenticator:
             headers={"Retry-After": "1"},
         )
 
-    async def _spend(self, key_id: str) -> None:
-        if self._rate is None or await self._limiter.hit(self._rate, key_id):
+    async def _spend(self, key_id: str, cost: int = 1) -> None:
+        if self._rate is None or await self._limiter.hit(self._rate, key_id, cost=cost):
             return
         AUTH_REFUSALS.labels("rate_limited").inc()
         reset_at, _ = await self._limiter.get_window_stats(self._rate, key_id)

@@ -63,6 +63,19 @@ def problem(
     more_errors: int = 0,
 ) -> JSONResponse:
     """A problem+json response; `more_errors` counts the errors left out of `errors`."""
+    body = problem_body(status, detail, slug=slug, errors=errors, more_errors=more_errors)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def problem_body(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    more_errors: int = 0,
+) -> dict[str, Any]:
+    """An RFC 9457 problem document, as a response body or one item of a batch's answer."""
     body: dict[str, Any] = {
         "type": f"urn:conveyor:problem:{slug}" if slug else "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -73,7 +86,28 @@ def problem(
         body["errors"] = errors
     if more_errors:
         body["more_errors"] = more_errors
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+    return body
+
+
+def invalid_body(every: Sequence[Any], prefix: Sequence[str | int] = ()) -> dict[str, Any]:
+    """The 422 problem of pydantic's errors, each `loc` under `prefix`."""
+    located = [{**error, "loc": [*prefix, *error["loc"]]} for error in every]
+    errors = _field_problems(located)
+    more = len(every) - len(errors)
+    return problem_body(
+        422, _detail(errors, more), slug="validation", errors=errors, more_errors=more
+    )
+
+
+def refused_body(error: Refused | ConveyorError) -> dict[str, Any]:
+    """The problem of a refusal or of a domain error (a reused idempotency key, ...)."""
+    if isinstance(error, ConveyorError):
+        status, slug = _DOMAIN[type(error)]
+        return problem_body(status, str(error), slug=slug)
+    if error.loc is None:
+        return problem_body(error.status, str(error), slug=error.slug)
+    errors = _field_problems([{"loc": error.loc, "msg": str(error)}])
+    return problem_body(error.status, _detail(errors), slug=error.slug, errors=errors)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -123,18 +157,14 @@ async def _on_domain(_: Request, error: Exception) -> JSONResponse:
 
 async def _on_validation(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    every = error.errors()
-    errors = _field_problems(every)
-    more = len(every) - len(errors)
-    return problem(422, _detail(errors, more), slug="validation", errors=errors, more_errors=more)
+    return JSONResponse(invalid_body(error.errors()), status_code=422, media_type=PROBLEM)
 
 
 async def _on_refused(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, Refused)
-    if error.loc is None:
-        return problem(error.status, str(error), slug=error.slug, headers=error.headers)
-    errors = _field_problems([{"loc": error.loc, "msg": str(error)}])
-    return problem(error.status, _detail(errors), slug=error.slug, errors=errors)
+    return JSONResponse(
+        refused_body(error), status_code=error.status, headers=error.headers, media_type=PROBLEM
+    )
 
 
 async def _on_http(_: Request, error: Exception) -> JSONResponse:

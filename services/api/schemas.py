@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import uuid
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -183,7 +185,14 @@ class TaskCreate(_Body):
     )
 
     def to_new_task(self) -> NewTask:
-        return NewTask(**{name: getattr(self, name) for name in type(self).model_fields})
+        return NewTask(**{name: getattr(self, name) for name in TaskCreate.model_fields})
+
+    def request_hash(self) -> str:
+        """The same for equal task bodies however they were written: what a repeated
+        idempotency key must match."""
+        fields = self.model_dump(mode="json", include=set(TaskCreate.model_fields))
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class TaskStatusOut(BaseModel):
@@ -255,3 +264,44 @@ class KeyCreated(KeyOut):
 
 class KeyPage(BaseModel):
     items: list[KeyOut]
+
+
+BATCH_LIMIT = 1000
+
+
+class BatchTask(TaskCreate):
+    """One task of a batch: a task body, and its own idempotency key."""
+
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Makes this task's submission safe to repeat, as Idempotency-Key does",
+    )
+
+
+class BatchCreate(_Body):
+    tasks: list[Any] = Field(
+        min_length=1,
+        max_length=BATCH_LIMIT,
+        description=f"1 to {BATCH_LIMIT} task bodies, each a BatchTask; each is checked on its "
+        "own, so one that is refused refuses only itself",
+    )
+
+
+class BatchItem(BaseModel):
+    """The outcome of one task of a batch, in the order sent."""
+
+    outcome: Literal["created", "repeated", "refused"]
+    status: int = Field(description="What a single submit would have answered: 201, 200 or 4xx")
+    task: Task | None = None
+    problem: Problem | None = None
+
+
+class BatchOut(BaseModel):
+    COUNTED: ClassVar = ("created", "repeated", "refused")
+
+    items: list[BatchItem]
+    created: int
+    repeated: int
+    refused: int

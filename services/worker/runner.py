@@ -107,6 +107,7 @@ class Worker:
 
     async def idle(self, poll: float = 0.02) -> None:
         """Return once no ticket waits in the queue and no slot is busy, twice in a row."""
+        await self._broker.connected.wait()
         quiet = 0
         while quiet < 2:
             await asyncio.sleep(poll)

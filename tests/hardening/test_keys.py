@@ -82,11 +82,13 @@ async def test_concurrent_first_uses_of_a_few_keys_are_all_answered(
 ) -> None:
     made = [(await keys.create(f"team-{n}", parse_scopes("read")))[0] for n in range(5)]
 
+    # 100 first uses at once: five times the lookup limit, were they not shared per key.
     answers = await asyncio.gather(
-        *[api.get("/api/v1/tasks?limit=1", headers=_bearer(made[n % 5])) for n in range(250)]
+        *[api.get("/api/v1/tasks?limit=1", headers=_bearer(made[n % 5])) for n in range(100)]
     )
 
-    assert Counter(a.status_code for a in answers) == {200: 250}
+    refused = {a.json()["detail"] for a in answers if a.status_code != 200}
+    assert Counter(a.status_code for a in answers) == {200: 100}, refused
 
 
 async def _flood(api: httpx.AsyncClient, stop: asyncio.Event, seen: Counter[int]) -> None:

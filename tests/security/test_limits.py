@@ -95,3 +95,20 @@ async def test_a_body_nested_beyond_what_a_parser_can_follow_gets_400_naming_bod
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["loc"] == ["body"]
     assert await _stored(store) == 0
+
+
+async def test_a_batch_is_metered_per_task(
+    limited: httpx.AsyncClient, caller: Callable[..., Awaitable[Caller]], store: SqlTaskStore
+) -> None:
+    alice = Caller(limited, "alice", (await caller("alice")).key)
+    six = {"tasks": [{"title": "t", "kind": "noop"}] * 6}
+    refused = await alice.request("POST", "/api/v1/tasks:batch", json=six)
+    assert refused.status_code == 429 and await _stored(store) == 0  # 6 tasks > 5/minute
+    assert "retry-after" in refused.headers
+    # The refused batch spent one request (its own), not six: three tasks still fit...
+    three = {"tasks": [{"title": "t", "kind": "noop"}] * 3}
+    assert (await alice.request("POST", "/api/v1/tasks:batch", json=three)).status_code == 200
+    # ... then one more request, and no more.
+    assert (await alice.request("GET", "/api/v1/tasks")).status_code == 200
+    assert (await alice.request("GET", "/api/v1/tasks")).status_code == 429
+    assert await _stored(store) == 3

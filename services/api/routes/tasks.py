@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
+from pydantic import ValidationError
 
 from services.api.auth import Canceller, Reader, Submitter
 from services.api.deps import ServicesDep, StoreDep
-from services.api.errors import Refused
+from services.api.errors import Refused, invalid_body, refused_body
 from services.api.responses import errors, json_response, page_response, task_json
 from services.api.schemas import (
     TIMES,
+    BatchCreate,
+    BatchItem,
+    BatchOut,
+    BatchTask,
     Instant,
+    Problem,
     TaskCreate,
     TaskPage,
     TaskStatusOut,
     payload_problem,
 )
 from services.core.db.store import InvalidCursor, encode_cursor
-from services.core.domain import NO_NUL, Page, Priority, Status, Task, TaskFilter
+from services.core.domain import NO_NUL, NewTask, Page, Priority, Status, Task, TaskFilter
+from services.core.errors import IdempotencyConflict
 from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED, kind_label
 from services.core.telemetry.tracing import current_carrier, db_span
 
@@ -33,17 +38,19 @@ PAGE_BYTES = 1024 * 1024
 _ENVELOPE_BYTES = 256
 
 
-def _check_submission(body: TaskCreate, services: ServicesDep) -> None:
+def _check_submission(
+    body: TaskCreate, services: ServicesDep, at: tuple[str | int, ...] = ("body",)
+) -> None:
     """Refuse what the models cannot see: an unknown kind, a payload PostgreSQL cannot keep,
-    too deep or too large."""
+    too deep or too large; `at` is where the body is in the request."""
     if body.kind not in services.kinds:
         known = ", ".join(sorted(services.kinds))
         detail = f"unknown kind {body.kind!r}; known: {known}"
-        raise Refused(422, "validation", detail, loc=["body", "kind"])
+        raise Refused(422, "validation", detail, loc=[*at, "kind"])
     problem = payload_problem(body.payload, services.settings.max_payload_depth)
     if problem is not None:
         slug = "too-large" if problem[0] == 413 else "validation"
-        raise Refused(problem[0], slug, problem[1], loc=["body", "payload"])
+        raise Refused(problem[0], slug, problem[1], loc=[*at, "payload"])
 
 
 def _bounded(page: Page) -> Response:
@@ -59,12 +66,6 @@ def _bounded(page: Page) -> Response:
             break
         pieces.append(piece)
     return page_response(pieces, cursor)
-
-
-def _request_hash(body: TaskCreate) -> str:
-    """The same for equal bodies however they were written: what a repeated key must match."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @router.post(
@@ -84,7 +85,7 @@ async def submit_task(
 ) -> Response:
     """Store a task; it is handed to a worker once the broker has confirmed it."""
     _check_submission(body, services)
-    request_hash = _request_hash(body) if idempotency_key else None
+    request_hash = body.request_hash() if idempotency_key else None
     trace_context = current_carrier()  # the request's span: the root of the task's trace
     with db_span("INSERT", "create task"):
         task, created = await services.store.create(
@@ -95,6 +96,65 @@ async def submit_task(
         STATUS_CHANGES.labels(task.status).inc()
         services.relay.kick()
     return json_response((task), 201 if created else 200, Location=f"{router.prefix}/{task.id}")
+
+
+@router.post(":batch", response_model=BatchOut, responses=errors(413, 422))
+async def submit_batch(body: BatchCreate, services: ServicesDep, principal: Submitter) -> Response:
+    """Store up to 1,000 tasks in one statement; answer each one's outcome in order.
+
+    Each task is checked on its own: one that is refused (as a single submit would be)
+    refuses only itself. The others are stored all together or, when PostgreSQL fails,
+    none of them (503). The rate limit counts each task as a request.
+    """
+    await services.auth.charge(principal, len(body.tasks) - 1)
+    items = [_checked(raw, ("body", "tasks", n), services) for n, raw in enumerate(body.tasks)]
+    accepted = [(n, item) for n, item in enumerate(items) if isinstance(item, BatchTask)]
+    entries = [_entry(task) for _, task in accepted]
+    with db_span("INSERT", "create tasks"):
+        outcomes = await services.store.create_many(entries, current_carrier(), principal.tenant)
+    for (n, _), outcome in zip(accepted, outcomes, strict=True):
+        items[n] = _answer(outcome)
+    answers = [item for item in items if isinstance(item, BatchItem)]
+    if any(item.outcome == "created" for item in answers):
+        services.relay.kick()
+    return json_response(
+        BatchOut(
+            items=answers,
+            **{kind: sum(a.outcome == kind for a in answers) for kind in BatchOut.COUNTED},
+        )
+    )
+
+
+def _checked(raw: Any, at: tuple[str | int, ...], services: ServicesDep) -> BatchTask | BatchItem:
+    """One task of a batch, or its refusal."""
+    try:
+        task = BatchTask.model_validate(raw)
+        _check_submission(task, services, at)
+    except ValidationError as error:
+        return _refused(invalid_body(error.errors(), at))
+    except Refused as error:
+        return _refused(refused_body(error))
+    return task
+
+
+def _entry(task: BatchTask) -> tuple[NewTask, str | None, str | None]:
+    key = task.idempotency_key
+    return task.to_new_task(), key, task.request_hash() if key else None
+
+
+def _answer(outcome: tuple[Task, bool] | IdempotencyConflict) -> BatchItem:
+    if isinstance(outcome, IdempotencyConflict):
+        return _refused(refused_body(outcome))
+    task, created = outcome
+    if not created:
+        return BatchItem(outcome="repeated", status=200, task=task)
+    TASKS_SUBMITTED.labels(task.priority, kind_label(task.kind)).inc()
+    STATUS_CHANGES.labels(task.status).inc()
+    return BatchItem(outcome="created", status=201, task=task)
+
+
+def _refused(problem: dict[str, Any]) -> BatchItem:
+    return BatchItem(outcome="refused", status=problem["status"], problem=Problem(**problem))
 
 
 @router.get("", response_model=TaskPage, responses=errors(422))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +76,38 @@ class Submissions(StoreBase):
         if found.request_hash != request_hash:
             raise IdempotencyConflict(idempotency_key or "")
         return task_of(found), False
+
+    async def create_many(
+        self,
+        entries: Sequence[tuple[NewTask, str | None, str | None]],
+        trace_context: dict[str, str] | None = None,
+        tenant: str = DEFAULT_TENANT,
+    ) -> list[tuple[Task, bool] | IdempotencyConflict]:
+        """Store every (task, idempotency key, request hash) of `entries` in one statement,
+        all or none; answer each in order: (task, True) when stored, (earlier task, False)
+        for a key this tenant used before with the same request, else IdempotencyConflict."""
+        rows = [_insert_values(new, key, digest) for new, key, digest in entries]
+        columns = {name: [row[name] for row in rows] for name in _ARRAYS}
+        columns["payload"] = [json.dumps(row["payload"]) for row in rows]
+        params = {**columns, "tenant": tenant, "trace_context": trace_context or None}
+        keys = [key for _, key, _ in entries if key is not None]
+        async with self._begin() as connection:
+            stored = {
+                row.id: task_of(row) for row in await connection.execute(_INSERT_MANY, params)
+            }
+            earlier = {}
+            if len(stored) < len(rows):  # some keys were used before
+                found = await connection.execute(_BY_KEYS, {"keys": keys, "tenant": tenant})
+                earlier = {row.idempotency_key: row for row in found}
+        answers: list[tuple[Task, bool] | IdempotencyConflict] = []
+        for row, (_, key, digest) in zip(rows, entries, strict=True):
+            if row["id"] in stored:
+                answers.append((stored[row["id"]], True))
+            elif key in earlier and earlier[key].request_hash == digest:
+                answers.append((task_of(earlier[key]), False))
+            else:
+                answers.append(IdempotencyConflict(key or ""))
+        return answers
 
     async def get(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """The task `task_id`, or TaskNotFound; also when it belongs to another `tenant`."""
@@ -181,6 +215,43 @@ _INSERT = sa.text(f"""
     sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True)),
     sa.bindparam("trace_context", type_=tasks.c.trace_context.type),
 )
+
+# The columns a batch sends as arrays, one element per task, with their PostgreSQL types.
+_ARRAYS = {
+    "id": "uuid",
+    "title": "text",
+    "description": "text",
+    "priority": "smallint",
+    "kind": "text",
+    "payload": "text",
+    "max_attempts": "integer",
+    "timeout_seconds": "double precision",
+    "scheduled_at": "timestamptz",
+    "idempotency_key": "text",
+    "request_hash": "text",
+}
+
+# One row per array element, in order; a key used before (or twice in the batch) stores
+# nothing for that element, as in _INSERT.
+_INSERT_MANY = sa.text(f"""
+    INSERT INTO tasks (id, tenant, title, description, priority, status, kind, payload,
+                       max_attempts, timeout_seconds, scheduled_at, available_at,
+                       idempotency_key, request_hash, trace_context)
+    SELECT id, :tenant, title, description, priority,
+           CASE WHEN scheduled_at > now() THEN 'PENDING' ELSE 'NEW' END,
+           kind, CAST(payload AS jsonb), max_attempts, timeout_seconds, scheduled_at,
+           greatest(now(), coalesce(scheduled_at, now())),
+           idempotency_key, request_hash, CAST(:trace_context AS jsonb)
+    FROM unnest({", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ARRAYS.items())})
+         AS batch({", ".join(_ARRAYS)})
+    ON CONFLICT (tenant, idempotency_key) DO NOTHING
+    RETURNING {RETURNING}
+""").bindparams(sa.bindparam("trace_context", type_=tasks.c.trace_context.type))
+
+_BY_KEYS = sa.text(f"""
+    SELECT {RETURNING}, idempotency_key, request_hash FROM tasks
+    WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))
+""")
 
 _BY_KEY = sa.text(f"""
     SELECT {RETURNING}, request_hash FROM tasks
