@@ -254,6 +254,65 @@ async def submit_to_start(rate: float, seconds: float) -> tuple[float, float]:
     return statistics.median(values), values[int(len(values) * 0.99) - 1]
 
 
+async def database_counters() -> dict[str, float]:
+    """WAL written so far (whole server), and this database's commits, row writes and,
+    where pg_stat_statements is loaded, statements."""
+    connection = await asyncpg.connect(DSN)
+    try:
+        row = await connection.fetchrow(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal, xact_commit,"
+            " tup_inserted + tup_updated + tup_deleted AS writes"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        )
+        counters = {key: float(value) for key, value in row.items()}
+        try:
+            counters["statements"] = float(
+                await connection.fetchval(
+                    "SELECT sum(calls) FROM pg_stat_statements"
+                    " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+                or 0
+            )
+        except asyncpg.PostgresError:  # the extension is not loaded on this server
+            pass
+        return counters
+    finally:
+        await connection.close()
+
+
+async def submit_many(count: int, concurrency: int = 16) -> None:
+    """`count` single submits through the API, `concurrency` at a time."""
+    numbers = iter(range(count))
+    async with httpx.AsyncClient(base_url=API, timeout=30, headers=AUTH) as client:
+
+        async def sender() -> None:
+            for _ in numbers:
+                response = await client.post("/api/v1/tasks", json={"title": "t", "kind": "noop"})
+                response.raise_for_status()
+
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+
+
+def cost_per_task(count: int) -> str:
+    """PostgreSQL's work for one task's whole path: submit, relay, claim, complete."""
+    asyncio.run(truncate())
+    with process("api"), process("worker"):
+        wait_ready()
+        before = asyncio.run(database_counters())
+        asyncio.run(submit_many(count))
+        asyncio.run(until("COMPLETED", count, 300))
+        time.sleep(1.5)  # PostgreSQL publishes a backend's counters within a second
+        after = asyncio.run(database_counters())
+    per = {key: (after[key] - before[key]) / count for key in after}
+    figure = (
+        f"{per['wal']:,.0f} WAL bytes, {per['xact_commit']:.2f} commits, "
+        f"{per['writes']:.2f} row writes"
+    )
+    if "statements" in per:
+        figure += f", {per['statements']:.1f} statements"
+    return figure
+
+
 async def start_order(per_level: int) -> str:
     connection = await asyncpg.connect(DSN)
     try:
@@ -373,6 +432,11 @@ def run(args: argparse.Namespace) -> None:
         row("submit to start at 50 tasks/s", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         worker_peak = peak_rss_mb(worker)
     row("peak memory (RSS)", f"API {api_peak:.0f} MB, worker {worker_peak:.0f} MB")
+
+    row(
+        "PostgreSQL cost per completed task (submit, relay, claim, complete)",
+        cost_per_task(2000),
+    )
 
     asyncio.run(truncate())
     with process("relay"):
