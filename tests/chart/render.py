@@ -52,6 +52,16 @@ def render(*values_files: Path, bare: bool = False, **sets: str) -> list[Manifes
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+def refusal(**sets: str) -> str:
+    """What `helm template` says when the schema or a template refuses `sets`."""
+    args = [helm(), "template", "x", str(CHART)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, f"{sets} was accepted"
+    return done.stderr
+
+
 def by_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
     return [m for m in manifests if m["kind"] == kind]
 

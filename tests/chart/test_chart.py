@@ -19,6 +19,7 @@ from tests.chart.render import (
     helm,
     one,
     pod_specs,
+    refusal,
     render,
     validate_custom,
     validate_skaffold,
@@ -55,13 +56,7 @@ def test_the_hardening_settings_reach_every_process() -> None:
     assert config["CONVEYOR_HTTP_READ_TIMEOUT_SECONDS"] == "10"
     assert config["CONVEYOR_HTTP_MAX_CONNECTIONS"] == "1000"
     assert config["CONVEYOR_DEFAULT_TIMEOUT_SECONDS"] == "3600"
-    done = subprocess.run(
-        [helm(), "template", "x", str(CHART), "--set", "api.tenantMaxRequests=0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0 and "tenantMaxRequests" in done.stderr
+    assert "tenantMaxRequests" in refusal(**{"api.tenantMaxRequests": "0"})
 
 
 @pytest.mark.parametrize("values", [None, *VALUES_FILES], ids=lambda v: v.name if v else "default")
@@ -81,13 +76,7 @@ def test_every_values_file_renders_valid_objects(values: Path | None) -> None:
 
 
 def test_bad_values_are_refused_by_the_schema() -> None:
-    done = subprocess.run(
-        [helm(), "template", "x", str(CHART), "--set", "worker.concurrency=0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0 and "concurrency" in done.stderr
+    assert "concurrency" in refusal(**{"worker.concurrency": "0"})
 
 
 def test_the_migration_is_a_hook_that_every_upgrade_runs_again() -> None:
