@@ -150,8 +150,10 @@ async def rabbitmq_limits(count: int = 10_000) -> tuple[float, float]:
 # --- the service --------------------------------------------------------------------------
 
 
-def wrk(path: str, connections: int, seconds: int = 10, post: str = "") -> tuple[float, str, str]:
-    """Requests per second, p50 and p99 of `path`; `post` names a script in bench/."""
+def wrk(
+    path: str, connections: int, seconds: int = 10, post: str = "", base: str = API
+) -> tuple[float, str, str]:
+    """Requests per second, p50 and p99 of `base` + `path`; `post` names a script in bench/."""
     args = [
         "wrk",
         f"-t{min(2, connections)}",
@@ -163,7 +165,7 @@ def wrk(path: str, connections: int, seconds: int = 10, post: str = "") -> tuple
     ]
     if post:
         args += ["-s", str(Path(__file__).with_name(post))]
-    done = subprocess.run([*args, f"{API}{path}"], capture_output=True, text=True, check=True)
+    done = subprocess.run([*args, f"{base}{path}"], capture_output=True, text=True, check=True)
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     distribution = out.split("Latency Distribution", 1)[1]
@@ -313,6 +315,71 @@ def cost_per_task(count: int) -> str:
     return figure
 
 
+BASELINE_PORT = 8788
+
+
+@contextmanager
+def baseline() -> Iterator[None]:
+    """FastAPI + SQLAlchemy + Celery (bench/baseline.py): uvicorn, one process, and a
+    Celery worker, prefork with 2 processes, on the same servers."""
+    settings = {
+        **os.environ,
+        "BASELINE_DATABASE_URL": DSN.replace("postgresql://", "postgresql+asyncpg://"),
+        "BASELINE_AMQP_URL": AMQP_URL,
+        "BASELINE_PREFIX": f"{PREFIX}-celery",
+    }
+    commands = [
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.baseline:app",
+            "--port",
+            str(BASELINE_PORT),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.baseline:celery",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+    ]
+    procs = [subprocess.Popen(command, env=settings) for command in commands]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{BASELINE_PORT}/docs").raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the baseline did not start") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 async def start_order(per_level: int) -> str:
     connection = await asyncpg.connect(DSN)
     try:
@@ -346,7 +413,7 @@ def main() -> None:
 
 async def clean_up() -> None:
     """Remove the database, queues and exchange this run made."""
-    await delete_topology(AMQP_URL, PREFIX)
+    await delete_topology(AMQP_URL, PREFIX, f"{PREFIX}-celery")
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
@@ -408,6 +475,7 @@ def run(args: argparse.Namespace) -> None:
                 f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
                 f"{rate / inserts:.0%} of PostgreSQL inserts",
             )
+            single = rate
         rate, p50, p99 = wrk("/api/v1/tasks:batch", 4, post="batch.lua")
         row(
             "API bulk submit, 1,000 tasks a request, 4 connections",
@@ -415,6 +483,17 @@ def run(args: argparse.Namespace) -> None:
             f"{rate * 1000 / inserts:.0%} of PostgreSQL inserts",
         )
         api_peak = peak_rss_mb(api)
+
+    print("the anchor: FastAPI + SQLAlchemy + Celery", file=sys.stderr)
+    with baseline():
+        rate, p50, p99 = wrk(
+            "/tasks", 32, post="post.lua", base=f"http://127.0.0.1:{BASELINE_PORT}"
+        )
+    row(
+        "FastAPI + SQLAlchemy insert + Celery send_task, 32 connections (uvicorn 1 process)",
+        f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
+        f"Conveyor's single create does {single / rate:.1f} times this",
+    )
 
     print("workers", file=sys.stderr)
     for workers in (1, 2):
