@@ -16,6 +16,7 @@ from services.api import observability
 from services.api.auth import Authenticator
 from services.api.deps import Services
 from services.api.errors import RequestLimits, install_error_handlers
+from services.api.intake import Intake
 from services.api.observability import HttpMetrics
 from services.api.routes import health, keys, tasks
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
                 clients.store,
                 clients.broker,
                 relay,
+                Intake(clients.store, clients.broker, relay),
                 kinds=kinds,
                 keys=key_store,
                 auth=Authenticator(key_store, settings),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from services.api.intake import Intake
 from services.core.amqp.broker import Broker
 from services.core.db.keys import SqlKeyStore
 from services.core.db.store import SqlTaskStore
@@ -29,6 +30,7 @@ class Services:
     store: SqlTaskStore
     broker: Broker
     relay: Relay
+    intake: Intake
     kinds: dict[str, Kind]
     keys: SqlKeyStore
     auth: Authenticator

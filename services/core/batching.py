@@ -30,11 +30,15 @@ class Batcher(Generic[In, Out]):
 
     async def submit(self, item: In) -> Out:
         """Add `item` to the next batch and wait for its result."""
+        return await self.put(item)
+
+    def put(self, item: In) -> asyncio.Future[Out]:
+        """Add `item` to the next batch; its result comes in the future answered."""
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._writing is None or self._writing.done():
             self._writing = asyncio.create_task(self._write_all())
-        return await future
+        return future
 
     async def _write_all(self) -> None:
         while self._waiting:

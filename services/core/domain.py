@@ -91,6 +91,18 @@ class NewTask:
 
 
 @dataclass(frozen=True, slots=True)
+class Submission:
+    """A NewTask on its way into the store: whose it is, the idempotency key and request
+    hash it was sent with, and the trace context of the request that sent it."""
+
+    new: NewTask
+    tenant: str = "default"
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    trace_context: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """A task as stored."""
 

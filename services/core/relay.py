@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime
 
 from services.core.amqp.broker import Broker, BrokerUnavailable
+from services.core.batching import Batcher
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Status
 from services.core.runtime import open_clients
@@ -65,15 +66,18 @@ class Relay:
         """Publish and mark one batch of due tasks; answer how many were queued."""
         traces = await self._store.reserve_due(self._batch)
         if traces:
-            try:
-                await self._publish(traces)
-            except BrokerUnavailable:
-                await self._store.release(list(traces))
-                raise
-            STATUS_CHANGES.labels(Status.PENDING).inc(
-                await self._store.confirm_queued(list(traces))
-            )
+            await self.send(traces)
         return len(traces)
+
+    async def send(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
+        """Publish the messages of tasks reserved for this process, then mark them PENDING;
+        when the broker would not confirm, the relay owes them a message again."""
+        try:
+            await self._publish(traces)
+        except BrokerUnavailable:
+            await self._store.release(list(traces))
+            raise
+        STATUS_CHANGES.labels(Status.PENDING).inc(await self._store.confirm_queued(list(traces)))
 
     async def _publish(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
         """Publish each task's message in a PRODUCER span of the task's own trace."""
@@ -126,6 +130,35 @@ class Relay:
         except TimeoutError:
             pass
         self._wake.clear()
+
+
+class Handover:
+    """The fast path: the messages of tasks an API process reserved as it stored them go
+    out right after the commit, those of concurrent requests in one batch, without waiting
+    for a relay pass. The relay stays the safety net: a task whose publish fails is
+    released to it at once, and one whose process died first is sent again by
+    resend_lost() after LOST_MESSAGE_SECONDS."""
+
+    def __init__(self, relay: Relay, limit: int) -> None:
+        self._relay = relay
+        self._sending: Batcher[tuple[uuid.UUID, dict[str, str] | None], None] = Batcher(
+            self._send, limit
+        )
+
+    def send_soon(self, reserved: dict[uuid.UUID, dict[str, str] | None]) -> None:
+        """Publish these reserved tasks' messages as soon as the batch before is out."""
+        for item in reserved.items():
+            self._sending.put(item)
+
+    async def _send(self, items: list[tuple[uuid.UUID, dict[str, str] | None]]) -> list[None]:
+        try:
+            await self._relay.send(dict(items))
+        except BrokerUnavailable as error:  # released: the relay sends them once it can
+            logger.warning("%d message(s) left to the relay: %s", len(items), error)
+            self._relay.kick()
+        except Exception as error:  # noqa: BLE001 - the relay's resend_lost() has them
+            logger.warning("%d message(s) left to the relay's safety net: %r", len(items), error)
+        return [None] * len(items)
 
 
 async def run_relay(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from services.core.settings import Settings
 from tests.support.database import connect, until_a_lock_waiter
 from tests.support.processes import start_worker_process
 from tests.support.services import running_api
+from tests.support.store import create
 
 BURSTS, BURST = 5, 2_000
 SENDERS = 32
@@ -94,7 +95,7 @@ async def _complete_beside_a_crossing_lock(
     store: SqlTaskStore, settings: Settings, held_first: int
 ) -> None:
     for n in range(2):
-        await store.create(NewTask(title=f"task {n}"))
+        await create(store, NewTask(title=f"task {n}"))
     await store.confirm_queued(list(await store.reserve_due(10)))
     claims = sorted((c.task.id, c.attempt) for c in await store.claim_many("w", 30, 3600, 2))
     held, then = claims[held_first], claims[1 - held_first]

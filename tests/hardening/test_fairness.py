@@ -16,7 +16,7 @@ from services.core.domain import Claim, NewTask, Priority, Status, Task
 from services.core.settings import Settings
 from tests.support.database import connect
 from tests.support.services import running_api, running_worker, submit, wait_for
-from tests.support.store import complete_one
+from tests.support.store import complete_one, create
 
 LEASE, AGING = 30.0, 3600.0
 
@@ -24,7 +24,7 @@ LEASE, AGING = 30.0, 3600.0
 async def _queued(store: SqlTaskStore, tenant: str, count: int = 1, **fields: object) -> None:
     for _ in range(count):
         new = NewTask(title=tenant, **fields)  # type: ignore[arg-type]
-        await store.create(new, tenant=tenant)
+        await create(store, new, tenant=tenant)
     await store.confirm_queued(list(await store.reserve_due(1000)))
 
 
@@ -81,7 +81,7 @@ async def test_a_named_claim_keeps_the_cap_and_the_relay_resends_only_into_room(
     engine = create_engine(settings)
     store = SqlTaskStore(engine, tenant_cap=1)
     try:
-        ids = [(await store.create(NewTask(title="bob"), tenant="bob"))[0].id for _ in range(3)]
+        ids = [(await create(store, NewTask(title="bob"), tenant="bob"))[0].id for _ in range(3)]
         await store.confirm_queued(list(await store.reserve_due(10)))  # NEW: always sent
         (running,) = await store.claim_many("w", LEASE, AGING, 3)
         waiting = [i for i in ids if i != running.task.id]
@@ -105,15 +105,16 @@ async def test_another_tenants_noop_starts_within_2_s_behind_a_full_backlog(
     as soon as a slot frees (the bound has a second of margin; priority alone gave 18 s)."""
     async with running_api(settings), running_worker(settings), running_worker(settings):
         for _ in range(100):
-            await store.create(
+            await create(
+                store,
                 NewTask(
                     title="b's", kind="sleep", priority=Priority.HIGH, payload={"seconds": 1.0}
                 ),
                 tenant="b",
             )
         await _until_running(store, 8)
-        task, _ = await store.create(
-            NewTask(title="a's", kind="noop", priority=Priority.LOW), tenant="a"
+        task, _ = await create(
+            store, NewTask(title="a's", kind="noop", priority=Priority.LOW), tenant="a"
         )
         done = await _until_done(store, task.id, "a")
         waiting = await _ready(store)
@@ -154,11 +155,11 @@ async def test_the_running_cap_holds_across_workers_and_every_capped_task_still_
     try:
         async with running_api(settings), running_worker(settings), running_worker(settings):
             for _ in range(12):
-                await store.create(
-                    NewTask(title="b", kind="sleep", payload={"seconds": 0.3}), tenant="b"
+                await create(
+                    store, NewTask(title="b", kind="sleep", payload={"seconds": 0.3}), tenant="b"
                 )
             for _ in range(4):
-                await store.create(NewTask(title="a", kind="noop"), tenant="a")
+                await create(store, NewTask(title="a", kind="noop"), tenant="a")
             most, deadline = 0, time.monotonic() + 30
             while await database.fetchval("SELECT count(*) FROM tasks WHERE status <> 'COMPLETED'"):
                 assert time.monotonic() < deadline, await database.fetch(

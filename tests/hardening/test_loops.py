@@ -23,7 +23,7 @@ from services.core.supervision import Supervisor
 from services.worker.main import open_worker, serve_metrics
 from services.worker.runner import Worker
 from tests.support.services import free_port, running_api, running_worker, submit, wait_for
-from tests.support.store import claim_one
+from tests.support.store import claim_one, create
 
 
 def _errors(loop: str) -> float:
@@ -122,7 +122,7 @@ async def test_the_recovery_sweep_survives_failing_passes_and_recovers(
     before = _errors("recovery")
     settings = settings.model_copy(update={"lease_seconds": 0.5})
     # A worker that died holding a task: its lease runs out, and only the sweep frees it.
-    await store.create(NewTask(title="orphan", kind="noop"))
+    await create(store, NewTask(title="orphan", kind="noop"))
     await store.confirm_queued(list(await store.reserve_due(10)))
     orphan = await claim_one(store, "dead-worker", lease=0.5)
     assert orphan is not None

@@ -16,6 +16,7 @@ from services.core.domain import NewTask, TaskFilter
 from services.core.settings import Settings
 from tests.support.database import connect, until_a_lock_waiter
 from tests.support.services import running_api
+from tests.support.store import create
 
 FLOOD = 100
 HEAVY = "/api/v1/tasks?limit=100"
@@ -43,7 +44,7 @@ async def _heavy_tasks(store: SqlTaskStore, tenant: str) -> None:
     """A full page of tasks with large payloads: each listing of them takes real work."""
     payload = {f"field{n}": "x" * 200 for n in range(150)}
     for n in range(100):
-        await store.create(NewTask(f"heavy {n}", payload=payload), tenant=tenant)
+        await create(store, NewTask(f"heavy {n}", payload=payload), tenant=tenant)
 
 
 def _client(api: httpx.AsyncClient, key: str) -> httpx.AsyncClient:

@@ -13,14 +13,14 @@ from services.core.db.store import SqlTaskStore
 from services.core.domain import NewTask
 from services.core.settings import Settings
 from tests.support.moves import ALLOWED, outside_the_table, recorded_moves
-from tests.support.store import claim_one, complete_one
+from tests.support.store import claim_one, complete_one, create
 
 LEASE, AGING = 30.0, 3600.0
 
 
 async def _queued(store: SqlTaskStore, count: int = 1) -> None:
     for _ in range(count):
-        await store.create(NewTask(title="t", max_attempts=1))
+        await create(store, NewTask(title="t", max_attempts=1))
     await store.confirm_queued(list(await store.reserve_due(100)))  # NEW -> PENDING
 
 
@@ -28,10 +28,10 @@ async def test_every_move_the_store_makes_is_in_the_table_and_every_move_is_made
     store: SqlTaskStore, settings: Settings
 ) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
-    await store.create(NewTask(title="later", scheduled_at=later))  # "" -> PENDING
-    new, _ = await store.create(NewTask(title="new"))  # "" -> NEW
+    await create(store, NewTask(title="later", scheduled_at=later))  # "" -> PENDING
+    new, _ = await create(store, NewTask(title="new"))  # "" -> NEW
     await store.cancel(new.id)  # NEW -> CANCELLED
-    named, _ = await store.create(NewTask(title="named"))
+    named, _ = await create(store, NewTask(title="named"))
     await store.reserve_due(10)  # sent, not confirmed yet: still NEW
     held = await store.claim_named("w", LEASE, named.id)  # NEW -> IN_PROGRESS
     assert held is not None

@@ -8,11 +8,11 @@ from services.core.db.store import SqlTaskStore
 from services.core.domain import Claim, NewTask, Priority, Status
 from services.core.settings import Settings
 from tests.support.database import execute, expire_lease
-from tests.support.store import claim_one, complete_one
+from tests.support.store import claim_one, complete_one, create
 
 
 async def _queued(store: SqlTaskStore, **fields: object) -> uuid.UUID:
-    task, _ = await store.create(NewTask(title="t", **fields))  # type: ignore[arg-type]
+    task, _ = await create(store, NewTask(title="t", **fields))  # type: ignore[arg-type]
     await store.confirm_queued(list(await store.reserve_due(100)))
     return task.id
 
@@ -64,7 +64,7 @@ async def test_claims_take_high_before_medium_before_low(store: SqlTaskStore) ->
 async def test_a_task_sent_but_not_yet_confirmed_is_claimed_only_by_its_own_ticket(
     store: SqlTaskStore,
 ) -> None:
-    task, _ = await store.create(NewTask(title="t"))
+    task, _ = await create(store, NewTask(title="t"))
     assert await store.claim_named("w", 30, task.id) is None  # no message yet
     await store.reserve_due(10)  # sent, the broker's confirm not recorded yet
     assert await claim_one(store) is None

@@ -11,6 +11,7 @@ import kmock
 
 from services.core.db.store import SqlTaskStore
 from services.core.domain import NewTask, Status
+from tests.support.store import create
 
 NAMESPACE = "tasks"
 POLICIES = "conveyor.dev/v1/recoverypolicies"
@@ -51,7 +52,7 @@ def worker_pod(name: str) -> dict[str, Any]:
 
 
 async def held_by(store: SqlTaskStore, worker: str) -> uuid.UUID:
-    task, _ = await store.create(NewTask(title="t", kind="noop"))
+    task, _ = await create(store, NewTask(title="t", kind="noop"))
     # Sent but not confirmed, so only the ticket naming it takes it: this worker holds it.
     await store.reserve_due(100)
     claim = await store.claim_named(worker, 300, task.id)

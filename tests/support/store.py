@@ -1,11 +1,28 @@
-"""One claim and one result at a time, through the statements the workers run in batches."""
+"""One submit, one claim and one result at a time, through the statements the API and the
+workers run in batches."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.core.auth import DEFAULT_TENANT
 from services.core.db.store import SqlTaskStore
-from services.core.domain import Claim, Status
+from services.core.domain import Claim, NewTask, Status, Submission, Task
+
+
+async def create(
+    store: SqlTaskStore,
+    new: NewTask,
+    key: str | None = None,
+    digest: str | None = None,
+    tenant: str = DEFAULT_TENANT,
+) -> tuple[Task, bool]:
+    """Store `new` as the API does, left for the relay: (task, True), or (earlier task,
+    False) for a key the tenant used before with the same digest."""
+    (outcome,) = (await store.create_many([Submission(new, tenant, key, digest)])).outcomes
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 async def claim_one(

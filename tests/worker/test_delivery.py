@@ -12,6 +12,7 @@ from services.core.settings import Settings
 from services.worker.main import open_worker
 from tests.support import kinds
 from tests.support.services import running_api, running_worker, submit, wait_for
+from tests.support.store import create
 
 
 async def _publish(settings: Settings, *task_ids: uuid.UUID) -> None:
@@ -61,7 +62,7 @@ async def test_a_queued_task_whose_message_was_lost_is_queued_again(
     settings: Settings, store: SqlTaskStore
 ) -> None:
     settings = settings.model_copy(update={"lost_message_seconds": 0.5})
-    task, _ = await store.create(NewTask(title="orphan", kind="noop"))
+    task, _ = await create(store, NewTask(title="orphan", kind="noop"))
     # Marked queued, but its message never reached the broker.
     await store.confirm_queued(list(await store.reserve_due(10)))
     async with running_api(settings) as api, running_worker(settings):

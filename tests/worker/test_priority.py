@@ -11,7 +11,7 @@ from services.core.domain import NewTask, Priority
 from services.core.settings import Settings
 from tests.support.database import execute
 from tests.support.services import running_api, running_worker, submit, wait_for
-from tests.support.store import claim_one
+from tests.support.store import claim_one, create
 
 
 async def _started(api: httpx.AsyncClient, task_id: str) -> datetime:
@@ -40,9 +40,9 @@ async def test_a_task_past_the_aging_bound_is_claimed_before_fresher_high_ones(
 ) -> None:
     """Aging, without waiting for it: a LOW task made to have waited 2 s goes before ten
     HIGH tasks that just arrived when the bound is 1 s, and after them when it is an hour."""
-    low, _ = await store.create(NewTask(title="low", priority=Priority.LOW))
+    low, _ = await create(store, NewTask(title="low", priority=Priority.LOW))
     for _ in range(10):
-        await store.create(NewTask(title="high", priority=Priority.HIGH))
+        await create(store, NewTask(title="high", priority=Priority.HIGH))
     await store.confirm_queued(list(await store.reserve_due(100)))
     await execute(
         settings.database_url,

@@ -26,9 +26,9 @@ from services.api.schemas import (
     payload_problem,
 )
 from services.core.db.store import InvalidCursor, encode_cursor
-from services.core.domain import NO_NUL, NewTask, Page, Priority, Status, Task, TaskFilter
+from services.core.domain import NO_NUL, Page, Priority, Status, Submission, Task, TaskFilter
 from services.core.errors import IdempotencyConflict
-from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED, kind_label
+from services.core.telemetry.metrics import STATUS_CHANGES
 from services.core.telemetry.tracing import current_carrier, db_span
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -85,17 +85,16 @@ async def submit_task(
 ) -> Response:
     """Store a task; it is handed to a worker once the broker has confirmed it."""
     _check_submission(body, services)
-    request_hash = body.request_hash() if idempotency_key else None
-    trace_context = current_carrier()  # the request's span: the root of the task's trace
+    submission = Submission(
+        body.to_new_task(),
+        principal.tenant,
+        idempotency_key,
+        body.request_hash() if idempotency_key else None,
+        current_carrier(),  # the request's span: the root of the task's trace
+    )
     with db_span("INSERT", "create task"):
-        task, created = await services.store.create(
-            body.to_new_task(), idempotency_key, request_hash, trace_context, principal.tenant
-        )
-    if created:
-        TASKS_SUBMITTED.labels(task.priority, kind_label(task.kind)).inc()
-        STATUS_CHANGES.labels(task.status).inc()
-        services.relay.kick()
-    return json_response((task), 201 if created else 200, Location=f"{router.prefix}/{task.id}")
+        task, created = await services.intake.submit(submission)
+    return json_response(task, 201 if created else 200, Location=f"{router.prefix}/{task.id}")
 
 
 @router.post(":batch", response_model=BatchOut, responses=errors(413, 422))
@@ -109,14 +108,13 @@ async def submit_batch(body: BatchCreate, services: ServicesDep, principal: Subm
     await services.auth.charge(principal, len(body.tasks) - 1)
     items = [_checked(raw, ("body", "tasks", n), services) for n, raw in enumerate(body.tasks)]
     accepted = [(n, item) for n, item in enumerate(items) if isinstance(item, BatchTask)]
-    entries = [_entry(task) for _, task in accepted]
+    carrier = current_carrier()
+    submissions = [_submission(task, principal.tenant, carrier) for _, task in accepted]
     with db_span("INSERT", "create tasks"):
-        outcomes = await services.store.create_many(entries, current_carrier(), principal.tenant)
+        outcomes = await services.intake.submit_many(submissions)
     for (n, _), outcome in zip(accepted, outcomes, strict=True):
         items[n] = _answer(outcome)
     answers = [item for item in items if isinstance(item, BatchItem)]
-    if any(item.outcome == "created" for item in answers):
-        services.relay.kick()
     return json_response(
         BatchOut(
             items=answers,
@@ -137,9 +135,11 @@ def _checked(raw: Any, at: tuple[str | int, ...], services: ServicesDep) -> Batc
     return task
 
 
-def _entry(task: BatchTask) -> tuple[NewTask, str | None, str | None]:
+def _submission(task: BatchTask, tenant: str, carrier: dict[str, str]) -> Submission:
     key = task.idempotency_key
-    return task.to_new_task(), key, task.request_hash() if key else None
+    return Submission(
+        task.to_new_task(), tenant, key, task.request_hash() if key else None, carrier
+    )
 
 
 def _answer(outcome: tuple[Task, bool] | IdempotencyConflict) -> BatchItem:
@@ -148,8 +148,6 @@ def _answer(outcome: tuple[Task, bool] | IdempotencyConflict) -> BatchItem:
     task, created = outcome
     if not created:
         return BatchItem(outcome="repeated", status=200, task=task)
-    TASKS_SUBMITTED.labels(task.priority, kind_label(task.kind)).inc()
-    STATUS_CHANGES.labels(task.status).inc()
     return BatchItem(outcome="created", status=201, task=task)
 
 

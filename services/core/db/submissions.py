@@ -7,17 +7,17 @@ import binascii
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from services.core.auth import DEFAULT_TENANT
 from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
 from services.core.db.tables import tasks
 from services.core.domain import (
-    NewTask,
     Page,
+    Submission,
     Task,
     TaskFilter,
     in_range,
@@ -49,65 +49,53 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     return position
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What create_many() did: each submission's outcome, in order, and the tasks it
+    reserved for the caller to publish (their trace contexts, by id)."""
+
+    outcomes: list[tuple[Task, bool] | IdempotencyConflict]
+    reserved: dict[uuid.UUID, dict[str, str] | None]
+
+
 class Submissions(StoreBase):
     """What REST clients do to their tasks, always within their tenant."""
 
-    async def create(
-        self,
-        new: NewTask,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-        trace_context: dict[str, str] | None = None,
-        tenant: str = DEFAULT_TENANT,
-    ) -> tuple[Task, bool]:
-        """Store `new` for `tenant`; answer (task, True), or (earlier task, False) for a
-        key this tenant used before."""
-        values = _insert_values(new, idempotency_key, request_hash)
-        values["trace_context"] = trace_context or None
-        values["tenant"] = tenant
-        async with self._begin() as connection:
-            row = (await connection.execute(_INSERT, values)).first()
-            if row is not None:
-                return task_of(row), True
-            params = {"key": idempotency_key, "tenant": tenant}
-            found = (await connection.execute(_BY_KEY, params)).first()
-        if found is None:  # the earlier task was deleted between the two statements
-            raise IdempotencyConflict(idempotency_key or "")
-        if found.request_hash != request_hash:
-            raise IdempotencyConflict(idempotency_key or "")
-        return task_of(found), False
-
     async def create_many(
-        self,
-        entries: Sequence[tuple[NewTask, str | None, str | None]],
-        trace_context: dict[str, str] | None = None,
-        tenant: str = DEFAULT_TENANT,
-    ) -> list[tuple[Task, bool] | IdempotencyConflict]:
-        """Store every (task, idempotency key, request hash) of `entries` in one statement,
-        all or none; answer each in order: (task, True) when stored, (earlier task, False)
-        for a key this tenant used before with the same request, else IdempotencyConflict."""
-        rows = [_insert_values(new, key, digest) for new, key, digest in entries]
-        columns = {name: [row[name] for row in rows] for name in _ARRAYS}
-        columns["payload"] = [json.dumps(row["payload"]) for row in rows]
-        params = {**columns, "tenant": tenant, "trace_context": trace_context or None}
-        keys = [key for _, key, _ in entries if key is not None]
+        self, submissions: Sequence[Submission], *, reserve: bool = False
+    ) -> Stored:
+        """Store every submission in one statement, all or none, and answer each in order:
+        (task, True) when stored; (earlier task, False) for a key its tenant used before
+        (or earlier in `submissions`) with the same request hash; else IdempotencyConflict.
+
+        With `reserve`, the stored tasks that are due now are marked as having a message
+        (queued_at), as the relay's reserve_due() marks them: the caller publishes them
+        itself right after the commit (Stored.reserved), then confirm_queued() or
+        release(). A caller that dies first leaves them to the relay's resend_lost().
+        """
+        rows = [_insert_values(submission) for submission in submissions]
+        params: dict[str, Any] = {name: [row[name] for row in rows] for name in _ARRAYS}
+        params["reserve"] = reserve
+        keyed = [(s.tenant, s.idempotency_key) for s in submissions if s.idempotency_key]
         async with self._begin() as connection:
-            stored = {
-                row.id: task_of(row) for row in await connection.execute(_INSERT_MANY, params)
-            }
+            stored = {row.id: row for row in await connection.execute(_INSERT_MANY, params)}
             earlier = {}
             if len(stored) < len(rows):  # some keys were used before
-                found = await connection.execute(_BY_KEYS, {"keys": keys, "tenant": tenant})
-                earlier = {row.idempotency_key: row for row in found}
-        answers: list[tuple[Task, bool] | IdempotencyConflict] = []
-        for row, (_, key, digest) in zip(rows, entries, strict=True):
+                tenants, keys = [list(column) for column in zip(*keyed, strict=True)]
+                found = await connection.execute(_BY_KEYS, {"tenants": tenants, "keys": keys})
+                earlier = {(row.tenant, row.idempotency_key): row for row in found}
+        outcomes: list[tuple[Task, bool] | IdempotencyConflict] = []
+        for row, submission in zip(rows, submissions, strict=True):
+            key = submission.idempotency_key
+            before = earlier.get((submission.tenant, key))
             if row["id"] in stored:
-                answers.append((stored[row["id"]], True))
-            elif key in earlier and earlier[key].request_hash == digest:
-                answers.append((task_of(earlier[key]), False))
+                outcomes.append((task_of(stored[row["id"]]), True))
+            elif before is not None and before.request_hash == submission.request_hash:
+                outcomes.append((task_of(before), False))
             else:
-                answers.append(IdempotencyConflict(key or ""))
-        return answers
+                outcomes.append(IdempotencyConflict(key or ""))
+        reserved = {row.id: row.trace_context for row in stored.values() if row.reserved}
+        return Stored(outcomes, reserved)
 
     async def get(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """The task `task_id`, or TaskNotFound; also when it belongs to another `tenant`."""
@@ -178,47 +166,29 @@ def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
     return conditions
 
 
-def _insert_values(
-    new: NewTask, idempotency_key: str | None, request_hash: str | None
-) -> dict[str, Any]:
+def _insert_values(submission: Submission) -> dict[str, Any]:
+    new = submission.new
     return {
         "id": uuid.uuid4(),
+        "tenant": submission.tenant,
         "title": new.title,
         "description": new.description,
         "priority": new.priority.rank,
         "kind": new.kind,
-        "payload": new.payload,
+        "payload": json.dumps(new.payload),
         "max_attempts": new.max_attempts,
         "timeout_seconds": new.timeout_seconds,
         "scheduled_at": new.scheduled_at,
-        "idempotency_key": idempotency_key,
-        "request_hash": request_hash,
+        "idempotency_key": submission.idempotency_key,
+        "request_hash": submission.request_hash,
+        "trace_context": json.dumps(submission.trace_context) if submission.trace_context else None,
     }
 
 
-_bind_json = sa.bindparam("payload", type_=tasks.c.payload.type)
-
-# A task scheduled for later waits as PENDING; the relay sends its message once it is due.
-_INSERT = sa.text(f"""
-    INSERT INTO tasks (id, tenant, title, description, priority, status, kind, payload,
-                       max_attempts, timeout_seconds, scheduled_at, available_at,
-                       idempotency_key, request_hash, trace_context)
-    VALUES (:id, :tenant, :title, :description, :priority,
-            CASE WHEN :scheduled_at > now() THEN 'PENDING' ELSE 'NEW' END,
-            :kind, :payload, :max_attempts, :timeout_seconds, :scheduled_at,
-            greatest(now(), coalesce(:scheduled_at, now())),
-            :idempotency_key, :request_hash, :trace_context)
-    ON CONFLICT (tenant, idempotency_key) DO NOTHING
-    RETURNING {RETURNING}
-""").bindparams(
-    _bind_json,
-    sa.bindparam("scheduled_at", type_=sa.DateTime(timezone=True)),
-    sa.bindparam("trace_context", type_=tasks.c.trace_context.type),
-)
-
-# The columns a batch sends as arrays, one element per task, with their PostgreSQL types.
+# The columns sent as arrays, one element per task, with their PostgreSQL types.
 _ARRAYS = {
     "id": "uuid",
+    "tenant": "text",
     "title": "text",
     "description": "text",
     "priority": "smallint",
@@ -229,33 +199,32 @@ _ARRAYS = {
     "scheduled_at": "timestamptz",
     "idempotency_key": "text",
     "request_hash": "text",
+    "trace_context": "text",
 }
 
-# One row per array element, in order; a key used before (or twice in the batch) stores
-# nothing for that element, as in _INSERT.
+# One row per array element, in order; a key its tenant used before (or that comes twice)
+# stores nothing for that element. A task scheduled for later waits as PENDING; the relay
+# sends its message once it is due.
 _INSERT_MANY = sa.text(f"""
     INSERT INTO tasks (id, tenant, title, description, priority, status, kind, payload,
-                       max_attempts, timeout_seconds, scheduled_at, available_at,
+                       max_attempts, timeout_seconds, scheduled_at, available_at, queued_at,
                        idempotency_key, request_hash, trace_context)
-    SELECT id, :tenant, title, description, priority,
+    SELECT id, tenant, title, description, priority,
            CASE WHEN scheduled_at > now() THEN 'PENDING' ELSE 'NEW' END,
            kind, CAST(payload AS jsonb), max_attempts, timeout_seconds, scheduled_at,
            greatest(now(), coalesce(scheduled_at, now())),
-           idempotency_key, request_hash, CAST(:trace_context AS jsonb)
+           CASE WHEN :reserve AND coalesce(scheduled_at, now()) <= now() THEN now() END,
+           idempotency_key, request_hash, CAST(trace_context AS jsonb)
     FROM unnest({", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _ARRAYS.items())})
          AS batch({", ".join(_ARRAYS)})
-    ON CONFLICT (tenant, idempotency_key) DO NOTHING
-    RETURNING {RETURNING}
-""").bindparams(sa.bindparam("trace_context", type_=tasks.c.trace_context.type))
-
-_BY_KEYS = sa.text(f"""
-    SELECT {RETURNING}, idempotency_key, request_hash FROM tasks
-    WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))
+    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {RETURNING}, queued_at IS NOT NULL AS reserved, trace_context
 """)
 
-_BY_KEY = sa.text(f"""
-    SELECT {RETURNING}, request_hash FROM tasks
-    WHERE tenant = :tenant AND idempotency_key = :key
+_BY_KEYS = sa.text(f"""
+    SELECT {RETURNING}, tenant, idempotency_key, request_hash FROM tasks
+    WHERE (tenant, idempotency_key) IN (
+        SELECT * FROM unnest(CAST(:tenants AS text[]), CAST(:keys AS text[])))
 """)
 
 # A NULL :tenant matches every tenant: the unscoped form, for operators and tests.

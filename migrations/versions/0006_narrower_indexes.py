@@ -1,0 +1,51 @@
+"""Fewer index entries per status change: every change of a task's status writes a new
+version of its row, and that version an entry in every index whose condition it meets.
+
+- The idempotency key's unique index holds only tasks that have a key (most have none):
+  a keyless task no longer adds an entry to it at each of its status changes.
+- The newest-first listing by priority is gone: a priority matches a third of the tasks
+  or more, so the newest page filtered by it reads the plain newest-first index (or the
+  status one, when a status is asked for too) and keeps one row in three.
+
+Upgrading builds the partial unique index under a lock that blocks writes to tasks (a
+few seconds per million rows); no task changes.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+KEYS = "uq_tasks_tenant_idempotency_key"
+
+
+def upgrade() -> None:
+    op.create_index(
+        f"{KEYS}_partial",
+        "tasks",
+        ["tenant", "idempotency_key"],
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+    )
+    op.drop_constraint(KEYS, "tasks", type_="unique")
+    op.execute(f"ALTER INDEX {KEYS}_partial RENAME TO {KEYS}")
+    op.drop_index("ix_tasks_priority_created", "tasks")
+
+
+def downgrade() -> None:
+    op.create_index(
+        "ix_tasks_priority_created",
+        "tasks",
+        ["tenant", "priority", sa.text("created_at DESC"), sa.text("id DESC")],
+    )
+    op.drop_index(KEYS, "tasks")
+    op.create_unique_constraint(KEYS, "tasks", ["tenant", "idempotency_key"])
