@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
                 clients.store,
                 clients.broker,
                 relay,
-                Intake(clients.store, clients.broker, relay),
+                Intake(clients.store, clients.broker, relay, settings.relay_batch),
                 kinds=kinds,
                 keys=key_store,
                 auth=Authenticator(key_store, settings),

@@ -28,11 +28,11 @@ GROUP_LIMIT = 256
 
 
 class Intake:
-    def __init__(self, store: SqlTaskStore, broker: Broker, relay: Relay) -> None:
+    def __init__(self, store: SqlTaskStore, broker: Broker, relay: Relay, batch: int) -> None:
         self._store = store
         self._broker = broker
         self._relay = relay
-        self._handover = Handover(relay, GROUP_LIMIT)
+        self._handover = Handover(relay, batch)
         self._singles: Batcher[Submission, Outcome | Exception] = Batcher(self._group, GROUP_LIMIT)
 
     async def submit(self, submission: Submission) -> tuple[Task, bool]:
@@ -72,7 +72,8 @@ class Intake:
             return error
 
     async def _store_all(self, submissions: Sequence[Submission]) -> list[Outcome]:
-        stored = await self._store.create_many(submissions, reserve=self._broker.ready)
+        reserve = self._broker.ready and self._handover.has_room
+        stored = await self._store.create_many(submissions, reserve=reserve)
         waiting = False
         for outcome in stored.outcomes:
             if isinstance(outcome, tuple) and outcome[1]:
@@ -82,6 +83,6 @@ class Intake:
                 waiting = waiting or task.id not in stored.reserved
         if stored.reserved:
             self._handover.send_soon(stored.reserved)
-        if waiting:  # scheduled for later, or the broker is away: the relay's to send
+        if waiting:  # for later, or the broker is away or behind: the relay's to send
             self._relay.kick()
         return stored.outcomes

@@ -141,12 +141,22 @@ class Handover:
 
     def __init__(self, relay: Relay, limit: int) -> None:
         self._relay = relay
+        self._limit = limit
+        self._owed = 0
         self._sending: Batcher[tuple[uuid.UUID, dict[str, str] | None], None] = Batcher(
             self._send, limit
         )
 
+    @property
+    def has_room(self) -> bool:
+        """False while two batches wait already: new tasks are then left to the relay,
+        which reads them from PostgreSQL, so a burst faster than the broker confirms
+        queues up there, not in this process's memory."""
+        return self._owed < 2 * self._limit
+
     def send_soon(self, reserved: dict[uuid.UUID, dict[str, str] | None]) -> None:
         """Publish these reserved tasks' messages as soon as the batch before is out."""
+        self._owed += len(reserved)
         for item in reserved.items():
             self._sending.put(item)
 
@@ -158,6 +168,8 @@ class Handover:
             self._relay.kick()
         except Exception as error:  # noqa: BLE001 - the relay's resend_lost() has them
             logger.warning("%d message(s) left to the relay's safety net: %r", len(items), error)
+        finally:
+            self._owed -= len(items)
         return [None] * len(items)
 
 

@@ -44,6 +44,7 @@ async def test_concurrent_submits_share_statements_and_each_gets_its_own_task(
             clients.store,
             clients.broker,
             Relay.from_settings(clients.store, clients.broker, settings),
+            settings.relay_batch,
         )
         titles = [f"task {n}" for n in range(64)]
         answers = await asyncio.gather(
@@ -65,6 +66,7 @@ async def test_a_task_postgresql_refuses_fails_alone_not_its_whole_group(
             clients.store,
             clients.broker,
             Relay.from_settings(clients.store, clients.broker, settings),
+            settings.relay_batch,
         )
         # PostgreSQL's jsonb refuses \u0000 in a string (the API's models refuse it first).
         payloads: list[dict[str, Any]] = [{"n": 1}, {"bad": "\u0000"}, {"n": 2}]

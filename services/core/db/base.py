@@ -29,11 +29,16 @@ PUBLIC = [tasks.c[task_field.name] for task_field in dataclasses.fields(Task)]
 RETURNING = ", ".join(column.name for column in PUBLIC)
 
 
+_NAMES = [column.name for column in PUBLIC]
+_PRIORITY, _STATUS = _NAMES.index("priority"), _NAMES.index("status")
+
+
 def task_of(row: Any) -> Task:
-    values = {column.name: row._mapping[column.name] for column in PUBLIC}
-    values["priority"] = Priority.from_rank(values["priority"])
-    values["status"] = Status(values["status"])
-    return Task(**values)
+    """The Task a row starts with: every statement reads PUBLIC's columns first, in order."""
+    values = list(row[: len(_NAMES)])
+    values[_PRIORITY] = Priority.from_rank(values[_PRIORITY])
+    values[_STATUS] = Status(values[_STATUS])
+    return Task(*values)
 
 
 def _is_conflict(error: DBAPIError) -> bool:

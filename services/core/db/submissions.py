@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from uuid_utils.compat import uuid7
 
 from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
 from services.core.db.tables import tasks
@@ -169,7 +170,9 @@ def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
 def _insert_values(submission: Submission) -> dict[str, Any]:
     new = submission.new
     return {
-        "id": uuid.uuid4(),
+        # Time-ordered: a new task's key lands at the end of the primary key's index, not
+        # on a random page of it (fewer pages dirtied, and fewer full pages in the WAL).
+        "id": uuid7(),
         "tenant": submission.tenant,
         "title": new.title,
         "description": new.description,
