@@ -152,6 +152,17 @@ def _get(args: argparse.Namespace) -> int:
         return _print(client.get(f"/api/v1/tasks/{args.id}"))
 
 
+def _queues(args: argparse.Namespace) -> int:
+    """List the queues, or pause or resume one (CONVEYOR_API_KEY must hold platform)."""
+    with _client(args) as client:
+        if args.action == "list":
+            return _print(client.get("/api/v1/queues"))
+        if not args.name:
+            print(f"conveyor queues {args.action} needs a queue's name", file=sys.stderr)
+            return 2
+        return _print(client.post(f"/api/v1/queues/{args.name}:{args.action}"))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +193,12 @@ def _parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", help="show a task")
     get.add_argument("id")
     get.add_argument("--url", default=url)
+    queues = commands.add_parser(
+        "queues", help="list the queues, or pause or resume one (a platform key)"
+    )
+    queues.add_argument("action", choices=["list", "pause", "resume"], nargs="?", default="list")
+    queues.add_argument("name", nargs="?")
+    queues.add_argument("--url", default=url)
     add_key_commands(commands)
     return parser
 
@@ -198,6 +215,7 @@ _SERVICES: dict[str, Callable[[Settings], None]] = {
 _CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {
     "submit": _submit,
     "get": _get,
+    "queues": _queues,
     "keys": run_keys,
 }
 

@@ -23,6 +23,7 @@ from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
 from tests.support.env import (
     AMQP_URL,
+    TEST_QUEUES,
     create_database,
     drop_database,
     empty,
@@ -58,7 +59,7 @@ def amqp_prefix() -> Iterator[str]:
     prefix = f"conveyor-test-{uuid.uuid4().hex[:8]}"
     yield prefix
     try:
-        asyncio.run(delete_topology(AMQP_URL, prefix, f"{prefix}-dev"))
+        asyncio.run(delete_topology(AMQP_URL, prefix, f"{prefix}-dev", queues=TEST_QUEUES))
     except (OSError, aio_pika.exceptions.AMQPError):
         pass  # RabbitMQ is gone: the tests that needed it have said so
 

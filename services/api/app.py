@@ -18,11 +18,11 @@ from services.api.deps import Services
 from services.api.errors import RequestLimits, install_error_handlers
 from services.api.intake import Intake
 from services.api.observability import HttpMetrics
-from services.api.routes import health, keys, tasks
+from services.api.routes import health, keys, queues, tasks
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.schema import wait_for_schema
 from services.core.errors import StoreUnavailable
-from services.core.kinds import Kind, load_kinds
+from services.core.kinds import Kind, check_queues, load_kinds
 from services.core.recovery import sweep_forever
 from services.core.relay import Relay
 from services.core.runtime import Clients, open_clients
@@ -37,6 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The API, configured by `settings`; it connects only when it starts."""
 
     kinds = load_kinds(settings.task_modules)
+    check_queues(kinds, settings.queue_map())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
                 relay,
                 Intake(clients.store, clients.broker, relay, settings.relay_batch),
                 kinds=kinds,
+                queues=settings.queue_map(),
                 keys=key_store,
                 auth=Authenticator(key_store, settings),
                 schema_ready=asyncio.Event(),
@@ -80,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)
     app.include_router(keys.router)
+    app.include_router(queues.router)
     app.include_router(health.router)
     app.include_router(observability.router)
     if tracing_enabled():

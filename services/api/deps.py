@@ -12,6 +12,7 @@ from services.api.intake import Intake
 from services.core.amqp.broker import Broker
 from services.core.db.keys import SqlKeyStore
 from services.core.db.store import SqlTaskStore
+from services.core.domain import Queue
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.relay import Relay
@@ -32,6 +33,7 @@ class Services:
     relay: Relay
     intake: Intake
     kinds: dict[str, Kind]
+    queues: dict[str, Queue]
     keys: SqlKeyStore
     auth: Authenticator
     # Set once the database is at the schema revision this code expects.

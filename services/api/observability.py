@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +23,9 @@ from services.core.telemetry.metrics import (
     OUTBOX_OLDEST_AGE,
     QUEUE_DEPTH,
     QUEUE_OLDEST_AGE,
+    QUEUE_OLDEST_READY,
+    QUEUE_PAUSED,
+    QUEUE_TASKS,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,3 +93,12 @@ async def _read_gauges(services: Services) -> None:
         QUEUE_DEPTH.labels(priority, state).set(count)
     for priority, age in gauges.oldest_ready_age.items():
         QUEUE_OLDEST_AGE.labels(priority).set(age)
+    now = datetime.now(UTC)
+    for queue in await services.store.queue_states(services.queues):
+        QUEUE_TASKS.labels(queue.name, "queued").set(sum(queue.queued.values()))
+        QUEUE_TASKS.labels(queue.name, "running").set(queue.running)
+        oldest = queue.oldest_ready_at
+        QUEUE_OLDEST_READY.labels(queue.name).set(
+            max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
+        )
+        QUEUE_PAUSED.labels(queue.name).set(int(queue.paused))

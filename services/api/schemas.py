@@ -19,12 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    field_validator,
     model_validator,
 )
 from typing_extensions import TypeAliasType
 
 from services.core.auth import ApiKey, Scope
-from services.core.domain import NO_NUL, NewTask, Priority, Status, Task, in_range
+from services.core.domain import NO_NUL, QUEUE_NAME, NewTask, Priority, Status, Task, in_range
 
 PAYLOAD_LIMIT = 64 * 1024
 Text = Annotated[str, Field(pattern=NO_NUL)]
@@ -183,9 +184,16 @@ class TaskCreate(_Body):
     scheduled_at: Instant | None = Field(
         None, description=f"Do not start before this time: {TIMES}"
     )
+    queue: str | None = Field(
+        None,
+        pattern=QUEUE_NAME,
+        description="One of the installation's queues; default: its kind's queue, else default",
+    )
 
-    def to_new_task(self) -> NewTask:
-        return NewTask(**{name: getattr(self, name) for name in TaskCreate.model_fields})
+    def to_new_task(self, queue: str) -> NewTask:
+        """The task to store, on `queue` (this body's, its kind's or the default one)."""
+        fields = {name: getattr(self, name) for name in TaskCreate.model_fields}
+        return NewTask(**{**fields, "queue": queue})
 
     def request_hash(self) -> str:
         """The same for equal task bodies however they were written: what a repeated
@@ -234,8 +242,17 @@ class Problem(BaseModel):
 
 
 class KeyCreate(_Body):
-    scopes: list[Scope] = Field(min_length=1, max_length=4)
+    scopes: list[Scope] = Field(
+        min_length=1, max_length=4, description="Any of submit, read, cancel and admin"
+    )
     name: Text = Field("", max_length=200)
+
+    @field_validator("scopes")
+    @classmethod
+    def _tenant_scopes(cls, scopes: list[Scope]) -> list[Scope]:
+        if Scope.PLATFORM in scopes:
+            raise ValueError("the platform scope is given by `conveyor keys create` only")
+        return scopes
 
 
 class KeyOut(BaseModel):
@@ -305,3 +322,21 @@ class BatchOut(BaseModel):
     created: int
     repeated: int
     refused: int
+
+
+class QueueOut(BaseModel):
+    """A queue: its limits, whether it is paused, and what it holds now."""
+
+    name: str
+    paused: bool
+    max_running: int | None = Field(description="Running tasks at most, across all workers")
+    rate: float | None = Field(description="Starts a second at most, across all workers")
+    queued: dict[Priority, int] = Field(description="NEW and PENDING tasks, by priority")
+    running: int
+    oldest_ready_seconds: float | None = Field(
+        description="How long the longest-waiting due task has waited; null when none waits"
+    )
+
+
+class QueuePage(BaseModel):
+    items: list[QueueOut]

@@ -29,8 +29,12 @@ class Scope(enum.StrEnum):
     SUBMIT = "submit"
     READ = "read"
     CANCEL = "cancel"
-    # Every other scope, and the management of the tenant's keys.
+    # Every scope above, and the management of the tenant's keys.
     ADMIN = "admin"
+    # The installation's own operations (pausing queues, reading every queue's backlog):
+    # held only by keys the platform makes (`conveyor keys create`, the seed file), never
+    # implied by admin, and never given through the API.
+    PLATFORM = "platform"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,9 @@ class Principal:
     key_id: str | None = None
 
     def may(self, scope: Scope) -> bool:
-        """True when this principal holds `scope`, or admin."""
+        """True when this principal holds `scope`, or admin (which never implies platform)."""
+        if scope is Scope.PLATFORM:
+            return scope in self.scopes
         return scope in self.scopes or Scope.ADMIN in self.scopes
 
 

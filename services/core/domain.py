@@ -76,6 +76,11 @@ def retry_delay(attempt: int, base: float, cap: float, jitter: float) -> float:
     return ceiling / 2 + ceiling / 2 * jitter
 
 
+# A queue's name: also part of its RabbitMQ queue's name and of metric labels.
+QUEUE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+DEFAULT_QUEUE = "default"
+
+
 @dataclass(frozen=True, slots=True)
 class NewTask:
     """What a client asks for; validated by the API before it gets here."""
@@ -86,6 +91,7 @@ class NewTask:
     kind: str = "demo"
     payload: dict[str, Any] = field(default_factory=dict)
     max_attempts: int = 3
+    queue: str = DEFAULT_QUEUE
     timeout_seconds: float | None = None
     scheduled_at: datetime | None = None
 
@@ -112,6 +118,7 @@ class Task:
     priority: Priority
     status: Status
     kind: str
+    queue: str
     payload: dict[str, Any]
     result: Any
     error: str | None
@@ -133,10 +140,30 @@ class TaskFilter:
     statuses: frozenset[Status] = frozenset()
     priorities: frozenset[Priority] = frozenset()
     kind: str | None = None
+    queue: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
     # One tenant's tasks; None is every tenant's (operators and tests only, never clients).
     tenant: str | None = None
+
+
+# Tasks owed a broker message: by id, their queue and the trace context they keep.
+Outgoing = dict[uuid.UUID, tuple[str, dict[str, str] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A queue as the settings define it: the limits its claims keep, across all workers."""
+
+    name: str
+    # At most this many of its tasks running at once; None: no limit.
+    max_running: int | None = None
+    # At most this many starts a second; None: no limit.
+    rate: float | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.max_running is not None or self.rate is not None
 
 
 @dataclass(frozen=True, slots=True)

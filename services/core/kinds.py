@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from services.core.domain import DEFAULT_QUEUE
 from services.core.errors import TaskFailed
 
 Handler = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
@@ -27,18 +28,34 @@ class Kind:
     handler: Handler
     # Per-attempt limit used when the task itself gives none; None means no limit.
     timeout_seconds: float | None = None
+    # Where its tasks go unless their submission names a queue.
+    queue: str = DEFAULT_QUEUE
 
 
-def kind(name: str, *, timeout_seconds: float | None = None) -> Callable[[Handler], Handler]:
-    """Mark an async function as the handler of the kind `name`."""
+def kind(
+    name: str, *, timeout_seconds: float | None = None, queue: str = DEFAULT_QUEUE
+) -> Callable[[Handler], Handler]:
+    """Mark an async function as the handler of the kind `name`, whose tasks go to `queue`
+    unless their submission names another."""
 
     def mark(handler: Handler) -> Handler:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"kind {name!r}: {handler!r} must be an async function")
-        setattr(handler, _MARK, Kind(name, handler, timeout_seconds))
+        setattr(handler, _MARK, Kind(name, handler, timeout_seconds, queue))
         return handler
 
     return mark
+
+
+def check_queues(kinds: dict[str, Kind], queues: Iterable[str]) -> None:
+    """Refuse to start with a kind whose queue is not defined, naming both."""
+    known = set(queues)
+    for found in kinds.values():
+        if found.queue not in known:
+            raise ValueError(
+                f"kind {found.name!r} names queue {found.queue!r}, which CONVEYOR_QUEUES "
+                f"does not define (defined: {', '.join(sorted(known))})"
+            )
 
 
 # The demo kinds sleep at most this long: a tenant cannot hold slots for hours with them.

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
 from services.core.db.store import SqlTaskStore
-from services.core.domain import Status
+from services.core.domain import Outgoing, Status
 from services.core.runtime import open_clients
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
@@ -69,7 +69,7 @@ class Relay:
             await self.send(traces)
         return len(traces)
 
-    async def send(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
+    async def send(self, traces: Outgoing) -> None:
         """Publish the messages of tasks reserved for this process, then mark them PENDING;
         when the broker would not confirm, the relay owes them a message again."""
         try:
@@ -79,7 +79,7 @@ class Relay:
             raise
         STATUS_CHANGES.labels(Status.PENDING).inc(await self._store.confirm_queued(list(traces)))
 
-    async def _publish(self, traces: dict[uuid.UUID, dict[str, str] | None]) -> None:
+    async def _publish(self, traces: Outgoing) -> None:
         """Publish each task's message in a PRODUCER span of the task's own trace."""
         with publish_spans(self._broker.topology.sent_to, traces) as carriers:
             await self._broker.publish(carriers)
@@ -90,10 +90,12 @@ class Relay:
         The safety net under the message accounting, checked every `stale_after` seconds.
         A spare message costs one empty claim; a missing one would strand a task.
         """
-        queue_empty = await self._broker.ready_messages() == 0
-        owed = await self._store.unqueue_stale(
-            self._stale_after, self._batch, queue_empty=queue_empty
-        )
+        empty = [
+            queue
+            for queue in self._broker.topology.queues
+            if await self._broker.ready_messages(queue) == 0
+        ]
+        owed = await self._store.unqueue_stale(self._stale_after, self._batch, empty_queues=empty)
         MESSAGES_RESENT.inc(owed)
         if owed:
             logger.warning("%d queued task(s) had no message in the broker; sending again", owed)
@@ -143,7 +145,7 @@ class Handover:
         self._relay = relay
         self._limit = limit
         self._owed = 0
-        self._sending: Batcher[tuple[uuid.UUID, dict[str, str] | None], None] = Batcher(
+        self._sending: Batcher[tuple[uuid.UUID, tuple[str, dict[str, str] | None]], None] = Batcher(
             self._send, limit
         )
 
@@ -154,13 +156,15 @@ class Handover:
         queues up there, not in this process's memory."""
         return self._owed < 2 * self._limit
 
-    def send_soon(self, reserved: dict[uuid.UUID, dict[str, str] | None]) -> None:
+    def send_soon(self, reserved: Outgoing) -> None:
         """Publish these reserved tasks' messages as soon as the batch before is out."""
         self._owed += len(reserved)
         for item in reserved.items():
             self._sending.put(item)
 
-    async def _send(self, items: list[tuple[uuid.UUID, dict[str, str] | None]]) -> list[None]:
+    async def _send(
+        self, items: list[tuple[uuid.UUID, tuple[str, dict[str, str] | None]]]
+    ) -> list[None]:
         try:
             await self._relay.send(dict(items))
         except BrokerUnavailable as error:  # released: the relay sends them once it can

@@ -34,7 +34,7 @@ async def open_clients(settings: Settings, *, wait: bool = True) -> AsyncIterato
     """
     describe_peers(settings.database_url, settings.amqp_url)
     engine = create_engine(settings)
-    broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix))
+    broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix, tuple(settings.queue_map())))
     try:
         if wait:
             await wait_for_schema(engine)

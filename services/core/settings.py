@@ -5,8 +5,25 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.core.domain import DEFAULT_QUEUE, QUEUE_NAME, Queue
+
+
+class QueueSettings(BaseModel):
+    """One queue of CONVEYOR_QUEUES: its name, and the limits claims keep cluster-wide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=QUEUE_NAME)
+    # At most this many of its tasks running at once, across all workers.
+    max_running: int | None = Field(None, ge=1)
+    # At most this many of its tasks started a second, across all workers.
+    rate: float | None = Field(None, gt=0, le=10_000)
+
+    def to_queue(self) -> Queue:
+        return Queue(self.name, self.max_running, self.rate)
 
 
 class Settings(BaseSettings):
@@ -26,6 +43,9 @@ class Settings(BaseSettings):
 
     # Modules whose @kind functions are loaded next to the built-in kinds (comma-separated).
     task_modules: Annotated[list[str], NoDecode] = []
+    # The queues, as JSON: [{"name": "default"}, {"name": "partner", "rate": 5}, ...]. Every
+    # process of an installation reads the same list; "default" is always one of them.
+    queues: list[QueueSettings] = [QueueSettings(name=DEFAULT_QUEUE)]
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
@@ -63,6 +83,8 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(1000, ge=1)
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
+    # The queues a worker takes tasks from (comma-separated); each must be in `queues`.
+    worker_queues: Annotated[list[str], NoDecode] = [DEFAULT_QUEUE]
     # Where `conveyor worker` serves /metrics; 0 serves none.
     worker_metrics_port: int = Field(9464, ge=0, le=65535)
     worker_id: str = ""
@@ -109,9 +131,25 @@ class Settings(BaseSettings):
             return re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", value)
         return value
 
-    @field_validator("task_modules", mode="before")
+    @field_validator("task_modules", "worker_queues", mode="before")
     @classmethod
-    def _split_modules(cls, value: object) -> object:
+    def _split_names(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check_queues(self) -> Settings:
+        names = [queue.name for queue in self.queues]
+        if len(set(names)) != len(names):
+            raise ValueError(f"queues: a name is given twice in {names}")
+        if DEFAULT_QUEUE not in names:
+            raise ValueError(f"queues: {DEFAULT_QUEUE!r} must be one of them")
+        unknown = sorted(set(self.worker_queues) - set(names))
+        if unknown or not self.worker_queues:
+            raise ValueError(f"worker_queues: {unknown or 'none'} not among queues {names}")
+        return self
+
+    def queue_map(self) -> dict[str, Queue]:
+        """The queues by name."""
+        return {queue.name: queue.to_queue() for queue in self.queues}

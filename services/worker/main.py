@@ -15,7 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from services.core.kinds import load_kinds
+from services.core.kinds import check_queues, load_kinds
 from services.core.runtime import open_clients
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
@@ -29,10 +29,10 @@ async def open_worker(
     settings: Settings, supervisor: Supervisor | None = None
 ) -> AsyncIterator[Worker]:
     """A worker with its own engine and broker connection, closed on exit."""
+    kinds = load_kinds(settings.task_modules)
+    check_queues(kinds, settings.queue_map())
     async with open_clients(settings) as clients:
-        yield Worker(
-            settings, clients.store, clients.broker, load_kinds(settings.task_modules), supervisor
-        )
+        yield Worker(settings, clients.store, clients.broker, kinds, supervisor)
 
 
 def stop_on_signals(stop: callable) -> None:  # type: ignore[valid-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -23,12 +24,12 @@ from aio_pika.exceptions import AMQPError
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
 from services.core.db.store import SqlTaskStore
-from services.core.domain import Claim, Status
+from services.core.domain import Claim, Queue, Status
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
-from services.core.telemetry.metrics import WORKER_SLOTS
+from services.core.telemetry.metrics import QUEUE_HELD_BACK, WORKER_SLOTS
 from services.core.telemetry.tracing import db_span, trace_id_of
 from services.worker import telemetry
 from services.worker.execution import Held, record, run_attempt
@@ -62,14 +63,18 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._held: dict[uuid.UUID, Held] = {}
         # Group commit: concurrent claims, and concurrent results, share statements.
-        self._claims: Batcher[None, Claim | None] = Batcher(
-            self._claim_batch, settings.worker_concurrency
-        )
+        queues = settings.queue_map()
+        self._queues = {name: queues[name] for name in settings.worker_queues}
+        self._claims: dict[str, Batcher[None, Claim | None]] = {
+            name: Batcher(functools.partial(self._claim_batch, queue), settings.worker_concurrency)
+            for name, queue in self._queues.items()
+        }
         self._results: Batcher[tuple[uuid.UUID, int, Any], Status | None] = Batcher(
             store.complete_many, settings.worker_concurrency
         )
         self._jobs: set[asyncio.Task[None]] = set()
-        self._queue: AbstractQueue | None = None
+        # The channel consuming each queue's tickets, while one is open.
+        self._consuming: dict[str, AbstractQueue] = {}
         self._stopping = asyncio.Event()
         # The heartbeat and the consumer; a worker whose loops keep failing is not live.
         self.supervisor = supervisor or Supervisor()
@@ -99,7 +104,7 @@ class Worker:
         await self._drain()
         # Only now: no job acks or rejects a ticket on this channel any more. A frame
         # sent after Channel.Close makes RabbitMQ close the whole connection (504).
-        await self._close_channel()
+        await self._close_channels()
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
         WORKER_SLOTS.dec(self._settings.worker_concurrency)
@@ -111,7 +116,7 @@ class Worker:
         quiet = 0
         while quiet < 2:
             await asyncio.sleep(poll)
-            busy = self._jobs or await self._broker.ready_messages() > 0
+            busy = self._jobs or await self._waiting() > 0
             quiet = 0 if busy else quiet + 1
 
     async def run_until_idle(self) -> None:
@@ -130,43 +135,60 @@ class Worker:
             finally:
                 self.stop()
                 await working
-            if await self._broker.ready_messages() == 0:
+            if await self._waiting() == 0:
                 return
 
-    async def _consume_once(self) -> float:
-        """Consume on a channel of its own until the broker drops it; reopen in a second.
+    async def _waiting(self) -> int:
+        """Tickets waiting in this worker's queues."""
+        return sum([await self._broker.ready_messages(name) for name in self._queues])
 
-        When run() cancels it, leaving the iterator cancels the consumer, but the channel
-        stays open for the jobs still settling their tickets: run() closes it after them.
+    async def _consume_once(self) -> float:
+        """Consume each queue on a channel of its own until the broker drops one; reopen
+        them all in a second.
+
+        When run() cancels it, leaving the iterators cancels the consumers, but the
+        channels stay open for the jobs still settling their tickets: run() closes them
+        after them.
         """
+        consumers = [
+            asyncio.create_task(self._consume_queue(queue)) for queue in self._queues.values()
+        ]
         try:
-            self._queue = await self._broker.consume_queue(self._settings.worker_concurrency)
-            await self._consume(self._queue)
-        except Exception:
-            await self._close_channel()
-            raise
-        await self._close_channel()
+            done, _ = await asyncio.wait(consumers, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for consumer in consumers:
+                consumer.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
+        await self._close_channels()
+        for consumer in done:
+            if consumer.exception() is not None:
+                raise consumer.exception()  # type: ignore[misc]
         return 1.0
 
-    async def _close_channel(self) -> None:
-        """Tickets taken but not acked go back to the queue when the channel closes."""
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            with contextlib.suppress(Exception):
-                await queue.channel.close()
+    async def _consume_queue(self, queue: Queue) -> None:
+        channel = await self._broker.consume_queue(self._settings.worker_concurrency, queue.name)
+        self._consuming[queue.name] = channel
+        await self._consume(channel, queue)
 
-    async def _consume(self, queue: AbstractQueue) -> None:
-        async with queue.iterator() as tickets:
+    async def _close_channels(self) -> None:
+        """Tickets taken but not acked go back to the queue when the channel closes."""
+        consuming, self._consuming = self._consuming, {}
+        for channel in consuming.values():
+            with contextlib.suppress(Exception):
+                await channel.channel.close()
+
+    async def _consume(self, channel: AbstractQueue, queue: Queue) -> None:
+        async with channel.iterator() as tickets:
             async for ticket in tickets:
                 try:
                     await self._slots.acquire()
                 except asyncio.CancelledError:  # stopping: this ticket goes back at once
                     await _settle(ticket.reject(requeue=True))
                     raise
-                job = asyncio.create_task(self._take(ticket))
+                job = asyncio.create_task(self._take(ticket, queue))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
-        logger.warning("the broker closed the consuming channel")
+        logger.warning("the broker closed the channel consuming %s", queue.name)
 
     async def _drain(self) -> None:
         if self._jobs:
@@ -179,12 +201,12 @@ class Worker:
             if late:
                 await asyncio.wait(late)
 
-    async def _take(self, ticket: AbstractIncomingMessage) -> None:
+    async def _take(self, ticket: AbstractIncomingMessage, queue: Queue) -> None:
         received = time.time_ns()
         try:
-            claim = await self._claim(ticket)
+            claim, held_back = await self._claim(ticket, queue)
             if claim is not None:
-                await self._execute(claim, ticket, received)
+                await self._execute(claim, ticket, received, queue, held_back)
         except Exception:  # the outermost loop of one job: log and carry on
             logger.exception(
                 "job failed",
@@ -193,48 +215,72 @@ class Worker:
         finally:
             self._slots.release()
 
-    async def _claim(self, ticket: AbstractIncomingMessage) -> Claim | None:
-        """Claim a task for `ticket`; ack it once the claim is committed.
+    async def _claim(
+        self, ticket: AbstractIncomingMessage, queue: Queue
+    ) -> tuple[Claim | None, float]:
+        """Claim a task of `queue` for `ticket`; ack it once the claim is committed. Also
+        answers how long the queue's pause or limits held the claim back.
 
         A ticket is acked without a claim only when no queued task can be claimed, and
         then takes a queued task of a tenant at TENANT_MAX_RUNNING, if any, out of the
         queue with it (see unqueue_one); while queued tasks exist but other claims hold
         them for a moment, the claim is tried again, and after CLAIM_PATIENCE seconds the
         ticket goes back to the queue. So every queued task keeps a message that will
-        claim it.
+        claim it. While the queue is paused or at one of its limits, the ticket waits here
+        without holding a slot, and is tried again when the queue may have room.
         """
-        deadline = asyncio.get_running_loop().time() + CLAIM_PATIENCE
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLAIM_PATIENCE
+        held_back = 0.0
         try:
             while not self._stopping.is_set():
-                claim = await self._claims.submit(None)
+                claim = await self._claims[queue.name].submit(None)
                 named = _named(ticket)
                 if claim is None and named is not None:
                     claim = await self._store.claim_named(
-                        self.worker_id, self._settings.lease_seconds, named
+                        self.worker_id, self._settings.lease_seconds, named, queue
                     )
-                if claim is not None or not await self._store.has_ready():
+                if claim is not None or not await self._store.has_ready(queue.name):
                     if claim is None:
                         # A queued task left now waits for its tenant to run fewer than
                         # TENANT_MAX_RUNNING: the relay sends it a new message then.
-                        await self._store.unqueue_one(named)
+                        await self._store.unqueue_one(named, queue.name)
                     await _settle(ticket.ack())
-                    return claim
-                if asyncio.get_running_loop().time() > deadline:
+                    return claim, held_back
+                wait = await self._store.blocked_for(queue)
+                if wait is not None:
+                    QUEUE_HELD_BACK.labels(queue.name).inc()
+                    started = loop.time()
+                    await self._wait_for_room(wait)
+                    held_back += loop.time() - started
+                    deadline = loop.time() + CLAIM_PATIENCE
+                elif loop.time() > deadline:
                     break
-                await asyncio.sleep(0.005)
+                else:
+                    await asyncio.sleep(0.005)
         except StoreUnavailable as error:
             logger.warning("claim failed, ticket returned: %s", error)
             await asyncio.sleep(1.0)
         await _settle(ticket.reject(requeue=True))
-        return None
+        return None, held_back
 
-    async def _claim_batch(self, wanted: list[None]) -> list[Claim | None]:
+    async def _wait_for_room(self, seconds: float) -> None:
+        """Wait `seconds` (less if the worker stops) with this job's slot free meanwhile."""
+        self._slots.release()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        finally:
+            await self._slots.acquire()
+
+    async def _claim_batch(self, queue: Queue, wanted: list[None]) -> list[Claim | None]:
         claims: list[Claim | None] = list(
             await self._store.claim_many(
                 self.worker_id,
                 self._settings.lease_seconds,
                 self._settings.aging_seconds,
                 len(wanted),
+                queue,
             )
         )
         return claims + [None] * (len(wanted) - len(claims))
@@ -242,11 +288,19 @@ class Worker:
     async def _complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
         return await self._results.submit((task_id, attempt, result))
 
-    async def _execute(self, claim: Claim, ticket: AbstractIncomingMessage, received: int) -> None:
+    async def _execute(
+        self,
+        claim: Claim,
+        ticket: AbstractIncomingMessage,
+        received: int,
+        queue: Queue,
+        held_back: float,
+    ) -> None:
         """Run one claimed attempt and record its outcome, fenced by the attempt number."""
         task = claim.task
-        source = self._broker.topology.taken_from
-        with telemetry.attempt(claim, source, ticket.headers, _named(ticket), received):
+        source = self._broker.topology.taken_from(queue.name)
+        ticket_of = _named(ticket)
+        with telemetry.attempt(claim, source, ticket.headers, ticket_of, received, held_back):
             held = Held(claim)
             self._held[task.id] = held
             try:

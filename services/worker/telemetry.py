@@ -46,9 +46,12 @@ def attempt(
     headers: Mapping[str, Any] | None,
     named: uuid.UUID | None,
     received: int,
+    held_back: float = 0.0,
 ) -> Iterator[None]:
     """One claimed attempt, from its ticket's arrival (`received`, ns) to its record;
-    `source` is where the ticket came from (`{exchange}:{routing key}:{queue}`).
+    `source` is where the ticket came from (`{exchange}:{routing key}:{queue}`), and
+    `held_back` how long its queue's pause or limits made the claim wait (an event on the
+    span says so).
 
     The block runs inside a CONSUMER span of the task's own trace: the ticket's context
     is the parent when the ticket named this task; a ticket taken for a more urgent task
@@ -82,6 +85,11 @@ def attempt(
             start_time=received,
             attributes=db_attributes("UPDATE", "claim"),
         ).end(claimed)
+        if held_back:
+            span.add_event(
+                "held back by the queue's pause or limits",
+                {"conveyor.queue": task.queue, "conveyor.queue.wait_seconds": held_back},
+            )
         with _running(claim):
             yield
 

@@ -28,6 +28,7 @@ async def test_submit_stores_the_task_with_defaults(api: httpx.AsyncClient) -> N
         "priority": "MEDIUM",
         "status": None,
         "kind": "demo",
+        "queue": "default",
         "payload": {},
         "result": None,
         "error": None,

@@ -18,11 +18,11 @@ async def test_ready_messages_counts_the_queue_as_it_is_now(settings: Settings) 
     await broker.connected.wait()
     try:
         assert await broker.ready_messages() == 0
-        await broker.publish({uuid.uuid4(): {} for _ in range(3)})
+        await broker.publish({uuid.uuid4(): ("default", {}) for _ in range(3)})
         assert await broker.ready_messages() == 3
         async with await aio_pika.connect(settings.amqp_url) as connection:
             channel = await connection.channel()
-            queue = await channel.get_queue(broker.topology.queue)
+            queue = await channel.get_queue(broker.topology.queue())
             await queue.purge()
         assert await broker.ready_messages() == 0
     finally:

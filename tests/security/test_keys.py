@@ -34,6 +34,9 @@ CALLS = [
     ("GET", "/api/v1/keys", "admin"),
     ("POST", "/api/v1/keys", "admin"),
     ("DELETE", "/api/v1/keys/abcdefghijkl", "admin"),
+    ("GET", "/api/v1/queues", "platform"),
+    ("POST", "/api/v1/queues/default:pause", "platform"),
+    ("POST", "/api/v1/queues/default:resume", "platform"),
 ]
 BODIES = {"/api/v1/tasks": {"title": "t"}, "/api/v1/keys": {"scopes": ["read"]}}
 
@@ -94,11 +97,27 @@ async def test_each_scope_opens_its_own_calls_only(
             assert needs in response.json()["detail"]
 
 
-async def test_admin_opens_every_call(caller: Callable[..., Awaitable[Caller]]) -> None:
+async def test_admin_opens_every_call_of_its_tenant_and_no_platform_call(
+    caller: Callable[..., Awaitable[Caller]],
+) -> None:
     who = await caller("alice", "admin")
-    for method, path, _ in CALLS:
+    for method, path, needs in CALLS:
         response = await who.request(method, path, json=BODIES.get(path))
-        assert response.status_code in (201, 200, 404), (method, path, response.text)
+        if needs == "platform":  # another tenant's work is not an admin's to stop
+            _assert_refused(response, 403)
+        else:
+            assert response.status_code in (201, 200, 404), (method, path, response.text)
+
+
+async def test_no_key_made_over_http_holds_the_platform_scope(
+    caller: Callable[..., Awaitable[Caller]],
+) -> None:
+    admin = await caller("alice", "admin")
+    response = await admin.request("POST", "/api/v1/keys", json={"scopes": ["read", "platform"]})
+    _assert_refused(response, 422)
+    assert response.json()["errors"][0]["loc"] == ["body", "scopes"]
+    listed = (await admin.request("GET", "/api/v1/keys")).json()["items"]
+    assert [key["scopes"] for key in listed] == [["admin"]]
 
 
 async def test_a_revoked_key_gets_401_and_its_task_stays(

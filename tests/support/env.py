@@ -4,6 +4,7 @@ for a run, and settings with short intervals."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import aio_pika
@@ -19,6 +20,8 @@ ADMIN_URL = os.environ.get(
     "CONVEYOR_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 AMQP_URL = os.environ.get("CONVEYOR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# Every queue a test may define: emptied before each test, deleted after the run.
+TEST_QUEUES = ("default", "gpu", "slow", "partner")
 
 
 def unreachable(what: str, error: BaseException) -> None:
@@ -55,6 +58,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a `conveyor` process these settings."""
     values = settings.model_dump(mode="json")
     values["task_modules"] = ",".join(settings.task_modules)
+    values["worker_queues"] = ",".join(settings.worker_queues)
+    values["queues"] = json.dumps(values["queues"])
     return {**os.environ, **{f"CONVEYOR_{k.upper()}": str(v) for k, v in values.items()}}
 
 
@@ -87,14 +92,15 @@ async def empty(database_url: str, amqp_prefix: str) -> None:
     """Empty the tables and the task queue of a run, for the next test."""
     connection = await asyncpg.connect(_dsn(make_url(database_url).database or ""))
     try:
-        await connection.execute("TRUNCATE tasks, api_keys")
+        await connection.execute("TRUNCATE tasks, api_keys, queues")
     finally:
         await connection.close()
     broker = await aio_pika.connect(AMQP_URL)
     async with broker:
-        channel = await broker.channel()
-        try:
-            queue = await channel.declare_queue(Topology(amqp_prefix).queue, passive=True)
-        except aio_pika.exceptions.ChannelClosed:
-            return
-        await queue.purge()
+        for name in TEST_QUEUES:
+            channel = await broker.channel()  # a channel closes on a queue that is not there
+            try:
+                queue = await channel.declare_queue(Topology(amqp_prefix).queue(name), passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                continue
+            await queue.purge()

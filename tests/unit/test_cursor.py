@@ -20,6 +20,7 @@ def _task() -> Task:
         Priority.LOW,
         Status.NEW,
         "demo",
+        "default",
         {},
         None,
         None,

@@ -21,7 +21,7 @@ async def _publish(settings: Settings, *task_ids: uuid.UUID) -> None:
     await broker.connected.wait()
     try:
         for task_id in task_ids:
-            await broker.publish({task_id: {}})
+            await broker.publish({task_id: ("default", {})})
     finally:
         await broker.close()
 

@@ -26,7 +26,17 @@ from services.api.schemas import (
     payload_problem,
 )
 from services.core.db.store import InvalidCursor, encode_cursor
-from services.core.domain import NO_NUL, Page, Priority, Status, Submission, Task, TaskFilter
+from services.core.domain import (
+    NO_NUL,
+    QUEUE_NAME,
+    NewTask,
+    Page,
+    Priority,
+    Status,
+    Submission,
+    Task,
+    TaskFilter,
+)
 from services.core.errors import IdempotencyConflict
 from services.core.telemetry.metrics import STATUS_CHANGES
 from services.core.telemetry.tracing import current_carrier, db_span
@@ -40,17 +50,25 @@ _ENVELOPE_BYTES = 256
 
 def _check_submission(
     body: TaskCreate, services: ServicesDep, at: tuple[str | int, ...] = ("body",)
-) -> None:
-    """Refuse what the models cannot see: an unknown kind, a payload PostgreSQL cannot keep,
-    too deep or too large; `at` is where the body is in the request."""
-    if body.kind not in services.kinds:
+) -> NewTask:
+    """The task to store, or the refusal of what the models cannot see: an unknown kind or
+    queue, a payload PostgreSQL cannot keep, too deep or too large; `at` is where the body
+    is in the request."""
+    kind = services.kinds.get(body.kind)
+    if kind is None:
         known = ", ".join(sorted(services.kinds))
         detail = f"unknown kind {body.kind!r}; known: {known}"
         raise Refused(422, "validation", detail, loc=[*at, "kind"])
+    queue = body.queue or kind.queue
+    if queue not in services.queues:
+        known = ", ".join(sorted(services.queues))
+        detail = f"unknown queue {queue!r}; known: {known}"
+        raise Refused(422, "validation", detail, loc=[*at, "queue"])
     problem = payload_problem(body.payload, services.settings.max_payload_depth)
     if problem is not None:
         slug = "too-large" if problem[0] == 413 else "validation"
         raise Refused(problem[0], slug, problem[1], loc=[*at, "payload"])
+    return body.to_new_task(queue)
 
 
 def _bounded(page: Page) -> Response:
@@ -84,9 +102,8 @@ async def submit_task(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     """Store a task; it is handed to a worker once the broker has confirmed it."""
-    _check_submission(body, services)
     submission = Submission(
-        body.to_new_task(),
+        _check_submission(body, services),
         principal.tenant,
         idempotency_key,
         body.request_hash() if idempotency_key else None,
@@ -107,9 +124,9 @@ async def submit_batch(body: BatchCreate, services: ServicesDep, principal: Subm
     """
     await services.auth.charge(principal, len(body.tasks) - 1)
     items = [_checked(raw, ("body", "tasks", n), services) for n, raw in enumerate(body.tasks)]
-    accepted = [(n, item) for n, item in enumerate(items) if isinstance(item, BatchTask)]
+    accepted = [(n, item) for n, item in enumerate(items) if isinstance(item, tuple)]
     carrier = current_carrier()
-    submissions = [_submission(task, principal.tenant, carrier) for _, task in accepted]
+    submissions = [_submission(*checked, principal.tenant, carrier) for _, checked in accepted]
     with db_span("INSERT", "create tasks"):
         outcomes = await services.intake.submit_many(submissions)
     for (n, _), outcome in zip(accepted, outcomes, strict=True):
@@ -123,23 +140,22 @@ async def submit_batch(body: BatchCreate, services: ServicesDep, principal: Subm
     )
 
 
-def _checked(raw: Any, at: tuple[str | int, ...], services: ServicesDep) -> BatchTask | BatchItem:
-    """One task of a batch, or its refusal."""
+def _checked(
+    raw: Any, at: tuple[str | int, ...], services: ServicesDep
+) -> tuple[BatchTask, NewTask] | BatchItem:
+    """One task of a batch and what to store of it, or its refusal."""
     try:
         task = BatchTask.model_validate(raw)
-        _check_submission(task, services, at)
+        return task, _check_submission(task, services, at)
     except ValidationError as error:
         return _refused(invalid_body(error.errors(), at))
     except Refused as error:
         return _refused(refused_body(error))
-    return task
 
 
-def _submission(task: BatchTask, tenant: str, carrier: dict[str, str]) -> Submission:
+def _submission(task: BatchTask, new: NewTask, tenant: str, carrier: dict[str, str]) -> Submission:
     key = task.idempotency_key
-    return Submission(
-        task.to_new_task(), tenant, key, task.request_hash() if key else None, carrier
-    )
+    return Submission(new, tenant, key, task.request_hash() if key else None, carrier)
 
 
 def _answer(outcome: tuple[Task, bool] | IdempotencyConflict) -> BatchItem:
@@ -162,6 +178,7 @@ async def list_tasks(
     status: Annotated[list[Status] | None, Query(max_length=len(Status))] = None,
     priority: Annotated[list[Priority] | None, Query(max_length=len(Priority))] = None,
     kind: Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_NUL)] = None,
+    queue: Annotated[str | None, Query(pattern=QUEUE_NAME)] = None,
     created_after: Annotated[Instant | None, Query(description=f"Created after: {TIMES}")] = None,
     created_before: Annotated[Instant | None, Query(description=f"Created before: {TIMES}")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -177,6 +194,7 @@ async def list_tasks(
         frozenset(status or ()),
         frozenset(priority or ()),
         kind,
+        queue,
         created_after,
         created_before,
         principal.tenant,

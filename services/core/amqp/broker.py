@@ -15,7 +15,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from services.core.amqp.topology import ROUTING_KEY, Topology, declare_topology
+from services.core.amqp.topology import Topology, declare_exchange, declare_queue, declare_topology
+from services.core.domain import DEFAULT_QUEUE
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Broker:
             try:
                 self._connection = await aio_pika.connect_robust(self._url, timeout=5)
                 channel = await self._connection.channel(on_return_raises=True)
-                self._exchange, _ = await declare_topology(channel, self.topology)
+                self._exchange = await declare_topology(channel, self.topology)
                 self._channel = channel
                 self.connected.set()
                 return
@@ -74,8 +75,9 @@ class Broker:
             and (self._channel is not None and not self._channel.is_closed)
         )
 
-    async def publish(self, messages: Mapping[uuid.UUID, Mapping[str, str]]) -> None:
-        """Publish one persistent message per task, with its headers; await every confirm.
+    async def publish(self, messages: Mapping[uuid.UUID, tuple[str, Mapping[str, str]]]) -> None:
+        """Publish one persistent message per task to its queue (given with its headers);
+        await every confirm.
 
         Raises BrokerUnavailable unless RabbitMQ confirmed them all: the tasks are then
         left for the relay, so an outage costs time, never a task.
@@ -87,35 +89,38 @@ class Broker:
             await asyncio.gather(
                 *(
                     exchange.publish(
-                        _message(task_id, headers), ROUTING_KEY, timeout=self.confirm_timeout
+                        _message(task_id, headers),
+                        self.topology.routing_key(queue),
+                        timeout=self.confirm_timeout,
                     )
-                    for task_id, headers in messages.items()
+                    for task_id, (queue, headers) in messages.items()
                 )
             )
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
 
-    async def ready_messages(self) -> int:
-        """How many messages wait in the task queue, not yet delivered to a consumer."""
+    async def ready_messages(self, queue: str = DEFAULT_QUEUE) -> int:
+        """How many messages wait in `queue`'s quorum queue, not yet delivered."""
         if not self.ready or self._channel is None:
             raise BrokerUnavailable("not connected")
         try:
             # Not RobustChannel.declare_queue(passive=True): it answers a queue it declared
             # before from its cache, with the count of that first declaration.
             channel = await self._channel.get_underlay_channel()
-            declared = await channel.queue_declare(self.topology.queue, passive=True)
+            declared = await channel.queue_declare(self.topology.queue(queue), passive=True)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
         return int(declared.message_count or 0)
 
-    async def consume_queue(self, prefetch: int) -> AbstractQueue:
-        """A channel with `prefetch` unacked messages at most, and the task queue on it."""
+    async def consume_queue(self, prefetch: int, queue: str = DEFAULT_QUEUE) -> AbstractQueue:
+        """A channel with `prefetch` unacked messages at most, and `queue`'s quorum queue
+        on it."""
         await self.connected.wait()
         assert self._connection is not None
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        _, queue = await declare_topology(channel, self.topology)
-        return queue
+        exchange = await declare_exchange(channel, self.topology)
+        return await declare_queue(channel, self.topology, exchange, queue)
 
     async def close(self) -> None:
         """Stop connecting, and close the connection."""

@@ -13,30 +13,38 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
+from services.core.domain import DEFAULT_QUEUE
+
 ROUTING_KEY = "task"
 
 
 @dataclass(frozen=True, slots=True)
 class Topology:
+    """An installation's exchange and one quorum queue per task queue of its settings, so
+    that a worker pool only wakes for its own queues' tasks."""
+
     prefix: str
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
 
     @property
     def exchange(self) -> str:
         return self.prefix
 
-    @property
-    def queue(self) -> str:
-        return f"{self.prefix}.tasks"
+    def queue(self, name: str = DEFAULT_QUEUE) -> str:
+        """The RabbitMQ queue of the task queue `name` (the default one keeps its name
+        from before there were several)."""
+        return f"{self.prefix}.tasks" if name == DEFAULT_QUEUE else f"{self.prefix}.tasks.{name}"
 
-    @property
-    def sent_to(self) -> str:
+    def routing_key(self, name: str = DEFAULT_QUEUE) -> str:
+        return ROUTING_KEY if name == DEFAULT_QUEUE else f"{ROUTING_KEY}.{name}"
+
+    def sent_to(self, name: str = DEFAULT_QUEUE) -> str:
         """Where a message goes, as tracing names it: `{exchange}:{routing key}`."""
-        return f"{self.exchange}:{ROUTING_KEY}"
+        return f"{self.exchange}:{self.routing_key(name)}"
 
-    @property
-    def taken_from(self) -> str:
+    def taken_from(self, name: str = DEFAULT_QUEUE) -> str:
         """Where a consumer takes it: `{exchange}:{routing key}:{queue}`."""
-        return f"{self.sent_to}:{self.queue}"
+        return f"{self.sent_to(name)}:{self.queue(name)}"
 
 
 async def declare_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
@@ -46,28 +54,37 @@ async def declare_exchange(channel: AbstractChannel, topology: Topology) -> Abst
     )
 
 
-async def declare_topology(
-    channel: AbstractChannel, topology: Topology
-) -> tuple[AbstractExchange, AbstractQueue]:
-    """Declare the exchange and the quorum queue bound to it; safe to repeat."""
-    exchange = await declare_exchange(channel, topology)
+async def declare_queue(
+    channel: AbstractChannel, topology: Topology, exchange: AbstractExchange, name: str
+) -> AbstractQueue:
+    """Declare the quorum queue of the task queue `name`, bound to the exchange."""
     queue = await channel.declare_queue(
-        topology.queue, durable=True, arguments={"x-queue-type": "quorum"}
+        topology.queue(name), durable=True, arguments={"x-queue-type": "quorum"}
     )
-    await queue.bind(exchange, ROUTING_KEY)
-    return exchange, queue
+    await queue.bind(exchange, topology.routing_key(name))
+    return queue
 
 
-async def delete_topology(amqp_url: str, *prefixes: str) -> None:
-    """Delete the queue and exchange of each prefix, where they exist (tests, benchmarks)."""
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    """Declare the exchange and every queue's quorum queue, bound to it; safe to repeat."""
+    exchange = await declare_exchange(channel, topology)
+    for name in topology.queues:
+        await declare_queue(channel, topology, exchange, name)
+    return exchange
+
+
+async def delete_topology(
+    amqp_url: str, *prefixes: str, queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+) -> None:
+    """Delete the queues and exchange of each prefix, where they exist (tests, benchmarks)."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         for prefix in prefixes:
-            topology = Topology(prefix)
+            topology = Topology(prefix, queues)
+            names = [("queue_delete", topology.queue(name)) for name in queues]
             # A channel closes on a name that does not exist: one channel per deletion.
-            for delete in ("queue_delete", "exchange_delete"):
+            for delete, name in [*names, ("exchange_delete", topology.exchange)]:
                 channel = await connection.channel()
-                name = topology.queue if delete == "queue_delete" else topology.exchange
                 try:
                     await getattr(channel, delete)(name)
                 except aio_pika.exceptions.ChannelClosed:

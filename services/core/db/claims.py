@@ -8,9 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
-from services.core.domain import (
-    Claim,
-)
+from services.core.domain import DEFAULT_QUEUE, Claim, Queue
+
+_DEFAULT = Queue(DEFAULT_QUEUE)
 
 
 def _claim(row: Any) -> Claim:
@@ -29,12 +29,14 @@ class Claims(StoreBase):
         lease_seconds: float,
         aging_seconds: float,
         limit: int,
+        queue: Queue = _DEFAULT,
     ) -> list[Claim]:
-        """Take up to `limit` queued tasks in one statement, fairly across tenants.
+        """Take up to `limit` queued tasks of `queue` in one statement, fairly across tenants,
+        within the queue's limits and not while it is paused.
 
-        Each slot goes to the tenant with the fewest running tasks (counting the ones this
-        claim gives it), and not past the store's TENANT_MAX_RUNNING running tasks per
-        tenant when set; claims then take turns, so the cap holds.
+        Each slot goes to the tenant with the fewest running tasks in the queue (counting
+        the ones this claim gives it), and not past the store's TENANT_MAX_RUNNING running
+        tasks per tenant when set; claims then take turns, so the cap holds.
         Within a tenant, tasks that have waited longer than `aging_seconds` go first,
         oldest first, so that no priority starves; then HIGH before MEDIUM before LOW,
         oldest first. Between tenants with equal shares, the same order decides.
@@ -44,51 +46,144 @@ class Claims(StoreBase):
             "lease": lease_seconds,
             "aging": aging_seconds,
             "limit": limit,
-            "cap": self._cap,
         }
-        rows = await self._claim_rows(_CLAIM_MANY, params)
+        rows = await self._claim_rows(_CLAIM_MANY, params, queue)
         return sorted((_claim(row) for row in rows), key=lambda claim: claim.rank)
 
     async def claim_named(
-        self, worker_id: str, lease_seconds: float, task_id: uuid.UUID
+        self, worker_id: str, lease_seconds: float, task_id: uuid.UUID, queue: Queue = _DEFAULT
     ) -> Claim | None:
         """Take the task a message names, waiting if a relay still holds its row; not when
-        its tenant runs TENANT_MAX_RUNNING tasks already."""
-        params = {"worker": worker_id, "lease": lease_seconds, "id": task_id, "cap": self._cap}
-        rows = await self._claim_rows(_CLAIM_NAMED, params)
+        its tenant runs TENANT_MAX_RUNNING tasks already, nor past `queue`'s limits."""
+        params = {"worker": worker_id, "lease": lease_seconds, "id": task_id, "limit": 1}
+        rows = await self._claim_rows(_CLAIM_NAMED, params, queue)
         return _claim(rows[0]) if rows else None
 
-    async def _claim_rows(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Any]:
-        if not params["cap"]:
+    async def _claim_rows(
+        self, statement: sa.TextClause, params: dict[str, Any], queue: Queue
+    ) -> list[Any]:
+        params = {**params, "cap": self._cap, "queue": queue.name}
+        if not self._cap and not queue.limited:
             return await self._write(statement, params)
-        # Under a cap, claims take turns: none counts a tenant's running tasks while
-        # another is giving it more, so the cap holds exactly, whatever the claimers.
+        # Under a cap or a queue's limits, claims take turns: none counts running tasks
+        # (or the rate's next start) while another is adding to them, so limits hold
+        # exactly, whatever the claimers.
         async with self._begin(transaction=True) as connection:
-            await connection.execute(_CLAIM_TURN)
-            return list((await connection.execute(statement, params)).all())
+            if self._cap:
+                await connection.execute(_CLAIM_TURN)
+            if not queue.limited:
+                return list((await connection.execute(statement, params)).all())
+            await connection.execute(_QUEUE_TURN, {"queue": queue.name})
+            room = (await connection.execute(_ROOM, _room_params(queue))).first()
+            if room is None or room.paused or room.allowed <= 0:
+                return []  # (None: the queue's row was made beside us: the next try reads it)
+            params["limit"] = min(params["limit"], int(room.allowed))
+            rows = list((await connection.execute(statement, params)).all())
+            if queue.rate is not None and rows:
+                spent = {"queue": queue.name, "start": room.start, "rate": queue.rate}
+                last = max(row.started_at for row in rows)
+                await connection.execute(_SPEND, {**spent, "last": last, "started": len(rows)})
+            return rows
 
-    async def has_ready(self) -> bool:
-        """True when some queued task holds a broker message, claimable yet or not (a task
-        of a tenant at TENANT_MAX_RUNNING is not: see unqueue_one()).
+    async def blocked_for(self, queue: Queue) -> float | None:
+        """Seconds until `queue` may have room for a claim, when it is paused or at one of
+        its limits; None when it is not held back."""
+        async with self._begin() as connection:
+            row = (await connection.execute(_ROOM, _room_params(queue))).first()
+        if row is None:  # its row was made beside this read: look again soon
+            return _FULL_POLL
+        if row.paused:
+            return _PAUSED_POLL
+        if row.allowed > 0:
+            return None
+        if queue.rate is not None and row.wait > 0:
+            return float(row.wait)
+        return _FULL_POLL
+
+    async def has_ready(self, queue: str = DEFAULT_QUEUE) -> bool:
+        """True when some queued task of `queue` holds a broker message, claimable yet or
+        not (a task of a tenant at TENANT_MAX_RUNNING is not: see unqueue_one()).
 
         A claim that found nothing may have skipped rows that other claims held for a
-        moment, or met a task whose message the broker has confirmed before the relay
-        marked it PENDING: this tells a worker whether its message may still be owed a
-        task, and so must not be dropped.
+        moment, met a task whose message the broker has confirmed before the relay
+        marked it PENDING, or a queue held back by its limits or a pause: this tells a
+        worker whether its message may still be owed a task, and so must not be dropped.
         """
         async with self._begin() as connection:
-            return bool((await connection.execute(_HAS_READY, {"cap": self._cap})).scalar())
+            params = {"cap": self._cap, "queue": queue}
+            return bool((await connection.execute(_HAS_READY, params)).scalar())
 
-    async def unqueue_one(self, named: uuid.UUID | None) -> bool:
+    async def unqueue_one(self, named: uuid.UUID | None, queue: str = DEFAULT_QUEUE) -> bool:
         """A message that claimed nothing is dropped: take `named` out of the queue if it
-        is still there, else another queued task (which only a tenant at its
+        is still there, else another queued task of `queue` (which only a tenant at its
         TENANT_MAX_RUNNING can have now), so that no queued task is left without a
         message. The relay sends it a new one once its tenant has room. True when one was."""
         if not self._cap:  # then every queued task can be claimed: none is left
             return False
         async with self._begin() as connection:
-            result = await connection.execute(_UNQUEUE_ONE, {"id": named})
+            result = await connection.execute(_UNQUEUE_ONE, {"id": named, "queue": queue})
         return bool(result.rowcount)
+
+
+def _room_params(queue: Queue) -> dict[str, Any]:
+    rate = queue.rate
+    # Starts a claim may make at once after a quiet spell: a tenth of a second's worth.
+    burst = max(1, int(rate / 10)) if rate is not None else 1
+    return {
+        "queue": queue.name,
+        "max_running": queue.max_running,
+        "rate": rate,
+        "burst": burst,
+        # How far back unused starts count: the burst's worth of intervals.
+        "spread": (burst - 1) / rate if rate is not None else 0.0,
+    }
+
+
+# How often a ticket of a paused queue, or of one at max_running, looks again.
+_PAUSED_POLL = 1.0
+_FULL_POLL = 0.2
+
+# Taken by every claim of a limited queue, for the claim's transaction.
+_QUEUE_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtext('conveyor.queue.' || :queue))")
+
+# What a limited queue lets a claim start now: `allowed` (max_running less its running
+# tasks, and the starts its rate has earned since `start`, at most `burst`), and `start`,
+# from which the rate counts. A rate keeps its next start in `queues`, made on first use.
+_ROOM_SQL = """
+    WITH made AS (
+        INSERT INTO queues (name) VALUES (:queue) ON CONFLICT (name) DO NOTHING
+        RETURNING paused, next_start
+    ), state AS (
+        SELECT paused, next_start FROM made
+        UNION ALL
+        SELECT paused, next_start FROM queues WHERE name = :queue
+    ), counted AS (
+        SELECT state.paused, clock.at,
+               greatest(state.next_start, clock.at - make_interval(secs => :spread)) AS start,
+               (SELECT count(*) FROM tasks WHERE status = 'IN_PROGRESS' AND queue = :queue)
+                   AS running
+        FROM state, (SELECT statement_timestamp() AS at) AS clock
+    )
+    SELECT paused, start,
+           least(
+               coalesce(CAST(:max_running AS int) - running, 1000000),
+               CASE WHEN CAST(:rate AS float8) IS NULL THEN 1000000
+                    WHEN start > at THEN 0
+                    ELSE least(:burst, floor(extract(epoch FROM at - start) * :rate) + 1)
+               END) AS allowed,
+           extract(epoch FROM start - at) AS wait
+    FROM counted
+"""
+_ROOM = sa.text(_ROOM_SQL)
+
+# The rate's next start moves on by one interval per task started, counted from the
+# last start as recorded: the starts of any second, as the tasks show them, keep the rate.
+_SPEND = sa.text("""
+    UPDATE queues
+    SET next_start = greatest(CAST(:start AS timestamptz), CAST(:last AS timestamptz))
+        + make_interval(secs => CAST(:started AS float8) / :rate)
+    WHERE name = :queue
+""")
 
 
 # A tenant under TENANT_MAX_RUNNING (:cap, 0 for none), as a condition on a row of tasks.
@@ -105,7 +200,7 @@ _UNQUEUE_ONE = sa.text("""
     UPDATE tasks SET queued_at = NULL
     WHERE id = (
         SELECT id FROM tasks
-        WHERE status = 'PENDING' AND queued_at IS NOT NULL
+        WHERE queue = :queue AND status = 'PENDING' AND queued_at IS NOT NULL
         ORDER BY id = :id DESC, available_at DESC
         LIMIT 1
         FOR UPDATE)
@@ -114,7 +209,11 @@ _UNQUEUE_ONE = sa.text("""
 
 # Claimable: in the queue, with a confirmed message, and due. Only such tasks are claimed,
 # so that each message stands for exactly one task that was queued.
-_CLAIMABLE = "status = 'PENDING' AND queued_at IS NOT NULL AND available_at <= now()"
+_CLAIMABLE = (
+    "queue = :queue AND status = 'PENDING' AND queued_at IS NOT NULL AND available_at <= now()"
+)
+# The queue is not paused.
+_NOT_PAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused)"
 
 # Returned with a claim: the trace context, and how long the task waited ready.
 _CLAIM_EXTRA = "tasks.trace_context, extract(epoch FROM now() - tasks.available_at) AS waited"
@@ -123,7 +222,7 @@ _CLAIMED = """
     UPDATE tasks SET
         status = 'IN_PROGRESS',
         attempts = attempts + 1,
-        started_at = now(),
+        started_at = statement_timestamp(),
         updated_at = now(),
         lease_expires_at = now() + make_interval(secs => :lease),
         worker_id = :worker
@@ -145,21 +244,25 @@ _READY_TENANTS = f"""
 # urgent; each list read from its own tenant-led index, a task in both taken once. Each
 # list holds _SPARE more than :limit, so that a claim running beside others (which lock
 # the first tasks, and SKIP LOCKED passes over them) still finds :limit tasks to take.
-# `share` is the tenant's running tasks once this task runs too; `urgency` its place
-# among the tenant's own. Slots then go by share, so the tenant with the fewest running
-# tasks is served first, and ties go by urgency, aged before the rest.
+# `share` is the tenant's running tasks in the queue once this task runs too, `held` in
+# all queues (what TENANT_MAX_RUNNING caps); `urgency` its place among the tenant's own.
+# Slots then go by share, so the tenant with the fewest running tasks in the queue is
+# served first, and ties go by urgency, aged before the rest.
 _CANDIDATES = f"""
     candidates AS (
-        SELECT c.id, running.n + row_number() OVER (
-                   PARTITION BY ready.tenant ORDER BY c.aged DESC, c.urgency, c.available_at
-               ) AS share,
+        SELECT c.id, running.n + c.n AS share, held.n + c.n AS held,
                c.aged, c.urgency, c.available_at
         FROM ready
         CROSS JOIN LATERAL (
             SELECT count(*) AS n FROM tasks
-            WHERE status = 'IN_PROGRESS' AND tenant = ready.tenant) AS running
+            WHERE status = 'IN_PROGRESS' AND queue = :queue AND tenant = ready.tenant
+        ) AS running
         CROSS JOIN LATERAL (
-            SELECT DISTINCT ON (id) id, aged, urgency, available_at FROM (
+            SELECT count(*) AS n FROM tasks
+            WHERE :cap > 0 AND status = 'IN_PROGRESS' AND tenant = ready.tenant) AS held
+        CROSS JOIN LATERAL (
+            SELECT *, row_number() OVER (ORDER BY aged DESC, urgency, available_at) AS n
+            FROM (SELECT DISTINCT ON (id) id, aged, urgency, available_at FROM (
                 (SELECT id, true AS aged, 0 AS urgency, available_at FROM tasks
                  WHERE tenant = ready.tenant AND {_CLAIMABLE}
                    AND available_at <= now() - make_interval(secs => :aging)
@@ -169,7 +272,7 @@ _CANDIDATES = f"""
                  WHERE tenant = ready.tenant AND {_CLAIMABLE}
                  ORDER BY priority DESC, available_at LIMIT :limit + {_SPARE})
             ) AS both_lists
-            ORDER BY id, aged DESC
+            ORDER BY id, aged DESC) AS once
         ) AS c
         WHERE ready.tenant IS NOT NULL
     )"""
@@ -185,10 +288,10 @@ def _fair_order(of: str) -> str:
 _CLAIM_MANY = sa.text(f"""
     WITH RECURSIVE {_READY_TENANTS}, {_CANDIDATES}, pick AS (
         SELECT tasks.id, best.share, best.aged, best.urgency
-        FROM (SELECT * FROM candidates WHERE :cap = 0 OR share <= :cap
+        FROM (SELECT * FROM candidates WHERE :cap = 0 OR held <= :cap
               ORDER BY {_fair_order("candidates")} LIMIT :limit + {_SPARE}) AS best
         JOIN tasks ON tasks.id = best.id
-        WHERE tasks.status = 'PENDING'
+        WHERE tasks.status = 'PENDING' AND {_NOT_PAUSED}
         ORDER BY {_fair_order("best")}
         LIMIT :limit
         FOR UPDATE OF tasks SKIP LOCKED
@@ -208,13 +311,14 @@ _CLAIM_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtext('conveyor.tasks.cla
 # of the queue has had its message answered already (unqueue_one).
 _CLAIM_NAMED = sa.text(f"""
     {_CLAIMED}
-    WHERE id = :id AND status IN ('NEW', 'PENDING') AND queued_at IS NOT NULL
-      AND available_at <= now() AND {_UNDER_CAP}
+    WHERE id = :id AND queue = :queue AND status IN ('NEW', 'PENDING')
+      AND queued_at IS NOT NULL AND available_at <= now() AND {_UNDER_CAP} AND {_NOT_PAUSED}
     RETURNING {RETURNING}, {_CLAIM_EXTRA}
 """)
 
 # Claimable, or queued with a message the relay has not marked PENDING yet.
 _HAS_READY = sa.text(f"""
     SELECT EXISTS (SELECT 1 FROM tasks WHERE {_CLAIMABLE} AND {_UNDER_CAP})
-        OR EXISTS (SELECT 1 FROM tasks WHERE status = 'NEW' AND queued_at IS NOT NULL)
+        OR EXISTS (SELECT 1 FROM tasks
+                   WHERE queue = :queue AND status = 'NEW' AND queued_at IS NOT NULL)
 """)

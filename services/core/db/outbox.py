@@ -9,22 +9,23 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from services.core.db.base import StoreBase, in_id_order
+from services.core.domain import Outgoing
 
 
 class Outbox(StoreBase):
     """Reserve due tasks, record the broker's confirms, and find messages that were lost."""
 
-    async def reserve_due(self, limit: int) -> dict[uuid.UUID, dict[str, str] | None]:
+    async def reserve_due(self, limit: int) -> Outgoing:
         """Take up to `limit` due tasks that need a broker message, oldest first.
 
         Marks them as having a message (queued_at), so that no other relay sends one too,
-        and answers their trace contexts. The caller publishes, then confirm_queued(), or
+        and answers their queues and trace contexts. The caller publishes, then confirm_queued(), or
         release() when the broker would not confirm. A relay that dies in between leaves
         them to resend_lost(): nothing waits on a lock meanwhile.
         """
         async with self._begin() as connection:
             rows = await connection.execute(_RESERVE, {"limit": limit, "cap": self._cap})
-            return {row.id: row.trace_context for row in rows}
+            return {row.id: (row.queue, row.trace_context) for row in rows}
 
     async def confirm_queued(self, ids: Sequence[uuid.UUID]) -> int:
         """The broker confirmed their messages: NEW becomes PENDING. Answers how many did."""
@@ -36,15 +37,17 @@ class Outbox(StoreBase):
         """Their messages were not confirmed: the relay owes them one again."""
         await self._write(_RELEASE, {"ids": list(ids)})
 
-    async def unqueue_stale(self, older_than: float, limit: int, *, queue_empty: bool) -> int:
+    async def unqueue_stale(
+        self, older_than: float, limit: int, *, empty_queues: Sequence[str] = ()
+    ) -> int:
         """Owe a new message to tasks whose message is not coming, after `older_than` s.
 
         Always for NEW tasks reserved that long ago and never confirmed (their relay died
-        between reserving and publishing). With `queue_empty`, also for PENDING tasks
-        queued that long ago: the broker holds no message for them any more (a purge, a
-        node lost with its data, a delivery limit). Answers how many.
+        between reserving and publishing). Also for PENDING tasks queued that long ago in
+        `empty_queues`, whose quorum queues hold no message: the broker has none for them
+        any more (a purge, a node lost with its data, a delivery limit). Answers how many.
         """
-        params = {"older": older_than, "limit": limit, "pending": queue_empty}
+        params = {"older": older_than, "limit": limit, "empty": list(empty_queues)}
         async with self._begin() as connection:
             result = await connection.execute(_UNQUEUE_STALE, params)
         return int(result.rowcount)
@@ -85,7 +88,7 @@ _RESERVE = sa.text(f"""
         LIMIT :limit
         FOR UPDATE SKIP LOCKED))
       AND {_UNQUEUED}
-    RETURNING id, trace_context
+    RETURNING id, queue, trace_context
 """)
 
 _CONFIRM = sa.text(f"""
@@ -102,7 +105,7 @@ _RELEASE = sa.text(f"""
 
 _STALE = """
     queued_at < now() - make_interval(secs => :older)
-    AND (status = 'NEW' OR (:pending AND status = 'PENDING'))
+    AND (status = 'NEW' OR (status = 'PENDING' AND queue = ANY(CAST(:empty AS text[]))))
 """
 
 _UNQUEUE_STALE = sa.text(f"""

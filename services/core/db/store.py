@@ -2,7 +2,7 @@
 
 Each part lives beside its SQL, in a module named after who uses it: submissions (the API),
 outbox (the relay), claims and attempts (workers), recovery (the sweep and the operator),
-gauges (metrics and autoscaling).
+gauges (metrics and autoscaling), queues (their pause and backlog).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from services.core.db.attempts import Attempts
 from services.core.db.claims import Claims
 from services.core.db.gauges import GaugeReads, Gauges
 from services.core.db.outbox import Outbox
+from services.core.db.queues import QueueStates
 from services.core.db.recovery import Recovery
 from services.core.db.submissions import InvalidCursor, Submissions, decode_cursor, encode_cursor
 
 __all__ = ["Gauges", "InvalidCursor", "SqlTaskStore", "decode_cursor", "encode_cursor"]
 
 
-class SqlTaskStore(Submissions, Outbox, Claims, Attempts, Recovery, GaugeReads):
+class SqlTaskStore(Submissions, Outbox, Claims, Attempts, Recovery, GaugeReads, QueueStates):
     """Tasks in PostgreSQL, for every process: each uses the part it needs."""

@@ -17,6 +17,7 @@ from uuid_utils.compat import uuid7
 from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
 from services.core.db.tables import tasks
 from services.core.domain import (
+    Outgoing,
     Page,
     Submission,
     Task,
@@ -56,7 +57,7 @@ class Stored:
     reserved for the caller to publish (their trace contexts, by id)."""
 
     outcomes: list[tuple[Task, bool] | IdempotencyConflict]
-    reserved: dict[uuid.UUID, dict[str, str] | None]
+    reserved: Outgoing
 
 
 class Submissions(StoreBase):
@@ -95,7 +96,9 @@ class Submissions(StoreBase):
                 outcomes.append((task_of(before), False))
             else:
                 outcomes.append(IdempotencyConflict(key or ""))
-        reserved = {row.id: row.trace_context for row in stored.values() if row.reserved}
+        reserved = {
+            row.id: (row.queue, row.trace_context) for row in stored.values() if row.reserved
+        }
         return Stored(outcomes, reserved)
 
     async def get(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
@@ -160,6 +163,8 @@ def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
         conditions.append(tasks.c.priority.in_(sorted(p.rank for p in where.priorities)))
     if where.kind is not None:
         conditions.append(tasks.c.kind == where.kind)
+    if where.queue is not None:
+        conditions.append(tasks.c.queue == where.queue)
     if where.created_after is not None:
         conditions.append(tasks.c.created_at > where.created_after)
     if where.created_before is not None:
@@ -178,6 +183,7 @@ def _insert_values(submission: Submission) -> dict[str, Any]:
         "description": new.description,
         "priority": new.priority.rank,
         "kind": new.kind,
+        "queue": new.queue,
         "payload": json.dumps(new.payload),
         "max_attempts": new.max_attempts,
         "timeout_seconds": new.timeout_seconds,
@@ -196,6 +202,7 @@ _ARRAYS = {
     "description": "text",
     "priority": "smallint",
     "kind": "text",
+    "queue": "text",
     "payload": "text",
     "max_attempts": "integer",
     "timeout_seconds": "double precision",
@@ -209,12 +216,12 @@ _ARRAYS = {
 # stores nothing for that element. A task scheduled for later waits as PENDING; the relay
 # sends its message once it is due.
 _INSERT_MANY = sa.text(f"""
-    INSERT INTO tasks (id, tenant, title, description, priority, status, kind, payload,
+    INSERT INTO tasks (id, tenant, title, description, priority, status, kind, queue, payload,
                        max_attempts, timeout_seconds, scheduled_at, available_at, queued_at,
                        idempotency_key, request_hash, trace_context)
     SELECT id, tenant, title, description, priority,
            CASE WHEN scheduled_at > now() THEN 'PENDING' ELSE 'NEW' END,
-           kind, CAST(payload AS jsonb), max_attempts, timeout_seconds, scheduled_at,
+           kind, queue, CAST(payload AS jsonb), max_attempts, timeout_seconds, scheduled_at,
            greatest(now(), coalesce(scheduled_at, now())),
            CASE WHEN :reserve AND coalesce(scheduled_at, now()) <= now() THEN now() END,
            idempotency_key, request_hash, CAST(trace_context AS jsonb)

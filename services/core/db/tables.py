@@ -13,6 +13,8 @@ tasks = sa.Table(
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
     # Who submitted it: every client read and write is scoped to one tenant.
     sa.Column("tenant", sa.Text, nullable=False),
+    # Which workers take it, under which limits (settings name the queues).
+    sa.Column("queue", sa.Text, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("priority", sa.SmallInteger, nullable=False),
@@ -40,6 +42,15 @@ tasks = sa.Table(
     sa.Column("worker_id", sa.Text),
     # The W3C trace context of the request that submitted the task (traceparent, ...).
     sa.Column("trace_context", JSONB),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_start", sa.DateTime(timezone=True), nullable=False),
 )
 
 api_keys = sa.Table(

@@ -94,6 +94,11 @@ RETRIES = Counter(
 RECOVERIES = Counter(
     "conveyor_task_recoveries_total", "Tasks taken back from a lost holder.", ["reason", "status"]
 )
+QUEUE_HELD_BACK = Counter(
+    "conveyor_queue_held_back_total",
+    "Claims that a queue's pause, max_running or rate made wait, by queue.",
+    ["queue"],
+)
 MESSAGES_RESENT = Counter(
     "conveyor_relay_messages_resent_total",
     "Queued tasks whose broker message was gone and was sent again.",
@@ -119,6 +124,17 @@ GAUGES_UP = Gauge(
 QUEUE_OLDEST_AGE = Gauge(
     "conveyor_queue_oldest_age_seconds", "How long the oldest ready task has waited.", ["priority"]
 )
+QUEUE_TASKS = Gauge(
+    "conveyor_queue_tasks",
+    "A queue's tasks: queued (NEW or PENDING, due or not) or running (IN_PROGRESS).",
+    ["queue", "state"],
+)
+QUEUE_OLDEST_READY = Gauge(
+    "conveyor_queue_oldest_ready_seconds",
+    "How long a queue's longest-waiting due task has waited (0 when none waits).",
+    ["queue"],
+)
+QUEUE_PAUSED = Gauge("conveyor_queue_paused", "1 while a queue is paused.", ["queue"])
 HTTP_REQUESTS = Counter(
     "conveyor_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,30 +144,35 @@ def messaging_attributes(operation: str, destination: str, message_id: str) -> d
 
 @contextmanager
 def publish_spans(
-    destination: str, traces: Mapping[uuid.UUID, Mapping[str, Any] | None]
-) -> Iterator[dict[uuid.UUID, Carrier]]:
+    destination: Callable[[str], str],
+    outgoing: Mapping[uuid.UUID, tuple[str, Mapping[str, Any] | None]],
+) -> Iterator[dict[uuid.UUID, tuple[str, Carrier]]]:
     """A PRODUCER span per task, each in the task's own trace, around one publish of all
-    their messages to `destination` (`{exchange}:{routing key}`); gives each message's
-    headers. A publish that fails marks every span with its error."""
+    their messages, each to the `destination` of its queue (`{exchange}:{routing key}`);
+    gives each message's queue and headers. A publish that fails marks every span with
+    its error."""
     if not tracing_enabled():
-        yield {task_id: {} for task_id in traces}
+        yield {task_id: (queue, {}) for task_id, (queue, _) in outgoing.items()}
         return
     spans = {
-        task_id: tracer.start_span(
-            f"publish {destination}",
-            context=context_of(carrier),
-            kind=SpanKind.PRODUCER,
-            attributes=messaging_attributes("publish", destination, str(task_id)),
+        task_id: (
+            queue,
+            tracer.start_span(
+                f"publish {destination(queue)}",
+                context=context_of(carrier),
+                kind=SpanKind.PRODUCER,
+                attributes=messaging_attributes("publish", destination(queue), str(task_id)),
+            ),
         )
-        for task_id, carrier in traces.items()
+        for task_id, (queue, carrier) in outgoing.items()
     }
     try:
-        yield {task_id: carrier_of(span) for task_id, span in spans.items()}
+        yield {task_id: (queue, carrier_of(span)) for task_id, (queue, span) in spans.items()}
     except Exception as error:
-        for span in spans.values():
+        for _, span in spans.values():
             span.set_status(StatusCode.ERROR, str(error))
             span.set_attribute("error.type", type(error).__qualname__)
         raise
     finally:
-        for span in spans.values():
+        for _, span in spans.values():
             span.end()

@@ -1,0 +1,76 @@
+"""The queues' state and backlog: pause and resume, and what each queue holds now."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from services.core.db.base import StoreBase
+from services.core.domain import Priority
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A queue as it stands: paused or not, and its tasks."""
+
+    name: str
+    paused: bool = False
+    # Queued (NEW or PENDING) tasks by priority, due or not.
+    queued: dict[Priority, int] = field(default_factory=dict)
+    running: int = 0
+    # When the longest-waiting due task became ready; None when none is.
+    oldest_ready_at: datetime | None = None
+
+
+class QueueStates(StoreBase):
+    """Pause, resume and describe queues; a queue's limits come from the settings."""
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume `name`: claims of a paused queue take nothing (its tasks stay
+        queued, its running tasks finish)."""
+        async with self._begin() as connection:
+            await connection.execute(_SET_PAUSED, {"name": name, "paused": paused})
+
+    async def queue_states(self, names: Iterable[str]) -> list[QueueState]:
+        """Each of `names` as it stands, in that order."""
+        names = list(names)
+        async with self._begin() as connection:
+            paused = {row.name for row in await connection.execute(_PAUSED, {"names": names})}
+            counts = list(await connection.execute(_COUNTS, {"names": names}))
+        states = []
+        for name in names:
+            rows = [row for row in counts if row.queue == name]
+            ready = [row.oldest for row in rows if row.oldest is not None]
+            states.append(
+                QueueState(
+                    name,
+                    name in paused,
+                    {Priority.from_rank(row.priority): row.queued for row in rows if row.queued},
+                    sum(row.running for row in rows),
+                    min(ready) if ready else None,
+                )
+            )
+        return states
+
+
+_SET_PAUSED = sa.text("""
+    INSERT INTO queues (name, paused) VALUES (:name, :paused)
+    ON CONFLICT (name) DO UPDATE SET paused = :paused, changed_at = now()
+""")
+
+_PAUSED = sa.text("SELECT name FROM queues WHERE paused AND name = ANY(CAST(:names AS text[]))")
+
+# Live tasks only, read from their partial index.
+_COUNTS = sa.text("""
+    SELECT queue, priority,
+           count(*) FILTER (WHERE status IN ('NEW', 'PENDING')) AS queued,
+           count(*) FILTER (WHERE status = 'IN_PROGRESS') AS running,
+           min(available_at) FILTER (WHERE status IN ('NEW', 'PENDING') AND available_at <= now())
+               AS oldest
+    FROM tasks
+    WHERE status IN ('NEW', 'PENDING', 'IN_PROGRESS') AND queue = ANY(CAST(:names AS text[]))
+    GROUP BY queue, priority
+""")
