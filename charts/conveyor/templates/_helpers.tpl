@@ -36,7 +36,7 @@ app.kubernetes.io/component: {{ .component }}
 (podAnnotations, plus any passed as "annotations"); pass ctx, component, annotations. */}}
 {{- define "conveyor.podMetadata" -}}
 {{- $v := .ctx.Values -}}
-{{- $c := index $v (.values | default .component) | default dict -}}
+{{- $c := .settings | default (index $v (.values | default .component)) | default dict -}}
 {{- $user := merge (dict) ($c.podLabels | default dict) ($v.podLabels | default dict) -}}
 labels:
   {{- toYaml (merge (fromYaml (include "conveyor.labels" .)) $user) | nindent 2 }}
@@ -99,7 +99,7 @@ extraEnvFrom (envFrom items) ... */}}
 {{- define "conveyor.envFrom" -}}
 - configMapRef:
     name: {{ include "conveyor.fullname" .ctx }}-config
-{{- with concat (.ctx.Values.extraEnvFrom | default list) ((index .ctx.Values (.values | default .component) | default dict).extraEnvFrom | default list) }}
+{{- with concat (.ctx.Values.extraEnvFrom | default list) ((.settings | default (index .ctx.Values (.values | default .component)) | default dict).extraEnvFrom | default list) }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
@@ -118,7 +118,7 @@ extraEnvFrom (envFrom items) ... */}}
       name: {{ include "conveyor.secretName" .ctx }}
       key: {{ $keys.amqpUrl }}
 {{ include "conveyor.tracingEnv" . }}
-{{- with concat (.ctx.Values.extraEnv | default list) ((index .ctx.Values (.values | default .component) | default dict).extraEnv | default list) }}
+{{- with concat (.ctx.Values.extraEnv | default list) ((.settings | default (index .ctx.Values (.values | default .component)) | default dict).extraEnv | default list) }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
@@ -172,7 +172,7 @@ securityContext:
 {{- define "conveyor.volumes" -}}
 - name: tmp
   emptyDir: {}
-{{- with concat (.ctx.Values.extraVolumes | default list) ((index .ctx.Values (.values | default .component) | default dict).extraVolumes | default list) }}
+{{- with concat (.ctx.Values.extraVolumes | default list) ((.settings | default (index .ctx.Values (.values | default .component)) | default dict).extraVolumes | default list) }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
@@ -181,14 +181,14 @@ securityContext:
 {{- define "conveyor.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-{{- with concat (.ctx.Values.extraVolumeMounts | default list) ((index .ctx.Values (.values | default .component) | default dict).extraVolumeMounts | default list) }}
+{{- with concat (.ctx.Values.extraVolumeMounts | default list) ((.settings | default (index .ctx.Values (.values | default .component)) | default dict).extraVolumeMounts | default list) }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
 
 {{/* A component's sidecars (extraContainers), as containers items. */}}
 {{- define "conveyor.extraContainers" -}}
-{{- with (index .ctx.Values (.values | default .component) | default dict).extraContainers }}
+{{- with (.settings | default (index .ctx.Values (.values | default .component)) | default dict).extraContainers }}
 {{- toYaml . }}
 {{- end }}
 {{- end -}}
@@ -221,7 +221,7 @@ nodeSelector, tolerations, affinity, topologySpreadConstraints and priorityClass
 the chart-wide ones. */}}
 {{- define "conveyor.podCommon" -}}
 {{- $v := .ctx.Values -}}
-{{- $c := index $v (.values | default .component) | default dict -}}
+{{- $c := .settings | default (index $v (.values | default .component)) | default dict -}}
 {{- $secrets := list -}}
 {{- range concat (dig "imagePullSecrets" list ($v.global | default dict)) ($v.imagePullSecrets | default list) -}}
 {{- $secrets = append $secrets (kindIs "string" . | ternary (dict "name" .) .) -}}
@@ -244,7 +244,32 @@ priorityClassName: {{ . }}
 {{/* Optional objects of other operators' APIs render only where the cluster serves that
 API (or `helm template --api-versions` names it); NOTES.txt says what was left out. */}}
 {{- define "conveyor.keda" -}}
-{{- if and .Values.worker.keda.enabled (.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") }}true{{ end -}}
+{{- range (include "conveyor.workerPools" . | fromYamlArray) }}
+{{- if and .settings.keda.enabled ($.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The worker pools as a YAML list: each pool's name, queues, component label (the
+default pool keeps "worker", the others "worker-<name>") and settings (worker's values,
+overridden by the pool's own). Read it back with fromYamlArray. */}}
+{{- define "conveyor.workerPools" -}}
+{{- $pools := list -}}
+{{- range .Values.workerPools -}}
+{{- $settings := mergeOverwrite (deepCopy $.Values.worker) (omit . "name" "queues") -}}
+{{- $component := eq .name "default" | ternary "worker" (printf "worker-%s" .name) -}}
+{{- $_ := set $settings "podLabels" (merge (dict "conveyor.dev/pool" .name) ($settings.podLabels | default dict)) -}}
+{{- $pools = append $pools (dict "name" .name "queues" .queues "component" $component "settings" $settings) -}}
+{{- end -}}
+{{- toYaml $pools -}}
+{{- end -}}
+
+{{/* The component labels of every worker pool, as a YAML flow list. */}}
+{{- define "conveyor.workerComponents" -}}
+{{- $components := list -}}
+{{- range (include "conveyor.workerPools" . | fromYamlArray) -}}
+{{- $components = append $components .component -}}
+{{- end -}}
+[{{ join ", " $components }}]
 {{- end -}}
 
 {{- define "conveyor.serviceMonitor" -}}
