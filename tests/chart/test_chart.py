@@ -128,8 +128,8 @@ def test_the_grace_period_covers_the_drain() -> None:
     worker = one(render(**{"worker.drainSeconds": "100"}), "Deployment", "-worker")
     spec = worker["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] > 100
-    config = one(render(**{"worker.drainSeconds": "100"}), "ConfigMap", "-config")
-    assert config["data"]["CONVEYOR_DRAIN_SECONDS"] == "100"
+    env = {item["name"]: item.get("value") for item in spec["containers"][0]["env"]}
+    assert env["CONVEYOR_DRAIN_SECONDS"] == "100"
 
 
 def test_the_api_has_probes_on_the_health_endpoints() -> None:
