@@ -164,7 +164,9 @@ def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
     if where.kind is not None:
         conditions.append(tasks.c.kind == where.kind)
     if where.queue is not None:
-        conditions.append(tasks.c.queue == where.queue)
+        # Written into the statement (a checked name), so that PostgreSQL sees it is not
+        # the default queue and reads the partial index of the others' tasks.
+        conditions.append(tasks.c.queue == sa.bindparam("queue", where.queue, literal_execute=True))
     if where.created_after is not None:
         conditions.append(tasks.c.created_at > where.created_after)
     if where.created_before is not None:
