@@ -86,3 +86,15 @@ def test_dev_runs_every_builtin_kind(
     assert code == (0 if status == "COMPLETED" else 1)
     code, again = _conveyor(env, "get", str(task["id"]))
     assert code == 0 and again["status"] == status
+
+
+def test_queues_are_listed_paused_and_resumed(dev_server: tuple[str, dict[str, str]]) -> None:
+    _, env = dev_server  # keys are off on a laptop's loopback: every scope, platform included
+    code, paused = _conveyor(env, "queues", "pause", "default")
+    assert code == 0 and paused["paused"] is True
+    code, listed = _conveyor(env, "queues")
+    assert code == 0 and [q["paused"] for q in listed["items"]] == [True]  # type: ignore[union-attr, index]
+    code, resumed = _conveyor(env, "queues", "resume", "default")
+    assert code == 0 and resumed["paused"] is False
+    code, unknown = _conveyor(env, "queues", "pause", "nope")
+    assert code == 1 and unknown["status"] == 404

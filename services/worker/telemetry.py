@@ -21,6 +21,7 @@ from services.core.domain import Claim, Status
 from services.core.telemetry.metrics import (
     ATTEMPT_DURATION,
     OUTCOMES,
+    QUEUE_STARTED,
     QUEUE_WAIT,
     RETRIES,
     STATUS_CHANGES,
@@ -98,6 +99,7 @@ def attempt(
 def _running(claim: Claim) -> Iterator[None]:
     task = claim.task
     STATUS_CHANGES.labels(Status.IN_PROGRESS).inc()
+    QUEUE_STARTED.labels(task.queue).inc()
     QUEUE_WAIT.labels(task.priority).observe(claim.waited_seconds)
     logger.info("started %s attempt %d", task.kind, claim.attempt, extra=_log(claim))
     TASKS_IN_PROGRESS.inc()

@@ -94,6 +94,7 @@ RETRIES = Counter(
 RECOVERIES = Counter(
     "conveyor_task_recoveries_total", "Tasks taken back from a lost holder.", ["reason", "status"]
 )
+QUEUE_STARTED = Counter("conveyor_queue_started_total", "Attempts started, by queue.", ["queue"])
 QUEUE_HELD_BACK = Counter(
     "conveyor_queue_held_back_total",
     "Claims that a queue's pause, max_running or rate made wait, by queue.",
