@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from services.core.amqp.topology import ROUTING_KEY, Topology
-from services.core.settings import Settings
+from services.core.settings import QueueSettings, Settings
 from services.core.telemetry.tracing import publish_spans
 from tests.support.services import running_api, running_worker, submit, wait_for
 
@@ -114,3 +114,29 @@ async def test_a_relay_republish_stays_in_the_same_trace(
     assert names[f"publish {sent}"] == 2
     assert names[f"process {taken}"] == 1
     assert names["INSERT tasks"] == 1
+
+
+async def test_a_task_that_waited_for_its_queues_rate_says_so_on_its_trace(
+    settings: Settings, spans: InMemorySpanExporter
+) -> None:
+    """Two tasks on a queue of one start a second: the second waits for the rate."""
+    settings = settings.model_copy(
+        update={
+            "queues": [QueueSettings(name="default"), QueueSettings(name="partner", rate=1)],
+            "worker_queues": ["partner"],
+        }
+    )
+    async with running_api(settings) as api, running_worker(settings):
+        tasks = [await submit(api, kind="noop", queue="partner") for _ in range(2)]
+        for task in tasks:
+            await wait_for(api, task["id"])
+    events = [
+        event
+        for span in spans.get_finished_spans()
+        if span.kind is SpanKind.CONSUMER
+        for event in span.events
+        if event.name == "held back by the queue's pause or limits"
+    ]
+    assert len(events) == 1
+    assert events[0].attributes["conveyor.queue"] == "partner"
+    assert events[0].attributes["conveyor.queue.wait_seconds"] > 0.5
