@@ -25,6 +25,7 @@ from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind, check_queues, load_kinds
 from services.core.recovery import sweep_forever
 from services.core.relay import Relay
+from services.core.retention import retain_forever
 from services.core.runtime import Clients, open_clients
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
@@ -52,7 +53,13 @@ def create_app(settings: Settings) -> FastAPI:
                 clients.store,
                 clients.broker,
                 relay,
-                Intake(clients.store, clients.broker, relay, settings.relay_batch),
+                Intake(
+                    clients.store,
+                    clients.broker,
+                    relay,
+                    settings.relay_batch,
+                    publish=settings.api_publish,
+                ),
                 kinds=kinds,
                 queues=settings.queue_map(),
                 keys=key_store,
@@ -135,6 +142,8 @@ async def _background(
                     clients.store, settings.recovery_interval_seconds, services.supervisor
                 )
             )
+        if settings.api_run_retention and settings.retention_days():
+            group.create_task(retain_forever(clients.store, settings, services.supervisor))
 
 
 def _report_crash(background: asyncio.Task[None]) -> None:

@@ -28,9 +28,12 @@ GROUP_LIMIT = 256
 
 
 class Intake:
-    def __init__(self, store: SqlTaskStore, broker: Broker, relay: Relay, batch: int) -> None:
+    def __init__(
+        self, store: SqlTaskStore, broker: Broker, relay: Relay, batch: int, publish: bool = True
+    ) -> None:
         self._store = store
         self._broker = broker
+        self._publish = publish
         self._relay = relay
         self._handover = Handover(relay, batch)
         self._singles: Batcher[Submission, Outcome | Exception] = Batcher(self._group, GROUP_LIMIT)
@@ -72,7 +75,7 @@ class Intake:
             return error
 
     async def _store_all(self, submissions: Sequence[Submission]) -> list[Outcome]:
-        reserve = self._broker.ready and self._handover.has_room
+        reserve = self._publish and self._broker.ready and self._handover.has_room
         stored = await self._store.create_many(submissions, reserve=reserve)
         waiting = False
         for outcome in stored.outcomes:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.core.domain import DEFAULT_QUEUE, QUEUE_NAME, Queue
+from services.core.domain import DEFAULT_QUEUE, QUEUE_NAME, Queue, Status
 
 
 class QueueSettings(BaseModel):
@@ -52,7 +52,12 @@ class Settings(BaseSettings):
     # The relay and the recovery sweep run in every API process; switch them off to run
     # `conveyor relay` and `conveyor recover` on their own (or leave recovery to the operator).
     api_run_relay: bool = True
+    # Publish each due task's message right after its INSERT commits, from the API process
+    # itself; off, the relay (wherever it runs) sends every message.
+    api_publish: bool = True
     api_run_recovery: bool = True
+    # Retention (deleting old finished tasks) runs in every API process; one deletes at a time.
+    api_run_retention: bool = True
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # All request headers together; more is refused with 431.
     max_header_bytes: int = Field(16_384, ge=1024)
@@ -100,6 +105,15 @@ class Settings(BaseSettings):
     tenant_max_running: int = Field(0, ge=0)
 
     recovery_interval_seconds: float = Field(1.0, gt=0)
+    # Finished tasks are deleted this many days after they finished (0: kept for ever),
+    # with their attempts; an idempotency key is free again once its task is gone.
+    retention_completed_days: float = Field(7.0, ge=0)
+    retention_failed_days: float = Field(30.0, ge=0)
+    retention_cancelled_days: float = Field(30.0, ge=0)
+    # How often a retention pass runs (in every API process that runs recovery; one at a
+    # time deletes), and how many tasks one of its statements deletes.
+    retention_interval_seconds: float = Field(60.0, gt=0)
+    retention_batch: int = Field(1000, ge=1, le=100_000)
     relay_interval_seconds: float = Field(1.0, gt=0)
     relay_batch: int = Field(500, ge=1, le=10_000)
     # A queued task with no message in an empty queue for this long gets a new message.
@@ -149,6 +163,15 @@ class Settings(BaseSettings):
         if unknown or not self.worker_queues:
             raise ValueError(f"worker_queues: {unknown or 'none'} not among queues {names}")
         return self
+
+    def retention_days(self) -> dict[Status, float]:
+        """Days each terminal status is kept; the statuses kept for ever are left out."""
+        days = {
+            Status.COMPLETED: self.retention_completed_days,
+            Status.FAILED: self.retention_failed_days,
+            Status.CANCELLED: self.retention_cancelled_days,
+        }
+        return {status: kept for status, kept in days.items() if kept > 0}
 
     def queue_map(self) -> dict[str, Queue]:
         """The queues by name."""

@@ -27,6 +27,18 @@ async def test_a_submitted_task_is_queued_by_the_api_itself_without_a_relay(
     assert done["status"] == "COMPLETED"
 
 
+async def test_with_publishing_off_only_the_relay_sends(settings: Settings) -> None:
+    quiet = settings.model_copy(update={"api_run_relay": False, "api_publish": False})
+    async with running_api(quiet) as api:
+        task = await submit(api, kind="noop")
+        async with running_worker(quiet) as worker:
+            await worker.idle()
+            assert (await api.get(f"/api/v1/tasks/{task['id']}")).json()["status"] == "NEW"
+    relayed = quiet.model_copy(update={"api_run_relay": True})
+    async with running_api(relayed) as api, running_worker(relayed):
+        assert (await wait_for(api, task["id"]))["status"] == "COMPLETED"
+
+
 async def test_concurrent_submits_share_statements_and_each_gets_its_own_task(
     settings: Settings,
 ) -> None:

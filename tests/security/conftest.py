@@ -40,13 +40,15 @@ class Caller:
 @pytest.fixture
 def secured(settings: Settings) -> Settings:
     """Settings with keys on; no caching of lookups, a limit no test reaches by accident,
-    and no relay, so that tasks stay as they were submitted unless a test moves them."""
+    and no relay nor publish, so that tasks stay as they were submitted unless a test
+    moves them."""
     return settings.model_copy(
         update={
             "auth_enabled": True,
             "auth_cache_seconds": 0.0,
             "rate_limit": "10000/second",
             "api_run_relay": False,
+            "api_publish": False,
         }
     )
 
