@@ -232,7 +232,7 @@ async def until(status: str, count: int, patience: float) -> float:
 async def truncate() -> None:
     connection = await asyncpg.connect(DSN)
     try:
-        await connection.execute("TRUNCATE tasks")
+        await connection.execute("TRUNCATE tasks, task_attempts")
     finally:
         await connection.close()
 

@@ -20,6 +20,7 @@ from services.core.errors import (
     StoreUnavailable,
     TaskAlreadyTerminal,
     TaskNotFound,
+    TaskNotRerunnable,
     TooManyKeys,
 )
 
@@ -135,6 +136,7 @@ _DOMAIN: dict[type[Exception], tuple[int, str]] = {
     TaskNotFound: (404, "task-not-found"),
     KeyNotFound: (404, "key-not-found"),
     TaskAlreadyTerminal: (409, "task-terminal"),
+    TaskNotRerunnable: (409, "task-not-rerunnable"),
     IdempotencyConflict: (409, "idempotency-key-reused"),
     TooManyKeys: (409, "too-many-keys"),
 }

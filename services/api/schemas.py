@@ -340,3 +340,19 @@ class QueueOut(BaseModel):
 
 class QueuePage(BaseModel):
     items: list[QueueOut]
+
+
+class AttemptOut(BaseModel):
+    """One attempt of a task."""
+
+    attempt: int
+    worker_id: str | None = Field(description="The worker that ran it: its pod's name")
+    started_at: AwareDatetime
+    finished_at: AwareDatetime | None
+    outcome: Literal["completed", "failed", "timed_out", "cancelled", "lost", "running"]
+    error: str | None
+    duration_seconds: float | None = Field(description="null while it runs")
+
+
+class AttemptPage(BaseModel):
+    items: list[AttemptOut]

@@ -36,8 +36,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
         {Status.PENDING, Status.COMPLETED, Status.FAILED, Status.CANCELLED}
     ),
     Status.COMPLETED: frozenset(),
-    Status.FAILED: frozenset(),
-    Status.CANCELLED: frozenset(),
+    # Only when a client asks to run it again (POST /api/v1/tasks/{id}:retry).
+    Status.FAILED: frozenset({Status.PENDING}),
+    Status.CANCELLED: frozenset({Status.PENDING}),
 }
 
 
@@ -131,6 +132,24 @@ class Task:
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested: bool
+    # What the handler last reported ({"fraction", "note"}), kept once it finished.
+    progress: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a task: who ran it, when, and how it ended."""
+
+    attempt: int
+    # The worker that ran it (in Kubernetes, its pod's name).
+    worker_id: str | None
+    started_at: datetime
+    # None while it runs.
+    finished_at: datetime | None
+    # completed, failed, timed_out, cancelled or lost (its worker died and recovery took
+    # the task back); running while it runs.
+    outcome: str
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +234,8 @@ class Claim:
     waited_seconds: float = 0.0
     # The order in which one claim statement chose its tasks (fair share, then urgency).
     rank: tuple[Any, ...] = ()
+    # Whose task it is.
+    tenant: str = "default"
 
     @property
     def attempt(self) -> int:

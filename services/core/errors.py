@@ -22,6 +22,15 @@ class TaskAlreadyTerminal(ConveyorError):
         self.status = status
 
 
+class TaskNotRerunnable(ConveyorError):
+    """Only a FAILED or CANCELLED task can be run again."""
+
+    def __init__(self, task_id: uuid.UUID, status: str) -> None:
+        super().__init__(f"task {task_id} is {status}: only FAILED or CANCELLED tasks run again")
+        self.task_id = task_id
+        self.status = status
+
+
 class IdempotencyConflict(ConveyorError):
     def __init__(self, key: str) -> None:
         super().__init__(f"Idempotency-Key {key!r} was used with a different body")

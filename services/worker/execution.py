@@ -9,12 +9,13 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Claim, Status, has_nul, retry_delay
 from services.core.errors import StoreUnavailable, TaskFailed
-from services.core.kinds import Kind
+from services.core.kinds import Kind, TaskContext
 from services.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Held:
     claim: Claim
     handler: asyncio.Task[Any] | None = None
     reason: StopReason | None = None
+    context: TaskContext | None = None
 
     def stop(self, reason: StopReason) -> None:
         """Stop the handler; what is recorded then follows `reason`."""
@@ -46,13 +48,14 @@ class Outcome:
     result: Any = None
     error: str | None = None
     retryable: bool = True
+    timed_out: bool = False
 
 
 def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
     handler = held.handler
     assert handler is not None
     if timed_out is not None:
-        return Outcome("fail", error=f"timed out after {timed_out:g} s")
+        return Outcome("fail", error=f"timed out after {timed_out:g} s", timed_out=True)
     if handler.cancelled():
         return {
             "cancel": Outcome("cancelled"),
@@ -95,7 +98,12 @@ async def run_attempt(held: Held, kind: Kind | None, default_timeout: float) -> 
     if kind is None:
         return Outcome("fail", error=f"no handler for kind {task.kind!r} on this worker")
     limit = task.timeout_seconds or kind.timeout_seconds or default_timeout
-    held.handler = asyncio.create_task(kind.handler(task.payload), name=f"task-{task.id}")
+    if kind.takes_context:
+        held.context = _context(held.claim, limit)
+        running = kind.handler(task.payload, held.context)
+    else:
+        running = kind.handler(task.payload)
+    held.handler = asyncio.create_task(running, name=f"task-{task.id}")
     if held.reason is not None:  # stopped before it could start
         held.handler.cancel()
     done, _ = await asyncio.wait({held.handler}, timeout=limit)
@@ -104,6 +112,20 @@ async def run_attempt(held: Held, kind: Kind | None, default_timeout: float) -> 
     held.handler.cancel()
     await asyncio.wait({held.handler})
     return _outcome_of(held, limit)
+
+
+def _context(claim: Claim, limit: float) -> TaskContext:
+    task = claim.task
+    return TaskContext(
+        id=task.id,
+        attempt=claim.attempt,
+        tenant=claim.tenant,
+        queue=task.queue,
+        deadline=datetime.now(UTC) + timedelta(seconds=limit),
+        logger=logging.LoggerAdapter(
+            logging.getLogger(f"conveyor.task.{task.kind}"), {"task_id": str(task.id)}
+        ),
+    )
 
 
 Complete = Callable[[uuid.UUID, int, Any], Awaitable["Status | None"]]
@@ -128,7 +150,11 @@ async def record(
     writes: dict[str, Callable[[], Awaitable[Status | None]]] = {
         "complete": lambda: complete(task.id, attempt, outcome.result),
         "fail": lambda: store.fail(
-            task.id, attempt, outcome.error or "", delay if outcome.retryable else None
+            task.id,
+            attempt,
+            outcome.error or "",
+            delay if outcome.retryable else None,
+            timed_out=outcome.timed_out,
         ),
         "cancelled": lambda: store.mark_cancelled(task.id, attempt),
         "hand_back": lambda: store.hand_back(task.id, attempt),

@@ -41,6 +41,7 @@ async def test_submit_stores_the_task_with_defaults(api: httpx.AsyncClient) -> N
         "started_at": None,
         "finished_at": None,
         "cancel_requested": False,
+        "progress": None,
     }
     assert task["created_at"].endswith("Z")
     assert (await api.get(f"/api/v1/tasks/{task['id']}")).json()["title"] == "hello"

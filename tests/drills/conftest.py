@@ -184,7 +184,7 @@ async def drill(
 ) -> AsyncIterator[Callable[[], Drill]]:
     postgres, rabbit = servers
     url = postgres.url("conveyor")
-    await _execute(url, "TRUNCATE tasks, completions")
+    await _execute(url, "TRUNCATE tasks, task_attempts, completions")
     settings = make_settings(
         url,
         f"{amqp_prefix}-drill",

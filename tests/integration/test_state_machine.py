@@ -44,6 +44,8 @@ async def test_every_move_the_store_makes_is_in_the_table_and_every_move_is_made
     assert await complete_one(store, done, {"ok": True}) == "COMPLETED"
     assert await store.fail(failed.task.id, failed.attempt, "boom", None) == "FAILED"
     assert await store.mark_cancelled(stopped.task.id, stopped.attempt) == "CANCELLED"
+    assert (await store.rerun(failed.task.id)).status == "PENDING"  # FAILED -> PENDING
+    assert (await store.rerun(stopped.task.id)).status == "PENDING"  # CANCELLED -> PENDING
 
     moves = await recorded_moves(settings.database_url)
     assert not outside_the_table(moves)

@@ -31,6 +31,8 @@ CALLS = [
     ("GET", TASK, "read"),
     ("GET", f"{TASK}/status", "read"),
     ("DELETE", TASK, "cancel"),
+    ("POST", f"{TASK}:retry", "submit"),
+    ("GET", f"{TASK}/attempts", "read"),
     ("GET", "/api/v1/keys", "admin"),
     ("POST", "/api/v1/keys", "admin"),
     ("DELETE", "/api/v1/keys/abcdefghijkl", "admin"),

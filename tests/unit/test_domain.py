@@ -7,9 +7,10 @@ import pytest
 from services.core.domain import TERMINAL, Priority, Status, can_move, retry_delay
 
 
-def test_terminal_statuses_never_move() -> None:
+def test_terminal_statuses_move_only_to_a_rerun() -> None:
     for source in TERMINAL:
-        assert not any(can_move(source, target) for target in Status)
+        allowed = {target for target in Status if can_move(source, target)}
+        assert allowed == (set() if source is Status.COMPLETED else {Status.PENDING})
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Annotated, Any
 
@@ -14,6 +15,8 @@ from services.api.errors import Refused, invalid_body, refused_body
 from services.api.responses import errors, json_response, page_response, task_json
 from services.api.schemas import (
     TIMES,
+    AttemptOut,
+    AttemptPage,
     BatchCreate,
     BatchItem,
     BatchOut,
@@ -216,6 +219,35 @@ async def get_task(task_id: uuid.UUID, store: StoreDep, principal: Reader) -> Re
 async def get_task_status(task_id: uuid.UUID, store: StoreDep, principal: Reader) -> Response:
     """The short form of a task, for polling."""
     return json_response(TaskStatusOut.model_validate(await store.get(task_id, principal.tenant)))
+
+
+@router.post("/{task_id}:retry", response_model=Task, responses=errors(404, 409, 422))
+async def rerun_task(task_id: uuid.UUID, services: ServicesDep, principal: Submitter) -> Response:
+    """Run a FAILED or CANCELLED task again: back in its queue with a fresh attempt budget,
+    keeping its id, its attempt history (numbers go on) and its trace. 409 from any other
+    status."""
+    task = await services.store.rerun(task_id, principal.tenant)
+    STATUS_CHANGES.labels(task.status).inc()
+    services.relay.kick()
+    return json_response(task)
+
+
+@router.get("/{task_id}/attempts", response_model=AttemptPage, responses=errors(404, 422))
+async def list_attempts(task_id: uuid.UUID, store: StoreDep, principal: Reader) -> Response:
+    """Every attempt of the task, oldest first: who ran it, when, how it ended (completed,
+    failed, timed_out, cancelled, lost: its worker died and recovery took the task
+    back), and the running one last."""
+    attempts = await store.attempts_of(task_id, principal.tenant)
+    items = [
+        AttemptOut(
+            **dataclasses.asdict(a),
+            duration_seconds=(a.finished_at - a.started_at).total_seconds()
+            if a.finished_at
+            else None,
+        )
+        for a in attempts
+    ]
+    return json_response(AttemptPage(items=items))
 
 
 @router.delete(

@@ -35,9 +35,16 @@ class Attempts(StoreBase):
         return [done.get((task_id, attempt)) for task_id, attempt, _ in results]
 
     async def fail(
-        self, task_id: uuid.UUID, attempt: int, error: str, retry_in: float | None
+        self,
+        task_id: uuid.UUID,
+        attempt: int,
+        error: str,
+        retry_in: float | None,
+        *,
+        timed_out: bool = False,
     ) -> Status | None:
-        """Record that `attempt` failed; retry after `retry_in` seconds while attempts last.
+        """Record that `attempt` failed (ran out of time, with `timed_out`); retry after
+        `retry_in` seconds while attempts last.
 
         `retry_in=None` fails the task for good. None when the attempt was fenced off.
         """
@@ -47,6 +54,7 @@ class Attempts(StoreBase):
             "error": error,
             "retry": retry_in is not None,
             "delay": retry_in or 0.0,
+            "outcome": "timed_out" if timed_out else "failed",
         }
         return await self._finish(_FAIL, params)
 
@@ -64,19 +72,29 @@ class Attempts(StoreBase):
         return Status(status) if status is not None else None
 
     async def heartbeat(
-        self, worker_id: str, held: Sequence[tuple[uuid.UUID, int]], lease_seconds: float
+        self,
+        worker_id: str,
+        held: Sequence[tuple[uuid.UUID, int]],
+        lease_seconds: float,
+        progress: dict[uuid.UUID, dict[str, Any]] | None = None,
     ) -> Heartbeat:
-        """Renew the leases of every task in `held` in one statement.
+        """Renew the leases of every task in `held` in one statement, and store the
+        `progress` their handlers reported since the last beat.
 
         Answers which of them this worker still holds, and which have a cancel requested.
         """
         if not held:
             return Heartbeat(frozenset(), frozenset())
+        reported = progress or {}
         params = {
             "worker": worker_id,
             "lease": lease_seconds,
             "ids": [task_id for task_id, _ in held],
             "attempts": [attempt for _, attempt in held],
+            "progress": [
+                json.dumps(reported[task_id]) if task_id in reported else None
+                for task_id, _ in held
+            ],
         }
         rows = await self._write(_HEARTBEAT, params)
         return Heartbeat(
@@ -85,42 +103,69 @@ class Attempts(StoreBase):
         )
 
 
+# Attempts left in the task's budget (counted since it was last run again).
+_LEFT = "attempts - attempts_before_rerun < max_attempts"
+
 _FENCE = "WHERE id = :id AND status = 'IN_PROGRESS' AND attempts = :attempt"
 
+# The attempt as it ended, from the row of its task (a CTE named `ended`).
+_KEEP = """
+    kept AS (
+        INSERT INTO task_attempts
+            (task_id, attempt, worker_id, started_at, finished_at, outcome, error)
+        SELECT id, attempts, worker_id, started_at, coalesce(finished_at, now()), outcome, error
+        FROM ended
+    )"""
+
 _COMPLETE_MANY = sa.text(f"""
-    UPDATE tasks SET
-        status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END,
-        result = CASE WHEN cancel_requested THEN NULL ELSE done.result END,
-        finished_at = now(), updated_at = now(), lease_expires_at = NULL
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[]))
-        AS done(id, attempt, result)
-    WHERE {in_id_order("CAST(:ids AS uuid[])")}
-      AND tasks.id = done.id AND tasks.status = 'IN_PROGRESS' AND tasks.attempts = done.attempt
-    RETURNING tasks.id, tasks.attempts, tasks.status
+    WITH ended AS (
+        UPDATE tasks SET
+            status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END,
+            result = CASE WHEN cancel_requested THEN NULL ELSE done.result END,
+            finished_at = now(), updated_at = now(), lease_expires_at = NULL
+        FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[])
+        ) AS done(id, attempt, result)
+        WHERE {in_id_order("CAST(:ids AS uuid[])")}
+          AND tasks.id = done.id AND tasks.status = 'IN_PROGRESS'
+          AND tasks.attempts = done.attempt
+        RETURNING tasks.id, tasks.attempts, tasks.status, tasks.worker_id, tasks.started_at,
+            tasks.finished_at, NULL AS error,
+            CASE WHEN tasks.status = 'CANCELLED' THEN 'cancelled' ELSE 'completed' END AS outcome
+    ), {_KEEP}
+    SELECT id, attempts, status FROM ended
 """)
 
 _FAIL = sa.text(f"""
-    UPDATE tasks SET
-        status = CASE
-            WHEN cancel_requested THEN 'CANCELLED'
-            WHEN :retry AND attempts < max_attempts THEN 'PENDING'
-            ELSE 'FAILED' END,
-        error = :error,
-        available_at = now() + make_interval(secs => :delay),
-        queued_at = NULL,
-        finished_at = CASE
-            WHEN :retry AND attempts < max_attempts AND NOT cancel_requested THEN NULL
-            ELSE now() END,
-        updated_at = now(), lease_expires_at = NULL
-    {_FENCE}
-    RETURNING status
+    WITH ended AS (
+        UPDATE tasks SET
+            status = CASE
+                WHEN cancel_requested THEN 'CANCELLED'
+                WHEN :retry AND {_LEFT} THEN 'PENDING'
+                ELSE 'FAILED' END,
+            error = :error,
+            available_at = now() + make_interval(secs => :delay),
+            queued_at = NULL,
+            finished_at = CASE
+                WHEN :retry AND {_LEFT} AND NOT cancel_requested THEN NULL
+                ELSE now() END,
+            updated_at = now(), lease_expires_at = NULL
+        {_FENCE}
+        RETURNING id, attempts, status, worker_id, started_at, finished_at, error,
+            CAST(:outcome AS text) AS outcome
+    ), {_KEEP}
+    SELECT status FROM ended
 """)
 
 _CANCELLED = sa.text(f"""
-    UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
-        lease_expires_at = NULL
-    {_FENCE}
-    RETURNING status
+    WITH ended AS (
+        UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
+            lease_expires_at = NULL
+        {_FENCE}
+        RETURNING id, attempts, status, worker_id, started_at, finished_at, NULL AS error,
+            'cancelled' AS outcome
+    ), {_KEEP}
+    SELECT status FROM ended
 """)
 
 # The holder stops cleanly and writes this itself, so the attempt number can be given
@@ -136,8 +181,11 @@ _HAND_BACK = sa.text(f"""
 """)
 
 _HEARTBEAT = sa.text(f"""
-    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS held(id, attempt)
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease),
+        progress = coalesce(held.progress, tasks.progress)
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:progress AS jsonb[])
+    ) AS held(id, attempt, progress)
     WHERE {in_id_order("CAST(:ids AS uuid[])")}
       AND tasks.id = held.id AND tasks.attempts = held.attempt
       AND tasks.status = 'IN_PROGRESS' AND tasks.worker_id = :worker

@@ -17,7 +17,7 @@ def _claim(row: Any) -> Claim:
     waited = max(float(row.waited), 0.0)
     # The order claim_many chose in: fair share, aged first, urgency, longest wait.
     rank = (row.share, not row.aged, row.urgency, -waited) if "share" in row._fields else ()
-    return Claim(task_of(row), row.trace_context, waited, rank)
+    return Claim(task_of(row), row.trace_context, waited, rank, row.tenant)
 
 
 class Claims(StoreBase):
@@ -216,7 +216,9 @@ _CLAIMABLE = (
 _NOT_PAUSED = "NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused)"
 
 # Returned with a claim: the trace context, and how long the task waited ready.
-_CLAIM_EXTRA = "tasks.trace_context, extract(epoch FROM now() - tasks.available_at) AS waited"
+_CLAIM_EXTRA = (
+    "tasks.trace_context, tasks.tenant, extract(epoch FROM now() - tasks.available_at) AS waited"
+)
 
 _CLAIMED = """
     UPDATE tasks SET

@@ -43,23 +43,35 @@ class Recovery(StoreBase):
         ]
 
 
+# The attempt budget is spent (counted since the task was last run again).
+_SPENT = "attempts - attempts_before_rerun >= max_attempts"
+
+# The lost attempt is kept in the task's history, in the same statement.
 _RECOVER = """
-    UPDATE tasks SET
-        status = CASE
-            WHEN cancel_requested THEN 'CANCELLED'
-            WHEN attempts >= max_attempts THEN 'FAILED'
-            ELSE 'PENDING' END,
-        error = CASE
-            WHEN cancel_requested THEN error
-            ELSE 'attempt ' || attempts || ' was lost: ' || :why END,
-        finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN now() END,
-        available_at = now(), queued_at = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE id = ANY(ARRAY({candidates})) AND status = 'IN_PROGRESS' AND {guard}
-    RETURNING id, status, attempts, trace_context
+    WITH ended AS (
+        UPDATE tasks SET
+            status = CASE
+                WHEN cancel_requested THEN 'CANCELLED'
+                WHEN {spent} THEN 'FAILED'
+                ELSE 'PENDING' END,
+            error = CASE
+                WHEN cancel_requested THEN error
+                ELSE 'attempt ' || attempts || ' was lost: ' || :why END,
+            finished_at = CASE WHEN cancel_requested OR {spent} THEN now() END,
+            available_at = now(), queued_at = NULL, lease_expires_at = NULL, updated_at = now()
+        WHERE id = ANY(ARRAY({candidates})) AND status = 'IN_PROGRESS' AND {guard}
+        RETURNING id, status, attempts, trace_context, worker_id, started_at
+    ), kept AS (
+        INSERT INTO task_attempts
+            (task_id, attempt, worker_id, started_at, finished_at, outcome, error)
+        SELECT id, attempts, worker_id, started_at, now(), 'lost', 'lost: ' || :why FROM ended
+    )
+    SELECT id, status, attempts, trace_context FROM ended
 """
 
 _RECOVER_EXPIRED = sa.text(
     _RECOVER.format(
+        spent=_SPENT,
         candidates="""
         SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND lease_expires_at < now()
         ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED""",
@@ -73,6 +85,7 @@ _WORKER_GONE = (
 
 _RECOVER_WORKER = sa.text(
     _RECOVER.format(
+        spent=_SPENT,
         candidates=f"""
         SELECT id FROM tasks WHERE status = 'IN_PROGRESS' AND {_WORKER_GONE}
         FOR UPDATE SKIP LOCKED""",

@@ -17,6 +17,7 @@ from uuid_utils.compat import uuid7
 from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
 from services.core.db.tables import tasks
 from services.core.domain import (
+    Attempt,
     Outgoing,
     Page,
     Submission,
@@ -24,7 +25,12 @@ from services.core.domain import (
     TaskFilter,
     in_range,
 )
-from services.core.errors import IdempotencyConflict, TaskAlreadyTerminal, TaskNotFound
+from services.core.errors import (
+    IdempotencyConflict,
+    TaskAlreadyTerminal,
+    TaskNotFound,
+    TaskNotRerunnable,
+)
 
 
 class InvalidCursor(ValueError):
@@ -109,6 +115,14 @@ class Submissions(StoreBase):
             raise TaskNotFound(task_id)
         return task_of(row)
 
+    async def attempts_of(self, task_id: uuid.UUID, tenant: str | None = None) -> list[Attempt]:
+        """Every attempt of the task, oldest first, the running one last; TaskNotFound for
+        an unknown task or one of another `tenant`."""
+        await self.get(task_id, tenant)
+        async with self._begin() as connection:
+            rows = await connection.execute(_ATTEMPTS, {"id": task_id})
+            return [Attempt(*row) for row in rows]
+
     async def page(self, where: TaskFilter, limit: int, cursor: str | None = None) -> Page:
         """Tasks matching `where`, newest first, `limit` at a time, from `cursor` on."""
         query = _select().where(*_conditions(where))
@@ -121,6 +135,19 @@ class Submissions(StoreBase):
         more = len(items) > limit
         items = items[:limit]
         return Page(items, encode_cursor(items[-1]) if more else None)
+
+    async def rerun(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
+        """Queue a FAILED or CANCELLED task again, with a fresh attempt budget; its id,
+        attempts (the history goes on from them) and trace stay. TaskNotFound (also for a
+        task of another `tenant`) or TaskNotRerunnable."""
+        async with self._begin() as connection:
+            row = (await connection.execute(_RERUN, {"id": task_id, "tenant": tenant})).first()
+            if row is not None:
+                return task_of(row)
+            row = (await connection.execute(_by_id(task_id, tenant))).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        raise TaskNotRerunnable(task_id, row.status)
 
     async def cancel(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """Cancel a queued task at once, or ask the holder of a running one to stop.
@@ -239,8 +266,25 @@ _BY_KEYS = sa.text(f"""
         SELECT * FROM unnest(CAST(:tenants AS text[]), CAST(:keys AS text[])))
 """)
 
+_ATTEMPTS = sa.text("""
+    SELECT attempt, worker_id, started_at, finished_at, outcome, error
+    FROM task_attempts WHERE task_id = :id
+    UNION ALL
+    SELECT attempts, worker_id, started_at, NULL, 'running', NULL
+    FROM tasks WHERE id = :id AND status = 'IN_PROGRESS'
+    ORDER BY attempt
+""")
+
 # A NULL :tenant matches every tenant: the unscoped form, for operators and tests.
 _OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
+
+_RERUN = sa.text(f"""
+    UPDATE tasks SET status = 'PENDING', attempts_before_rerun = attempts,
+        result = NULL, error = NULL, progress = NULL, cancel_requested = false,
+        finished_at = NULL, available_at = now(), queued_at = NULL, updated_at = now()
+    WHERE id = :id AND status IN ('FAILED', 'CANCELLED') AND {_OF_TENANT}
+    RETURNING {RETURNING}
+""")
 
 _CANCEL_QUEUED = sa.text(f"""
     UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now()

@@ -42,6 +42,9 @@ tasks = sa.Table(
     sa.Column("worker_id", sa.Text),
     # The W3C trace context of the request that submitted the task (traceparent, ...).
     sa.Column("trace_context", JSONB),
+    # What its handler last reported: {"fraction": 0.0-1.0, "note": "..."}.
+    sa.Column("progress", JSONB),
+    sa.Column("attempts_before_rerun", sa.Integer, nullable=False),
 )
 
 queues = sa.Table(

@@ -1,0 +1,69 @@
+"""Every finished attempt of a task is kept: who ran it, when, and how it ended; a
+running task has the progress its handler reports; and finished tasks can be found by
+age, for retention.
+
+Rows are written by the statement that ends the attempt (a result, a failure, a cancel,
+a recovery), in the same transaction, and go with their task when it is deleted. A
+FAILED or CANCELLED task can be run again with a fresh attempt budget, counted from
+attempts_before_rerun.
+ix_tasks_finished holds each finished task once (its last version).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+OUTCOMES = "'completed', 'failed', 'timed_out', 'cancelled', 'lost'"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "task_attempts",
+        sa.Column(
+            "task_id",
+            UUID(as_uuid=True),
+            sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("attempt", sa.Integer, primary_key=True),
+        sa.Column("worker_id", sa.Text),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("outcome", sa.Text, nullable=False),
+        sa.Column("error", sa.Text),
+        sa.CheckConstraint(f"outcome IN ({OUTCOMES})", name="ck_task_attempts_outcome"),
+    )
+    op.add_column("tasks", sa.Column("progress", JSONB))
+    # Attempts made before the task was last run again: its budget counts from there.
+    op.add_column(
+        "tasks",
+        sa.Column("attempts_before_rerun", sa.Integer, nullable=False, server_default="0"),
+    )
+    op.create_check_constraint(
+        "ck_tasks_rerun_counted", "tasks", "attempts_before_rerun BETWEEN 0 AND attempts"
+    )
+    op.create_index(
+        "ix_tasks_finished",
+        "tasks",
+        ["status", "finished_at"],
+        postgresql_where=sa.text("status IN ('COMPLETED', 'FAILED', 'CANCELLED')"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_tasks_finished", "tasks")
+    op.drop_constraint("ck_tasks_rerun_counted", "tasks", type_="check")
+    op.drop_column("tasks", "attempts_before_rerun")
+    op.drop_column("tasks", "progress")
+    op.drop_table("task_attempts")
