@@ -1,6 +1,7 @@
 """Task kinds: the built-in ones and the user's, loaded from modules named in settings.
 
-A kind is an async function that takes the task's payload and returns JSON. Mark one
+A kind is an async function that takes the task's payload (and, if it has a second
+parameter, a TaskContext) and returns JSON. Mark one
 with `@kind("name")` in any importable module and list that module in
 CONVEYOR_TASK_MODULES; the API then accepts the kind and the worker runs it.
 """
@@ -10,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import logging
+import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from types import ModuleType
 from typing import Any
 
 from services.core.domain import DEFAULT_QUEUE
 from services.core.errors import TaskFailed
 
-Handler = Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]
+# An async function of the payload, or of the payload and a TaskContext.
+Handler = Callable[..., Coroutine[Any, Any, Any]]
 _MARK = "__conveyor_kind__"
 
 
@@ -30,6 +35,34 @@ class Kind:
     timeout_seconds: float | None = None
     # Where its tasks go unless their submission names a queue.
     queue: str = DEFAULT_QUEUE
+    # The handler takes a second argument, the TaskContext.
+    takes_context: bool = False
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What a handler may take as its second argument: which task and attempt it runs
+    (to make side effects idempotent by id and attempt), for whom, by when, a logger
+    bound to the task, and a way to say how far it is."""
+
+    id: uuid.UUID
+    attempt: int
+    tenant: str
+    queue: str
+    # When this attempt's time limit ends.
+    deadline: datetime
+    logger: logging.LoggerAdapter[logging.Logger]
+    # The last progress reported and not yet stored; the worker stores it with its next
+    # heartbeat, so reporting is cheap however often a handler calls it.
+    reported: dict[str, Any] | None = None
+
+    def progress(self, fraction: float, note: str = "") -> None:
+        """Report how far the task is: `fraction` from 0 to 1, and a short note. Shown by
+        GET /api/v1/tasks/{id} (`progress`) within a heartbeat."""
+        if isinstance(fraction, bool) or not 0 <= fraction <= 1:
+            raise ValueError(f"progress: fraction must be from 0 to 1, not {fraction!r}")
+        note = str(note)[:200].replace("\x00", "\ufffd")
+        self.reported = {"fraction": float(fraction), "note": note}
 
 
 def kind(
@@ -41,7 +74,8 @@ def kind(
     def mark(handler: Handler) -> Handler:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"kind {name!r}: {handler!r} must be an async function")
-        setattr(handler, _MARK, Kind(name, handler, timeout_seconds, queue))
+        takes_context = len(inspect.signature(handler).parameters) >= 2
+        setattr(handler, _MARK, Kind(name, handler, timeout_seconds, queue, takes_context))
         return handler
 
     return mark

@@ -322,10 +322,15 @@ class Worker:
     async def heartbeat(self) -> None:
         """Renew every held lease in one statement; stop what was cancelled or taken over."""
         held = {task_id: h for task_id, h in self._held.items() if h.reason is None}
+        progress = {}
+        for task_id, h in held.items():
+            if h.context is not None and h.context.reported is not None:
+                progress[task_id], h.context.reported = h.context.reported, None
         beat = await self._store.heartbeat(
             self.worker_id,
             [(task_id, h.claim.attempt) for task_id, h in held.items()],
             self._settings.lease_seconds,
+            progress,
         )
         for task_id, h in held.items():
             if task_id in beat.cancel_requested:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
-from services.core.kinds import kind
+from services.core.kinds import TaskContext, kind
 
 runs: Counter[str] = Counter()
 
@@ -56,3 +58,25 @@ async def unstorable(payload: dict[str, Any]) -> Any:
     if payload["what"] == "surrogate-error":
         raise TaskFailed("bad\ud800byte", retryable=False)
     raise TaskFailed("bad\x00byte", retryable=False)
+
+
+# Set by a test to let a "progressing" task finish, by its payload's key.
+release: dict[str, asyncio.Event] = {}
+
+
+@kind("progressing")
+async def progressing(payload: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    """Reports half its progress, waits for the test to release it, and answers what its
+    context said."""
+    context.progress(0.5, "halfway")
+    context.logger.info("halfway there")
+    gate = release.setdefault(payload["key"], asyncio.Event())
+    await asyncio.wait_for(gate.wait(), 20)
+    left = (context.deadline - datetime.now(UTC)).total_seconds()
+    return {
+        "id": str(context.id),
+        "attempt": context.attempt,
+        "tenant": context.tenant,
+        "queue": context.queue,
+        "seconds_left": left,
+    }
