@@ -44,3 +44,12 @@ async def expire_lease(database_url: str, task_id: object) -> None:
         "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
         task_id,
     )
+
+
+async def fetch(database_url: str, statement: str, *args: object) -> list[asyncpg.Record]:
+    """The rows of one query, read beside the service."""
+    connection = await connect(database_url)
+    try:
+        return list(await connection.fetch(statement, *args))
+    finally:
+        await connection.close()

@@ -94,6 +94,11 @@ RETRIES = Counter(
 RECOVERIES = Counter(
     "conveyor_task_recoveries_total", "Tasks taken back from a lost holder.", ["reason", "status"]
 )
+TASKS_DELETED = Counter(
+    "conveyor_tasks_deleted_total",
+    "Finished tasks deleted by retention, by status.",
+    ["status"],
+)
 QUEUE_STARTED = Counter("conveyor_queue_started_total", "Attempts started, by queue.", ["queue"])
 QUEUE_HELD_BACK = Counter(
     "conveyor_queue_held_back_total",
@@ -166,5 +171,5 @@ BACKGROUND_ERRORS = Counter(
     "Unexpected errors in a pass of a background loop; the loop backs off and goes on.",
     ["loop"],
 )
-for _loop in ("relay", "recovery", "gauges", "heartbeat", "consume"):
+for _loop in ("relay", "recovery", "retention", "gauges", "heartbeat", "consume"):
     BACKGROUND_ERRORS.labels(_loop)
