@@ -138,13 +138,15 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _wait(client: httpx.Client, task_id: str, seconds: float) -> int:
+    """Wait for the task without polling: the API answers once it is terminal."""
     deadline = time.monotonic() + seconds
     while True:
-        response = client.get(f"/api/v1/tasks/{task_id}")
-        if response.json().get("status") in TERMINAL or time.monotonic() > deadline:
+        left = min(deadline - time.monotonic(), 60)
+        params = {"wait": f"{max(left, 0.001):.3f}"} if left > 0 else {}
+        response = client.get(f"/api/v1/tasks/{task_id}", params=params, timeout=left + 10)
+        if response.json().get("status") in TERMINAL or time.monotonic() >= deadline:
             _print(response)
             return 0 if response.json().get("status") == "COMPLETED" else 1
-        time.sleep(0.2)
 
 
 def _get(args: argparse.Namespace) -> int:

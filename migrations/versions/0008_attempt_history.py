@@ -5,7 +5,8 @@ age, for retention.
 Rows are written by the statement that ends the attempt (a result, a failure, a cancel,
 a recovery), in the same transaction, and go with their task when it is deleted. A
 FAILED or CANCELLED task can be run again with a fresh attempt budget, counted from
-attempts_before_rerun.
+attempts_before_rerun. A task that reaches a terminal status is announced on the
+channel conveyor_task_finished (NOTIFY, with its id), for requests that wait for it.
 ix_tasks_finished holds each finished task once (its last version).
 
 Revision ID: 0008
@@ -60,8 +61,24 @@ def upgrade() -> None:
         postgresql_where=sa.text("status IN ('COMPLETED', 'FAILED', 'CANCELLED')"),
     )
 
+    op.execute("""
+        CREATE FUNCTION conveyor_task_finished() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('conveyor_task_finished', NEW.id::text);
+            RETURN NULL;
+        END $$
+    """)
+    op.execute("""
+        CREATE TRIGGER tasks_finished AFTER UPDATE OF status ON tasks FOR EACH ROW
+        WHEN (NEW.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+              AND OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE FUNCTION conveyor_task_finished()
+    """)
+
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER tasks_finished ON tasks")
+    op.execute("DROP FUNCTION conveyor_task_finished()")
     op.drop_index("ix_tasks_finished", "tasks")
     op.drop_constraint("ck_tasks_rerun_counted", "tasks", type_="check")
     op.drop_column("tasks", "attempts_before_rerun")

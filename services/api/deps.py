@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from services.api.intake import Intake
+from services.api.waiting import Waiters
 from services.core.amqp.broker import Broker
 from services.core.db.keys import SqlKeyStore
 from services.core.db.store import SqlTaskStore
@@ -32,6 +33,7 @@ class Services:
     broker: Broker
     relay: Relay
     intake: Intake
+    waiters: Waiters
     kinds: dict[str, Kind]
     queues: dict[str, Queue]
     keys: SqlKeyStore

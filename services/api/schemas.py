@@ -25,7 +25,16 @@ from pydantic import (
 from typing_extensions import TypeAliasType
 
 from services.core.auth import ApiKey, Scope
-from services.core.domain import NO_NUL, QUEUE_NAME, NewTask, Priority, Status, Task, in_range
+from services.core.domain import (
+    NO_NUL,
+    QUEUE_NAME,
+    NewTask,
+    Priority,
+    Status,
+    Task,
+    TaskFilter,
+    in_range,
+)
 
 PAYLOAD_LIMIT = 64 * 1024
 Text = Annotated[str, Field(pattern=NO_NUL)]
@@ -356,3 +365,35 @@ class AttemptOut(BaseModel):
 
 class AttemptPage(BaseModel):
     items: list[AttemptOut]
+
+
+class TaskSelection(_Body):
+    """Which of the caller's tasks a bulk action takes: the listing's filters, all of
+    which must hold; none selects every task."""
+
+    status: list[Status] | None = Field(None, max_length=len(Status))
+    priority: list[Priority] | None = Field(None, max_length=len(Priority))
+    kind: Text | None = Field(None, min_length=1, max_length=100)
+    queue: str | None = Field(None, pattern=QUEUE_NAME)
+    created_after: Instant | None = Field(None, description=f"Created after: {TIMES}")
+    created_before: Instant | None = Field(None, description=f"Created before: {TIMES}")
+
+    def to_filter(self, tenant: str) -> TaskFilter:
+        return TaskFilter(
+            frozenset(self.status or ()),
+            frozenset(self.priority or ()),
+            self.kind,
+            self.queue,
+            self.created_after,
+            self.created_before,
+            tenant,
+        )
+
+
+class BulkOut(BaseModel):
+    """What a bulk action changed."""
+
+    changed: int = Field(description="Tasks cancelled, or queued to run again")
+    cancel_requested: int = Field(
+        0, description="Running tasks whose workers were asked to stop (cancel only)"
+    )

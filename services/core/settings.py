@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     http_read_timeout_seconds: float = Field(10.0, gt=0)
     # Open connections per API process; past it new requests get 503 + Retry-After.
     http_max_connections: int = Field(1000, ge=1)
+    # Requests waiting for a task to finish (GET ...?wait=) per API process; past it 503.
+    wait_max_waiters: int = Field(1000, ge=1)
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
     # The queues a worker takes tasks from (comma-separated); each must be in `queues`.

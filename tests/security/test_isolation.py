@@ -77,6 +77,20 @@ async def test_listings_show_and_count_only_the_callers_tasks(alice: Caller, bob
         assert [t["id"] for t in seen_by_bob.json()["items"]] == [theirs]
 
 
+async def test_bulk_actions_touch_only_the_callers_tasks(
+    alice: Caller, bob: Caller, store: SqlTaskStore
+) -> None:
+    mine = [(await _submit(alice))["id"] for _ in range(3)]
+    theirs = (await _submit(bob))["id"]
+    answer = await bob.request("POST", "/api/v1/tasks:cancel", json={})
+    assert answer.json()["changed"] == 1
+    for task_id in mine:
+        assert (await store.get(uuid.UUID(task_id))).status == "NEW"
+    retried = await alice.request("POST", "/api/v1/tasks:retry", json={})
+    assert retried.json()["changed"] == 0  # bob's cancelled task is not alice's to run
+    assert (await store.get(uuid.UUID(theirs))).status == "CANCELLED"
+
+
 async def test_a_cursor_of_another_tenant_walks_only_the_callers_tasks(
     alice: Caller, bob: Caller
 ) -> None:

@@ -32,6 +32,8 @@ CALLS = [
     ("GET", f"{TASK}/status", "read"),
     ("DELETE", TASK, "cancel"),
     ("POST", f"{TASK}:retry", "submit"),
+    ("POST", "/api/v1/tasks:cancel", "cancel"),
+    ("POST", "/api/v1/tasks:retry", "submit"),
     ("GET", f"{TASK}/attempts", "read"),
     ("GET", "/api/v1/keys", "admin"),
     ("POST", "/api/v1/keys", "admin"),
@@ -40,7 +42,12 @@ CALLS = [
     ("POST", "/api/v1/queues/default:pause", "platform"),
     ("POST", "/api/v1/queues/default:resume", "platform"),
 ]
-BODIES = {"/api/v1/tasks": {"title": "t"}, "/api/v1/keys": {"scopes": ["read"]}}
+BODIES = {
+    "/api/v1/tasks": {"title": "t"},
+    "/api/v1/keys": {"scopes": ["read"]},
+    "/api/v1/tasks:cancel": {},
+    "/api/v1/tasks:retry": {},
+}
 
 
 def _assert_refused(response: httpx.Response, status: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import uuid
 from typing import Annotated, Any
@@ -21,13 +23,16 @@ from services.api.schemas import (
     BatchItem,
     BatchOut,
     BatchTask,
+    BulkOut,
     Instant,
     Problem,
     TaskCreate,
     TaskPage,
+    TaskSelection,
     TaskStatusOut,
     payload_problem,
 )
+from services.api.waiting import TooManyWaiters
 from services.core.db.store import InvalidCursor, encode_cursor
 from services.core.domain import (
     NO_NUL,
@@ -174,6 +179,31 @@ def _refused(problem: dict[str, Any]) -> BatchItem:
     return BatchItem(outcome="refused", status=problem["status"], problem=Problem(**problem))
 
 
+@router.post(":cancel", response_model=BulkOut, responses=errors(422))
+async def cancel_matching(
+    body: TaskSelection, services: ServicesDep, principal: Canceller
+) -> Response:
+    """Cancel every task of the caller's that matches the filters: queued ones at once,
+    running ones by asking their workers to stop; finished ones stay. Done in batches that
+    hold no lock long; a repeat changes nothing."""
+    cancelled, requested = await services.store.cancel_matching(body.to_filter(principal.tenant))
+    STATUS_CHANGES.labels(Status.CANCELLED).inc(cancelled)
+    return json_response(BulkOut(changed=cancelled, cancel_requested=requested))
+
+
+@router.post(":retry", response_model=BulkOut, responses=errors(422))
+async def rerun_matching(
+    body: TaskSelection, services: ServicesDep, principal: Submitter
+) -> Response:
+    """Run again every FAILED or CANCELLED task of the caller's that matches the filters,
+    as POST /api/v1/tasks/{id}:retry does, in batches; a repeat changes nothing."""
+    changed = await services.store.rerun_matching(body.to_filter(principal.tenant))
+    STATUS_CHANGES.labels(Status.PENDING).inc(changed)
+    if changed:
+        services.relay.kick()
+    return json_response(BulkOut(changed=changed))
+
+
 @router.get("", response_model=TaskPage, responses=errors(422))
 async def list_tasks(
     store: StoreDep,
@@ -210,9 +240,42 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=Task, responses=errors(404, 422))
-async def get_task(task_id: uuid.UUID, store: StoreDep, principal: Reader) -> Response:
-    """One task."""
-    return json_response(await store.get(task_id, principal.tenant))
+async def get_task(
+    task_id: uuid.UUID,
+    services: ServicesDep,
+    principal: Reader,
+    wait: Annotated[
+        float | None,
+        Query(
+            gt=0, le=60, description="Answer once the task is terminal, or after this many seconds"
+        ),
+    ] = None,
+) -> Response:
+    """One task; with `wait`, answered as soon as it is terminal (COMPLETED, FAILED or
+    CANCELLED), or after `wait` seconds with its state then. Waiting costs no polling:
+    PostgreSQL announces each finished task to every API process."""
+    task = await services.store.get(task_id, principal.tenant)
+    if wait is None or task.status.is_terminal:
+        return json_response(task)
+    return json_response(await _until_finished(task, wait, services, principal.tenant))
+
+
+async def _until_finished(task: Task, wait: float, services: ServicesDep, tenant: str) -> Task:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while not task.status.is_terminal and (left := deadline - loop.time()) > 0:
+        try:
+            with services.waiters.waiting_for(task.id) as finished:
+                # Read again once listening: a finish just before is not missed.
+                task = await services.store.get(task.id, tenant)
+                if not task.status.is_terminal:
+                    poll = services.waiters.poll_seconds
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(finished, min(left, poll or left))
+        except TooManyWaiters as error:
+            raise Refused(503, "overloaded", str(error), {"Retry-After": "1"}) from error
+        task = await services.store.get(task.id, tenant)
+    return task
 
 
 @router.get("/{task_id}/status", response_model=TaskStatusOut, responses=errors(404, 422))

@@ -140,14 +140,73 @@ class Submissions(StoreBase):
         """Queue a FAILED or CANCELLED task again, with a fresh attempt budget; its id,
         attempts (the history goes on from them) and trace stay. TaskNotFound (also for a
         task of another `tenant`) or TaskNotRerunnable."""
+        rerun = (
+            sa.update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status.in_(("FAILED", "CANCELLED")))
+            .values(**_RERUN_VALUES, updated_at=_NOW)
+            .returning(*PUBLIC)
+        )
+        if tenant is not None:
+            rerun = rerun.where(tasks.c.tenant == tenant)
         async with self._begin() as connection:
-            row = (await connection.execute(_RERUN, {"id": task_id, "tenant": tenant})).first()
+            row = (await connection.execute(rerun)).first()
             if row is not None:
                 return task_of(row)
             row = (await connection.execute(_by_id(task_id, tenant))).first()
         if row is None:
             raise TaskNotFound(task_id)
         raise TaskNotRerunnable(task_id, row.status)
+
+    async def cancel_matching(self, where: TaskFilter, batch: int = 1000) -> tuple[int, int]:
+        """Cancel every task matching `where`: queued ones at once, running ones by asking
+        their workers to stop; finished ones stay as they are. In batches of `batch`,
+        each its own statement, so no lock is held long, and a repeat changes nothing.
+        Answers (cancelled, cancel requested)."""
+        cancelled = await self._in_batches(
+            where, batch, ("NEW", "PENDING"), {"status": "CANCELLED", "finished_at": _NOW}
+        )
+        requested = await self._in_batches(
+            where,
+            batch,
+            ("IN_PROGRESS",),
+            {"cancel_requested": True},
+            sa.not_(tasks.c.cancel_requested),
+        )
+        return cancelled, requested
+
+    async def rerun_matching(self, where: TaskFilter, batch: int = 1000) -> int:
+        """Queue again every FAILED or CANCELLED task matching `where`, as rerun() does,
+        in batches; answers how many."""
+        return await self._in_batches(where, batch, ("FAILED", "CANCELLED"), _RERUN_VALUES)
+
+    async def _in_batches(
+        self,
+        where: TaskFilter,
+        batch: int,
+        statuses: tuple[str, ...],
+        values: dict[str, Any],
+        *more: sa.ColumnElement[bool],
+    ) -> int:
+        guard = [tasks.c.status.in_(statuses), *more]
+        picked = (
+            sa.select(tasks.c.id)
+            .where(*_conditions(where), *guard)
+            .order_by(tasks.c.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            sa.update(tasks)
+            .where(tasks.c.id.in_(picked.scalar_subquery()), *guard)
+            .values(**values, updated_at=_NOW)
+        )
+        total = 0
+        while True:
+            async with self._begin() as connection:
+                changed = int((await connection.execute(statement)).rowcount)
+            total += changed
+            if changed < batch:
+                return total
 
     async def cancel(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """Cancel a queued task at once, or ask the holder of a running one to stop.
@@ -278,13 +337,19 @@ _ATTEMPTS = sa.text("""
 # A NULL :tenant matches every tenant: the unscoped form, for operators and tests.
 _OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
 
-_RERUN = sa.text(f"""
-    UPDATE tasks SET status = 'PENDING', attempts_before_rerun = attempts,
-        result = NULL, error = NULL, progress = NULL, cancel_requested = false,
-        finished_at = NULL, available_at = now(), queued_at = NULL, updated_at = now()
-    WHERE id = :id AND status IN ('FAILED', 'CANCELLED') AND {_OF_TENANT}
-    RETURNING {RETURNING}
-""")
+_NOW = sa.func.now()
+# What a re-run sets: back in its queue, its budget counted from the attempts made so far.
+_RERUN_VALUES: dict[str, Any] = {
+    "status": "PENDING",
+    "attempts_before_rerun": tasks.c.attempts,
+    "result": sa.null(),
+    "error": None,
+    "progress": sa.null(),
+    "cancel_requested": False,
+    "finished_at": None,
+    "available_at": _NOW,
+    "queued_at": None,
+}
 
 _CANCEL_QUEUED = sa.text(f"""
     UPDATE tasks SET status = 'CANCELLED', finished_at = now(), updated_at = now()

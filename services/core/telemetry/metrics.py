@@ -171,5 +171,5 @@ BACKGROUND_ERRORS = Counter(
     "Unexpected errors in a pass of a background loop; the loop backs off and goes on.",
     ["loop"],
 )
-for _loop in ("relay", "recovery", "retention", "gauges", "heartbeat", "consume"):
+for _loop in ("relay", "recovery", "retention", "listen", "gauges", "heartbeat", "consume"):
     BACKGROUND_ERRORS.labels(_loop)

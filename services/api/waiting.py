@@ -1,0 +1,98 @@
+"""Requests that wait for a task to finish, woken by PostgreSQL rather than by polling.
+
+A trigger NOTIFYs `conveyor_task_finished` with the task's id when a task reaches a
+terminal status, from whichever process wrote it. Each API process keeps one listening
+connection (not one per waiter) and wakes the requests waiting for that id; NOTIFY
+reaches every listener, so it works behind any number of API replicas. While the
+listening connection is down, waiters look again every half second instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+
+from services.core.errors import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "conveyor_task_finished"
+# How often a waiter looks again while nothing can wake it.
+POLL_SECONDS = 0.5
+
+
+class TooManyWaiters(Exception):
+    """This process has as many waiting requests as it takes."""
+
+
+class Waiters:
+    def __init__(self, dsn: str, limit: int) -> None:
+        self._dsn = dsn
+        self._limit = limit
+        self._waiting: dict[uuid.UUID, set[asyncio.Future[None]]] = {}
+        self._count = 0
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def waiting_for(self, task_id: uuid.UUID) -> Iterator[asyncio.Future[None]]:
+        """A future set when `task_id` finishes; TooManyWaiters past the limit."""
+        if self._count >= self._limit:
+            raise TooManyWaiters(f"{self._count} requests are waiting in this process")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(task_id, set()).add(future)
+        self._count += 1
+        try:
+            yield future
+        finally:
+            self._count -= 1
+            futures = self._waiting.get(task_id)
+            if futures is not None:
+                futures.discard(future)
+                if not futures:
+                    del self._waiting[task_id]
+
+    @property
+    def poll_seconds(self) -> float | None:
+        """How long a waiter may sleep before it must look again: None while a finish
+        wakes it."""
+        return None if self.listening.is_set() else POLL_SECONDS
+
+    async def listen_once(self) -> float:
+        """Listen until the connection is lost; answer the pause before listening again."""
+        try:
+            connection = await asyncpg.connect(self._dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            raise StoreUnavailable(f"cannot listen for finished tasks: {error}") from error
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        try:
+            await connection.add_listener(CHANNEL, self._notified)
+            self.listening.set()
+            self._wake_all()  # a finish may have gone unheard while not listening
+            await lost.wait()
+        finally:
+            self.listening.clear()
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+        return 1.0
+
+    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            task_id = uuid.UUID(payload)
+        except ValueError:
+            return
+        for future in self._waiting.get(task_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _wake_all(self) -> None:
+        for futures in self._waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
