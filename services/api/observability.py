@@ -97,8 +97,5 @@ async def _read_gauges(services: Services) -> None:
     for queue in await services.store.queue_states(services.queues):
         QUEUE_TASKS.labels(queue.name, "queued").set(sum(queue.queued.values()))
         QUEUE_TASKS.labels(queue.name, "running").set(queue.running)
-        oldest = queue.oldest_ready_at
-        QUEUE_OLDEST_READY.labels(queue.name).set(
-            max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
-        )
+        QUEUE_OLDEST_READY.labels(queue.name).set(queue.oldest_ready_seconds(now) or 0.0)
         QUEUE_PAUSED.labels(queue.name).set(int(queue.paused))

@@ -54,7 +54,6 @@ async def _set_paused(name: str, paused: bool, services: ServicesDep) -> Respons
 
 
 def _out(queue: Queue, state: QueueState, now: datetime) -> QueueOut:
-    oldest = state.oldest_ready_at
     return QueueOut(
         name=queue.name,
         paused=state.paused,
@@ -62,5 +61,5 @@ def _out(queue: Queue, state: QueueState, now: datetime) -> QueueOut:
         rate=queue.rate,
         queued={priority: state.queued.get(priority, 0) for priority in Priority},
         running=state.running,
-        oldest_ready_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else None,
+        oldest_ready_seconds=state.oldest_ready_seconds(now),
     )

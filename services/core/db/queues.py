@@ -24,6 +24,12 @@ class QueueState:
     # When the longest-waiting due task became ready; None when none is.
     oldest_ready_at: datetime | None = None
 
+    def oldest_ready_seconds(self, now: datetime) -> float | None:
+        """How long the longest-waiting due task has waited at `now`; None when none is."""
+        if self.oldest_ready_at is None:
+            return None
+        return max((now - self.oldest_ready_at).total_seconds(), 0.0)
+
 
 class QueueStates(StoreBase):
     """Pause, resume and describe queues; a queue's limits come from the settings."""
