@@ -1,8 +1,10 @@
 """Fewer index entries per status change: every change of a task's status writes a new
 version of its row, and that version an entry in every index whose condition it meets.
 
-- The idempotency key's unique index holds only tasks that have a key (most have none):
-  a keyless task no longer adds an entry to it at each of its status changes.
+- A unique index of only the tasks that have an idempotency key (most have none), which
+  the service's inserts name from now on. The full unique constraint stays for this
+  release, for the API pods of the previous version during the rollout; dropping it in a
+  later schema spares every keyless task an entry at each of its status changes.
 - The newest-first listing by priority is gone: a priority matches a third of the tasks
   or more, so the newest page filtered by it reads the plain newest-first index (or the
   status one, when a status is asked for too) and keeps one row in three.
@@ -29,6 +31,8 @@ KEYS = "uq_tasks_tenant_idempotency_key"
 
 
 def upgrade() -> None:
+    # Beside the full unique constraint, which API pods of the previous version still
+    # name in their ON CONFLICT while the rollout replaces them; a later schema drops it.
     op.create_index(
         f"{KEYS}_partial",
         "tasks",
@@ -36,8 +40,6 @@ def upgrade() -> None:
         unique=True,
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
-    op.drop_constraint(KEYS, "tasks", type_="unique")
-    op.execute(f"ALTER INDEX {KEYS}_partial RENAME TO {KEYS}")
     op.drop_index("ix_tasks_priority_created", "tasks")
 
 
@@ -47,5 +49,4 @@ def downgrade() -> None:
         "tasks",
         ["tenant", "priority", sa.text("created_at DESC"), sa.text("id DESC")],
     )
-    op.drop_index(KEYS, "tasks")
-    op.create_unique_constraint(KEYS, "tasks", ["tenant", "idempotency_key"])
+    op.drop_index(f"{KEYS}_partial", "tasks")

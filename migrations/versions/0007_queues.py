@@ -29,9 +29,12 @@ CLAIMABLE = "status = 'PENDING' AND queued_at IS NOT NULL"
 def upgrade() -> None:
     # A constant default: PostgreSQL adds the column without rewriting the table.
     op.add_column("tasks", sa.Column("queue", sa.Text, nullable=False, server_default="default"))
-    op.create_check_constraint(
-        "ck_tasks_queue_name", "tasks", "queue ~ '^[a-z0-9][a-z0-9_-]{0,62}$'"
+    # Added without a scan under the write lock, then validated under a lighter one.
+    op.execute(
+        "ALTER TABLE tasks ADD CONSTRAINT ck_tasks_queue_name"
+        " CHECK (queue ~ '^[a-z0-9][a-z0-9_-]{0,62}$') NOT VALID"
     )
+    op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT ck_tasks_queue_name")
     _claim_indexes(["queue", "tenant"])
     op.create_index(
         "ix_tasks_running_queue",

@@ -51,9 +51,11 @@ def upgrade() -> None:
         "tasks",
         sa.Column("attempts_before_rerun", sa.Integer, nullable=False, server_default="0"),
     )
-    op.create_check_constraint(
-        "ck_tasks_rerun_counted", "tasks", "attempts_before_rerun BETWEEN 0 AND attempts"
+    op.execute(
+        "ALTER TABLE tasks ADD CONSTRAINT ck_tasks_rerun_counted"
+        " CHECK (attempts_before_rerun BETWEEN 0 AND attempts) NOT VALID"
     )
+    op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT ck_tasks_rerun_counted")
     op.create_index(
         "ix_tasks_finished",
         "tasks",

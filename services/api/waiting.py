@@ -78,6 +78,7 @@ class Waiters:
             await lost.wait()
         finally:
             self.listening.clear()
+            self._wake_all()  # they look again, and poll until a listener is back
             with contextlib.suppress(Exception):
                 await connection.close(timeout=2)
         return 1.0

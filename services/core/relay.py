@@ -74,7 +74,7 @@ class Relay:
         when the broker would not confirm, the relay owes them a message again."""
         try:
             await self._publish(traces)
-        except BrokerUnavailable:
+        except Exception:  # not confirmed: owed a message again at once
             await self._store.release(list(traces))
             raise
         STATUS_CHANGES.labels(Status.PENDING).inc(await self._store.confirm_queued(list(traces)))
@@ -170,8 +170,9 @@ class Handover:
         except BrokerUnavailable as error:  # released: the relay sends them once it can
             logger.warning("%d message(s) left to the relay: %s", len(items), error)
             self._relay.kick()
-        except Exception as error:  # noqa: BLE001 - the relay's resend_lost() has them
-            logger.warning("%d message(s) left to the relay's safety net: %r", len(items), error)
+        except Exception as error:  # noqa: BLE001 - released, or left to resend_lost()
+            logger.warning("%d message(s) left to the relay: %r", len(items), error)
+            self._relay.kick()
         finally:
             self._owed -= len(items)
         return [None] * len(items)

@@ -37,6 +37,11 @@ from services.worker.execution import Held, record, run_attempt
 logger = logging.getLogger(__name__)
 
 CLAIM_PATIENCE = 2.0
+# A ticket held back by its queue's pause or limits goes back to the queue after this
+# long (well within RabbitMQ's consumer timeout), and is delivered again.
+HELD_PATIENCE = 60.0
+# How long a worker reuses what it read of a queue's pause and limits.
+BLOCKED_CACHE_SECONDS = 0.1
 # What ends a consumer that the broker or the network dropped: reopened after a pause.
 _CONSUMER_OUTAGES = (OSError, AMQPError, RuntimeError, BrokerUnavailable, StoreUnavailable)
 
@@ -73,6 +78,8 @@ class Worker:
             store.complete_many, settings.worker_concurrency
         )
         self._jobs: set[asyncio.Task[None]] = set()
+        # What each queue's pause and limits allowed when last read: (read at, wait).
+        self._blocked: dict[str, tuple[float, float | None]] = {}
         # The channel consuming each queue's tickets, while one is open.
         self._consuming: dict[str, AbstractQueue] = {}
         self._stopping = asyncio.Event()
@@ -227,13 +234,14 @@ class Worker:
         them for a moment, the claim is tried again, and after CLAIM_PATIENCE seconds the
         ticket goes back to the queue. So every queued task keeps a message that will
         claim it. While the queue is paused or at one of its limits, the ticket waits here
-        without holding a slot, and is tried again when the queue may have room.
+        without holding a slot, and is tried again when the queue may have room; after
+        HELD_PATIENCE seconds, it goes back to the queue.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLAIM_PATIENCE
         held_back = 0.0
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not _closed(ticket):
                 claim = await self._claims[queue.name].submit(None)
                 named = _named(ticket)
                 if claim is None and named is not None:
@@ -247,8 +255,10 @@ class Worker:
                         await self._store.unqueue_one(named, queue.name)
                     await _settle(ticket.ack())
                     return claim, held_back
-                wait = await self._store.blocked_for(queue)
+                wait = await self._blocked_for(queue)
                 if wait is not None:
+                    if held_back >= HELD_PATIENCE:
+                        break
                     QUEUE_HELD_BACK.labels(queue.name).inc()
                     started = loop.time()
                     await self._wait_for_room(wait)
@@ -264,6 +274,16 @@ class Worker:
         await _settle(ticket.reject(requeue=True))
         return None, held_back
 
+    async def _blocked_for(self, queue: Queue) -> float | None:
+        """The store's blocked_for(), read at most every BLOCKED_CACHE_SECONDS a queue:
+        many tickets of a held-back queue share one read."""
+        now = asyncio.get_running_loop().time()
+        read_at, wait = self._blocked.get(queue.name, (-1.0, None))
+        if now - read_at > BLOCKED_CACHE_SECONDS:
+            wait = await self._store.blocked_for(queue)
+            self._blocked[queue.name] = (now, wait)
+        return wait
+
     async def _wait_for_room(self, seconds: float) -> None:
         """Wait `seconds` (less if the worker stops) with this job's slot free meanwhile."""
         self._slots.release()
@@ -271,7 +291,9 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), seconds)
         finally:
-            await self._slots.acquire()
+            # Shielded: a job cancelled here still gets its slot back, which its own end
+            # then gives up, so the count of slots stays right.
+            await asyncio.shield(self._slots.acquire())
 
     async def _claim_batch(self, queue: Queue, wanted: list[None]) -> list[Claim | None]:
         claims: list[Claim | None] = list(
@@ -344,6 +366,11 @@ async def _settle(acknowledgement: object) -> None:
     """Ack or reject a ticket; a closed channel already returned it, which is harmless."""
     with contextlib.suppress(Exception):
         await acknowledgement  # type: ignore[misc]
+
+
+def _closed(ticket: AbstractIncomingMessage) -> bool:
+    """The ticket's channel is gone: the broker has the ticket back already."""
+    return bool(getattr(ticket.channel, "is_closed", False))
 
 
 def _named(ticket: AbstractIncomingMessage) -> uuid.UUID | None:

@@ -132,27 +132,29 @@ async def test_status_invariants_are_validated_on_upgrade_and_held_after() -> No
                 await _sql(url, statement)
 
 
-async def test_idempotency_keys_stay_unique_through_the_partial_index() -> None:
+async def test_idempotency_keys_stay_unique_and_the_previous_insert_still_works() -> None:
+    """0006 adds the partial unique index the service names, and keeps the full constraint
+    that the previous version's ON CONFLICT names while a rollout replaces its pods."""
     insert = (
         "INSERT INTO tasks (id, tenant, title, priority, status, kind, available_at,"
         " idempotency_key) VALUES (gen_random_uuid(), '{tenant}', 't', 2, 'NEW', 'demo',"
-        " now(), {key})"
+        " now(), {key}) ON CONFLICT (tenant, idempotency_key){partial} DO NOTHING"
+        " RETURNING id"
     )
+    partial = " WHERE idempotency_key IS NOT NULL"
     indexes = (
         "SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'"
         " AND indexdef LIKE '%idempotency_key%' AND indexdef LIKE '%WHERE%'"
     )
     async with _scratch_database("keys") as url:
         await asyncio.to_thread(upgrade, url, "0005")
-        await _sql(url, insert.format(tenant="a", key="'k'"))
+        await _sql(url, insert.format(tenant="a", key="'k'", partial=""))
         await asyncio.to_thread(upgrade, url, "0006")
-        assert await _sql(url, indexes) == [("uq_tasks_tenant_idempotency_key",)]
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await _sql(url, insert.format(tenant="a", key="'k'"))
-        await _sql(url, insert.format(tenant="b", key="'k'"))  # another tenant's key
-        for _ in range(2):  # keyless tasks never meet the index
-            await _sql(url, insert.format(tenant="a", key="NULL"))
+        assert await _sql(url, indexes) == [("uq_tasks_tenant_idempotency_key_partial",)]
+        for form in ("", partial):  # the previous version's insert, and this one's
+            assert await _sql(url, insert.format(tenant="a", key="'k'", partial=form)) == []
+            assert len(await _sql(url, insert.format(tenant="b", key="'k2'", partial=form))) <= 1
+        for _ in range(2):  # keyless tasks never conflict
+            assert len(await _sql(url, insert.format(tenant="a", key="NULL", partial=partial))) == 1
         await asyncio.to_thread(downgrade, url, "0005")
         assert await _sql(url, indexes) == []
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await _sql(url, insert.format(tenant="b", key="'k'"))

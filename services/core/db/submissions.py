@@ -177,7 +177,10 @@ class Submissions(StoreBase):
     async def rerun_matching(self, where: TaskFilter, batch: int = 1000) -> int:
         """Queue again every FAILED or CANCELLED task matching `where`, as rerun() does,
         in batches; answers how many."""
-        return await self._in_batches(where, batch, ("FAILED", "CANCELLED"), _RERUN_VALUES)
+        # Finished before the request: a task that fails again meanwhile is not taken twice.
+        return await self._in_batches(
+            where, batch, ("FAILED", "CANCELLED"), _RERUN_VALUES, since=tasks.c.updated_at
+        )
 
     async def _in_batches(
         self,
@@ -186,27 +189,40 @@ class Submissions(StoreBase):
         statuses: tuple[str, ...],
         values: dict[str, Any],
         *more: sa.ColumnElement[bool],
+        since: sa.Column[Any] = tasks.c.created_at,
     ) -> int:
-        guard = [tasks.c.status.in_(statuses), *more]
-        picked = (
-            sa.select(tasks.c.id)
-            .where(*_conditions(where), *guard)
-            .order_by(tasks.c.id)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            sa.update(tasks)
-            .where(tasks.c.id.in_(picked.scalar_subquery()), *guard)
-            .values(**values, updated_at=_NOW)
-        )
+        """Apply `values` to the tasks in `statuses` matching `where`, `batch` at a time,
+        each batch its own statement. Rows other statements hold (a heartbeat, a relay) are
+        passed over, then waited for in a last round, so none is missed; only tasks whose
+        `since` is before the first batch are taken, so the work ends."""
+        started = await self._now()
+        guard = [tasks.c.status.in_(statuses), since <= started, *more]
         total = 0
-        while True:
-            async with self._begin() as connection:
-                changed = int((await connection.execute(statement)).rowcount)
-            total += changed
-            if changed < batch:
-                return total
+        for skip_locked in (True, False):
+            picked = (
+                sa.select(tasks.c.id)
+                .where(*_conditions(where), *guard)
+                .order_by(tasks.c.id)
+                .limit(batch)
+                .with_for_update(skip_locked=skip_locked)
+            )
+            statement = (
+                sa.update(tasks)
+                .where(tasks.c.id.in_(picked.scalar_subquery()), *guard)
+                .values(**values, updated_at=_NOW)
+            )
+            while True:
+                async with self._begin() as connection:
+                    changed = int((await connection.execute(statement)).rowcount)
+                total += changed
+                if changed < batch if skip_locked else changed == 0:
+                    break
+        return total
+
+    async def _now(self) -> datetime:
+        async with self._begin() as connection:
+            moment: datetime = (await connection.execute(sa.select(sa.func.now()))).scalar_one()
+            return moment
 
     async def cancel(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """Cancel a queued task at once, or ask the holder of a running one to stop.
