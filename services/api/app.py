@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 yield {"services": services}
             finally:
+                await services.intake.close()
                 background.cancel()
                 await asyncio.gather(background, return_exceptions=True)
 

@@ -202,6 +202,22 @@ class TenantLines:
             if line.present == 0:
                 del self._lines[tenant]
 
+    @contextlib.asynccontextmanager
+    async def stepped_out(self, tenant: str) -> AsyncIterator[None]:
+        """Give up the place a request of `tenant` holds for the block (a request that only
+        waits, holding no connection), and take one again after it, in line."""
+        line = self._lines.get(tenant)
+        if line is None:
+            yield
+            return
+        line.slots.release()
+        try:
+            yield
+        finally:
+            # Shielded: a request cancelled here still ends holding a place, as admit()
+            # expects when it gives the place back.
+            await asyncio.shield(line.slots.acquire())
+
     def __len__(self) -> int:
         return len(self._lines)
 

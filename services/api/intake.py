@@ -8,6 +8,8 @@ the commit by this process (the relay's Handover); the relay remains the safety 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -25,6 +27,8 @@ Outcome = tuple[Task, bool] | IdempotencyConflict
 
 # The most single submits that share one statement.
 GROUP_LIMIT = 256
+# How long a stopping API process goes on sending the messages of tasks it stored.
+FLUSH_SECONDS = 5.0
 
 
 class Intake:
@@ -46,6 +50,13 @@ class Intake:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+
+    async def close(self) -> None:
+        """Send the messages still waiting, for at most FLUSH_SECONDS, before the broker
+        connection closes; what is left then is the relay's after LOST_MESSAGE_SECONDS."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FLUSH_SECONDS):
+                await self._handover.flush()
 
     async def submit_many(self, submissions: Sequence[Submission]) -> list[Outcome]:
         """Store a batch in one statement of its own, all or none; each one's outcome."""

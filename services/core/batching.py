@@ -40,6 +40,11 @@ class Batcher(Generic[In, Out]):
             self._writing = asyncio.create_task(self._write_all())
         return future
 
+    async def flushed(self) -> None:
+        """Return once everything put so far has been written (or has failed)."""
+        while self._writing is not None and not self._writing.done():
+            await asyncio.wait({self._writing})
+
     async def _write_all(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting[: self._limit], self._waiting[self._limit :]

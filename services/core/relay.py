@@ -156,6 +156,10 @@ class Handover:
         queues up there, not in this process's memory."""
         return self._owed < 2 * self._limit
 
+    async def flush(self) -> None:
+        """Send what waits (a process about to stop)."""
+        await self._sending.flushed()
+
     def send_soon(self, reserved: Outgoing) -> None:
         """Publish these reserved tasks' messages as soon as the batch before is out."""
         self._owed += len(reserved)

@@ -58,3 +58,15 @@ async def test_waiters_past_the_limit_get_503_with_retry_after(settings: Setting
         refused = await api.get(url, params={"wait": 2})
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+
+
+async def test_a_waiting_request_leaves_its_tenants_place_to_others(settings: Settings) -> None:
+    settings = settings.model_copy(update={"tenant_max_requests": 1})
+    async with running_api(settings) as api:
+        task = await submit(api, kind="noop")
+        waiting = asyncio.create_task(api.get(f"/api/v1/tasks/{task['id']}", params={"wait": 2}))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        other = await api.get("/api/v1/tasks")  # the tenant's one place is free meanwhile
+        assert other.status_code == 200 and time.monotonic() - started < 1
+        assert (await waiting).status_code == 200

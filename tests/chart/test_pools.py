@@ -6,9 +6,13 @@ import json
 import re
 from typing import Any
 
+from services.core.db.store import SqlTaskStore
+from services.core.domain import NewTask
 from services.core.settings import Settings
 from services.operator.pods import matches
 from tests.chart.render import CHART, Manifest, by_kind, one, refusal, render
+from tests.support.database import fetch
+from tests.support.store import create
 
 POOLS = CHART / "ci" / "pools-values.yaml"
 
@@ -99,3 +103,23 @@ def test_queues_without_default_or_with_bad_names_are_refused() -> None:
     assert "queues" in refusal(**{"queues[0].name": "gpu"})
     assert re.search("name", refusal(**{"workerPools[0].name": "GPU"}))
     assert "queues" in refusal(**{"workerPools[0].queues": "{}"})
+
+
+async def test_a_pools_scaling_query_counts_its_queues_within_their_caps(
+    store: SqlTaskStore, settings: Settings
+) -> None:
+    """Run as KEDA would, on the real database: ready and running tasks of the pool's
+    queues, at most maxRunning for a capped queue, none of a paused one."""
+    scaled = {m["metadata"]["name"]: m for m in by_kind(render(POOLS), "ScaledObject")}
+    query = {name: m["spec"]["triggers"][0]["metadata"]["query"] for name, m in scaled.items()}
+    for queue, count in (("gpu", 10), ("partner", 3), ("default", 2)):
+        for _ in range(count):
+            await create(store, NewTask(title="t", kind="noop", queue=queue))
+
+    async def wanted(name: str) -> int:
+        return int((await fetch(settings.database_url, query[name]))[0][0])
+
+    assert await wanted("conveyor-worker-gpu") == 4  # maxRunning: 4
+    assert await wanted("conveyor-worker") == 5  # default and partner, no cap
+    await store.set_paused("gpu", True)
+    assert await wanted("conveyor-worker-gpu") == 0

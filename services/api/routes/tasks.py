@@ -270,8 +270,10 @@ async def _until_finished(task: Task, wait: float, services: ServicesDep, tenant
                 task = await services.store.get(task.id, tenant)
                 if not task.status.is_terminal:
                     poll = services.waiters.poll_seconds
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(finished, min(left, poll or left))
+                    # Waiting holds no connection: the tenant's place goes to others.
+                    async with services.auth.lines.stepped_out(tenant):
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(finished, min(left, poll or left))
         except TooManyWaiters as error:
             raise Refused(503, "overloaded", str(error), {"Retry-After": "1"}) from error
         task = await services.store.get(task.id, tenant)
