@@ -98,6 +98,7 @@ async def test_a_full_database_pool_answers_503_with_retry_after_and_stores_noth
             "tenant_max_requests": 10,
             "api_run_relay": False,
             "api_run_recovery": False,
+            "api_run_retention": False,  # no loop may take the one connection
         }
     )
     async with running_api(one) as api:
