@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.engine import make_url
 
 from services.api import observability
 from services.api.auth import Authenticator
@@ -22,7 +21,7 @@ from services.api.observability import HttpMetrics
 from services.api.routes import health, keys, queues, tasks
 from services.api.waiting import Waiters
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
-from services.core.db.schema import wait_for_schema
+from services.core.db.schema import plain_dsn, wait_for_schema
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind, check_queues, load_kinds
 from services.core.recovery import sweep_forever
@@ -62,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
                     settings.relay_batch,
                     publish=settings.api_publish,
                 ),
-                Waiters(_dsn(settings.database_url), settings.wait_max_waiters),
+                Waiters(plain_dsn(settings.database_url), settings.wait_max_waiters),
                 kinds=kinds,
                 queues=settings.queue_map(),
                 keys=key_store,
@@ -149,12 +148,6 @@ async def _background(
             )
         if settings.api_run_retention and settings.retention_days():
             group.create_task(retain_forever(clients.store, settings, services.supervisor))
-
-
-def _dsn(database_url: str) -> str:
-    """The plain PostgreSQL URL of `database_url`, for asyncpg itself."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 def _report_crash(background: asyncio.Task[None]) -> None:

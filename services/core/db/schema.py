@@ -51,9 +51,9 @@ async def ensure_database(database_url: str) -> None:
     """Create the database named in `database_url` when it does not exist yet."""
     url = make_url(database_url)
     try:
-        connection = await asyncpg.connect(_dsn(url))
+        connection = await asyncpg.connect(plain_dsn(url))
     except asyncpg.InvalidCatalogNameError:
-        admin = await asyncpg.connect(_dsn(url.set(database="postgres")))
+        admin = await asyncpg.connect(plain_dsn(url.set(database="postgres")))
         try:
             await admin.execute(f'CREATE DATABASE "{url.database}"')
         finally:
@@ -62,5 +62,6 @@ async def ensure_database(database_url: str) -> None:
         await connection.close()
 
 
-def _dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+def plain_dsn(url: URL | str) -> str:
+    """The URL of the database for asyncpg itself, without SQLAlchemy's driver name."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
