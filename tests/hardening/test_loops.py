@@ -108,7 +108,8 @@ async def test_the_relay_survives_failing_passes_and_delivers(
 ) -> None:
     calls = _failing_first(monkeypatch, Relay, "relay_once", 3)
     before = _errors("relay")
-    async with running_api(settings, ready=False) as api, running_worker(settings):
+    settings = settings.model_copy(update={"api_publish": False})  # the relay delivers
+    async with running_api(settings) as api, running_worker(settings):
         task = await submit(api, kind="noop")
         assert (await wait_for(api, task["id"]))["status"] == "COMPLETED"
     assert len(calls) > 3
@@ -126,7 +127,7 @@ async def test_the_recovery_sweep_survives_failing_passes_and_recovers(
     await store.confirm_queued(list(await store.reserve_due(10)))
     orphan = await claim_one(store, "dead-worker", lease=0.5)
     assert orphan is not None
-    async with running_api(settings, ready=False) as api, running_worker(settings):
+    async with running_api(settings) as api, running_worker(settings):
         done = await wait_for(api, str(orphan.task.id), timeout=30)
     assert done["status"] == "COMPLETED" and done["attempts"] == 2
     assert len(calls) > 3
