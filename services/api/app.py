@@ -18,7 +18,7 @@ from services.api.deps import Services
 from services.api.errors import RequestLimits, install_error_handlers
 from services.api.intake import Intake
 from services.api.observability import HttpMetrics
-from services.api.routes import health, keys, queues, tasks
+from services.api.routes import health, keys, queues, schedules, tasks
 from services.api.waiting import Waiters
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.schema import plain_dsn, wait_for_schema
@@ -28,6 +28,7 @@ from services.core.recovery import sweep_forever
 from services.core.relay import Relay
 from services.core.retention import retain_forever
 from services.core.runtime import Clients, open_clients
+from services.core.scheduler import Scheduler
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
 from services.core.telemetry.tracing import tracing_enabled
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
                 clients.store,
                 clients.broker,
                 relay,
+                Scheduler.from_settings(clients.store, settings, relay.kick),
                 Intake(
                     clients.store,
                     clients.broker,
@@ -92,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)
     app.include_router(keys.router)
+    app.include_router(schedules.router)
     app.include_router(queues.router)
     app.include_router(health.router)
     app.include_router(observability.router)
@@ -109,8 +112,8 @@ def _openapi(app: FastAPI, kinds: dict[str, Kind]) -> dict[str, Any]:
         document = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        kind = document["components"]["schemas"]["TaskCreate"]["properties"]["kind"]
-        kind["enum"] = sorted(kinds)
+        for body in ("TaskCreate", "TaskTemplate"):
+            document["components"]["schemas"][body]["properties"]["kind"]["enum"] = sorted(kinds)
         _close_pattern_keys(document)
         app.openapi_schema = document
     return app.openapi_schema
@@ -140,6 +143,7 @@ async def _background(
         group.create_task(services.supervisor.run("listen", services.waiters.listen_once))
         if settings.api_run_relay:
             group.create_task(services.relay.run(services.supervisor))
+            group.create_task(services.scheduler.run(services.supervisor))
         if settings.api_run_recovery:
             group.create_task(
                 sweep_forever(

@@ -17,6 +17,7 @@ from services.core.domain import Queue
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.relay import Relay
+from services.core.scheduler import Scheduler
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
 
@@ -32,6 +33,7 @@ class Services:
     store: SqlTaskStore
     broker: Broker
     relay: Relay
+    scheduler: Scheduler
     intake: Intake
     waiters: Waiters
     kinds: dict[str, Kind]

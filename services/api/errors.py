@@ -17,11 +17,14 @@ from services.core.errors import (
     ConveyorError,
     IdempotencyConflict,
     KeyNotFound,
+    ScheduleNameTaken,
+    ScheduleNotFound,
     StoreUnavailable,
     TaskAlreadyTerminal,
     TaskNotFound,
     TaskNotRerunnable,
     TooManyKeys,
+    TooManySchedules,
 )
 
 logger = logging.getLogger(__name__)
@@ -139,6 +142,9 @@ _DOMAIN: dict[type[Exception], tuple[int, str]] = {
     TaskNotRerunnable: (409, "task-not-rerunnable"),
     IdempotencyConflict: (409, "idempotency-key-reused"),
     TooManyKeys: (409, "too-many-keys"),
+    ScheduleNotFound: (404, "schedule-not-found"),
+    ScheduleNameTaken: (409, "schedule-name-taken"),
+    TooManySchedules: (409, "too-many-schedules"),
 }
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -24,12 +25,15 @@ from pydantic import (
 )
 from typing_extensions import TypeAliasType
 
+from services.core import cron
 from services.core.auth import ApiKey, Scope
 from services.core.domain import (
     NO_NUL,
     QUEUE_NAME,
+    Missed,
     NewTask,
     Priority,
+    Schedule,
     Status,
     Task,
     TaskFilter,
@@ -174,7 +178,9 @@ class _Body(BaseModel):
         return data
 
 
-class TaskCreate(_Body):
+class TaskTemplate(_Body):
+    """A task's body without its start time: what a schedule makes at each due time."""
+
     title: Text = Field(min_length=1, max_length=200)
     description: Text = Field("", max_length=10_000)
     priority: Priority = Priority.MEDIUM
@@ -190,9 +196,6 @@ class TaskCreate(_Body):
         le=7 * 86_400,
         description="Seconds each attempt may run: from 0.1 to 604800 (7 days)",
     )
-    scheduled_at: Instant | None = Field(
-        None, description=f"Do not start before this time: {TIMES}"
-    )
     queue: str | None = Field(
         None,
         pattern=QUEUE_NAME,
@@ -201,8 +204,24 @@ class TaskCreate(_Body):
 
     def to_new_task(self, queue: str) -> NewTask:
         """The task to store, on `queue` (this body's, its kind's or the default one)."""
-        fields = {name: getattr(self, name) for name in TaskCreate.model_fields}
+        fields = {name: getattr(self, name) for name in TaskTemplate.model_fields}
         return NewTask(**{**fields, "queue": queue})
+
+    @classmethod
+    def of(cls, task: NewTask) -> TaskTemplate:
+        """The template of a stored task body."""
+        return cls.model_construct(
+            **{name: getattr(task, name) for name in TaskTemplate.model_fields}
+        )
+
+
+class TaskCreate(TaskTemplate):
+    scheduled_at: Instant | None = Field(
+        None, description=f"Do not start before this time: {TIMES}"
+    )
+
+    def to_new_task(self, queue: str) -> NewTask:
+        return dataclasses.replace(super().to_new_task(queue), scheduled_at=self.scheduled_at)
 
     def request_hash(self) -> str:
         """The same for equal task bodies however they were written: what a repeated
@@ -397,3 +416,100 @@ class BulkOut(BaseModel):
     cancel_requested: int = Field(
         0, description="Running tasks whose workers were asked to stop (cancel only)"
     )
+
+
+SCHEDULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+CRON = (
+    "A cron expression of five fields (minute hour day-of-month month day-of-week), or six "
+    "with the seconds first; L, # and names such as MON and JAN are understood. "
+    "Examples: `0 9 * * MON-FRI` (9:00 on weekdays), `*/10 * * * * *` (every 10 seconds)"
+)
+
+
+def _cron(expression: str) -> str:
+    try:
+        cron.check(expression, "UTC")
+    except cron.BadSchedule as error:
+        raise ValueError(str(error)) from None
+    return expression
+
+
+def _zone(name: str) -> str:
+    try:
+        cron.zone(name)
+    except cron.BadSchedule as error:
+        raise ValueError(str(error)) from None
+    return name
+
+
+class ScheduleCreate(_Body):
+    """A schedule: at each due time of `cron` in `timezone`, one task made from `task`."""
+
+    name: str = Field(
+        pattern=SCHEDULE_NAME, description="Unique within the tenant: letters, digits, _.:-"
+    )
+    cron: Annotated[str, AfterValidator(_cron)] = Field(max_length=200, description=CRON)
+    timezone: Annotated[str, AfterValidator(_zone)] = Field(
+        "UTC",
+        max_length=64,
+        description="The IANA time zone the expression is read in (Europe/Berlin); "
+        "a due time that a daylight-saving change skips runs once, right after the change",
+    )
+    missed: Missed = Field(
+        Missed.SKIP,
+        description="Due times passed while no scheduler ran, by more than the grace "
+        "(CONVEYOR_SCHEDULE_GRACE_SECONDS, 60 by default): skip drops them; run_once makes "
+        "one task for the latest of them",
+    )
+    paused: bool = Field(False, description="Made paused: no task until it is resumed")
+    task: TaskTemplate = Field(description="The task each due time makes")
+
+
+class ScheduleOut(BaseModel):
+    """A schedule, and when it runs next."""
+
+    id: uuid.UUID
+    name: str
+    cron: str
+    timezone: str
+    missed: Missed
+    paused: bool
+    task: TaskTemplate
+    next_run_at: AwareDatetime | None = Field(description="null while paused")
+    next_runs: list[AwareDatetime] = Field(
+        description="The next due times (up to 5), with the schedule's time zone's offset; "
+        "none while paused"
+    )
+    last_run_at: AwareDatetime | None = Field(description="The latest due time that made a task")
+    last_task_id: uuid.UUID | None = Field(description="The task it made")
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    @classmethod
+    def of(cls, schedule: Schedule) -> ScheduleOut:
+        upcoming = []
+        if schedule.next_run_at is not None:
+            first = schedule.next_run_at - timedelta(microseconds=1)
+            zone = cron.zone(schedule.timezone)
+            times = cron.due_after(schedule.cron, schedule.timezone, first, 5)
+            upcoming = [moment.astimezone(zone) for moment in times]
+        return cls(
+            id=schedule.id,
+            name=schedule.name,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            missed=schedule.missed,
+            paused=schedule.paused,
+            task=TaskTemplate.of(schedule.task),
+            next_run_at=schedule.next_run_at,
+            next_runs=upcoming,
+            last_run_at=schedule.last_run_at,
+            last_task_id=schedule.last_task_id,
+            created_at=schedule.created_at,
+            updated_at=schedule.updated_at,
+        )
+
+
+class SchedulePage(BaseModel):
+    items: list[ScheduleOut]
+    next_cursor: str | None

@@ -185,6 +185,34 @@ class Queue:
         return self.max_running is not None or self.rate is not None
 
 
+class Missed(enum.StrEnum):
+    """What a schedule does about due times that passed while no scheduler ran."""
+
+    SKIP = "skip"  # nothing: it goes on from the next due time
+    RUN_ONCE = "run_once"  # one task, for the latest of them
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A cron expression in a time zone, and the task each of its due times creates."""
+
+    id: uuid.UUID
+    tenant: str
+    name: str
+    cron: str
+    timezone: str
+    missed: Missed
+    paused: bool
+    task: NewTask
+    # When it is due next; None while paused.
+    next_run_at: datetime | None
+    # The latest due time that created a task, and that task.
+    last_run_at: datetime | None
+    last_task_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     items: list[Task]

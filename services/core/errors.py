@@ -70,3 +70,21 @@ class TooManyKeys(ConveyorError):
             f"tenant {tenant} has {limit} keys in use, the most it may have; revoke one first"
         )
         self.tenant = tenant
+
+
+class ScheduleNotFound(ConveyorError):
+    def __init__(self, schedule_id: uuid.UUID) -> None:
+        super().__init__(f"schedule {schedule_id} does not exist")
+        self.schedule_id = schedule_id
+
+
+class ScheduleNameTaken(ConveyorError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a schedule named {name!r} exists already; delete it first")
+        self.name = name
+
+
+class TooManySchedules(ConveyorError):
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(f"tenant {tenant} has {limit} schedules, the most it may have")
+        self.tenant = tenant

@@ -13,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import UTC, datetime
 
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Outgoing, Status
 from services.core.runtime import open_clients
+from services.core.scheduler import Scheduler
 from services.core.settings import Settings
-from services.core.supervision import Supervisor
+from services.core.supervision import Alarm, Supervisor, rest_until
 from services.core.telemetry.metrics import MESSAGES_RESENT, STATUS_CHANGES
 from services.core.telemetry.tracing import publish_spans
 
 logger = logging.getLogger(__name__)
-
-_MIN_PAUSE = 0.01
 
 
 class Relay:
@@ -46,7 +44,7 @@ class Relay:
         self._interval = interval
         self._stale_after = stale_after
         self._next_stale_check = 0.0
-        self._wake = asyncio.Event()
+        self._alarm = Alarm()
 
     @classmethod
     def from_settings(cls, store: SqlTaskStore, broker: Broker, settings: Settings) -> Relay:
@@ -60,7 +58,7 @@ class Relay:
 
     def kick(self) -> None:
         """Ask for a pass now, for example right after a task was committed."""
-        self._wake.set()
+        self._alarm.kick()
 
     async def relay_once(self) -> int:
         """Publish and mark one batch of due tasks; answer how many were queued."""
@@ -103,7 +101,7 @@ class Relay:
 
     async def run(self, supervisor: Supervisor) -> None:
         """Relay until cancelled, waking on kick(), when a task falls due, or each interval."""
-        await supervisor.run("relay", self.step, self._pause)
+        await supervisor.run("relay", self.step, self._alarm.pause)
 
     async def step(self) -> float:
         """One pass: resend what was lost, publish a batch; answer how long to rest."""
@@ -120,18 +118,7 @@ class Relay:
             await self.resend_lost()
 
     async def _until_due(self) -> float:
-        due = await self._store.next_due()
-        if due is None:
-            return self._interval
-        wait = (due - datetime.now(UTC)).total_seconds()
-        return min(max(wait, _MIN_PAUSE), self._interval)
-
-    async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            pass
-        self._wake.clear()
+        return rest_until(await self._store.next_due(), self._interval)
 
 
 class Handover:
@@ -183,7 +170,12 @@ class Handover:
 
 
 async def run_relay(settings: Settings) -> None:
-    """The relay as a process of its own (`conveyor relay`), until cancelled."""
+    """The relay and the scheduler as a process of their own (`conveyor relay`), until
+    cancelled."""
     async with open_clients(settings) as clients:
         relay = Relay.from_settings(clients.store, clients.broker, settings)
-        await relay.run(Supervisor())
+        scheduler = Scheduler.from_settings(clients.store, settings, relay.kick)
+        supervisor = Supervisor()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(relay.run(supervisor))
+            group.create_task(scheduler.run(supervisor))

@@ -49,8 +49,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
-    # The relay and the recovery sweep run in every API process; switch them off to run
-    # `conveyor relay` and `conveyor recover` on their own (or leave recovery to the operator).
+    # The relay (which also fires due schedules) and the recovery sweep run in every API
+    # process; switch them off to run `conveyor relay` and `conveyor recover` on their own
+    # (or leave recovery to the operator).
     api_run_relay: bool = True
     # Publish each due task's message right after its INSERT commits, from the API process
     # itself; off, the relay (wherever it runs) sends every message.
@@ -116,6 +117,11 @@ class Settings(BaseSettings):
     # time deletes), and how many tasks one of its statements deletes.
     retention_interval_seconds: float = Field(60.0, gt=0)
     retention_batch: int = Field(1000, ge=1, le=100_000)
+    # A schedule's due time at most this late still makes its task; older ones were
+    # missed (the schedule says whether the latest of them runs once).
+    schedule_grace_seconds: float = Field(60.0, ge=0)
+    # Schedules a tenant may have.
+    max_schedules_per_tenant: int = Field(100, ge=1)
     relay_interval_seconds: float = Field(1.0, gt=0)
     relay_batch: int = Field(500, ge=1, le=10_000)
     # A queued task with no message in an empty queue for this long gets a new message.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from services.core.amqp.broker import BrokerUnavailable
 from services.core.errors import StoreUnavailable
@@ -76,6 +77,35 @@ class Supervisor:
                 await (pause(wait) if wait > 0 else asyncio.sleep(0))
                 continue
             await back_off(wait)
+
+
+# The shortest rest before a due time, so a clock a little ahead of PostgreSQL's does not spin.
+_MIN_REST = 0.01
+
+
+def rest_until(due: datetime | None, most: float) -> float:
+    """Seconds to rest before `due` (None: nothing due), at most `most`."""
+    if due is None:
+        return most
+    return min(max((due - datetime.now(UTC)).total_seconds(), _MIN_REST), most)
+
+
+class Alarm:
+    """A loop's rest that kick() cuts short: a pause to pass to Supervisor.run."""
+
+    def __init__(self) -> None:
+        self._kicked = asyncio.Event()
+
+    def kick(self) -> None:
+        """End the current rest now, or the next one at once."""
+        self._kicked.set()
+
+    async def pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._kicked.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._kicked.clear()
 
 
 def _backoff(failures: int) -> float:

@@ -30,6 +30,7 @@ from services.api.schemas import (
     TaskPage,
     TaskSelection,
     TaskStatusOut,
+    TaskTemplate,
     payload_problem,
 )
 from services.api.waiting import TooManyWaiters
@@ -56,8 +57,8 @@ PAGE_BYTES = 1024 * 1024
 _ENVELOPE_BYTES = 256
 
 
-def _check_submission(
-    body: TaskCreate, services: ServicesDep, at: tuple[str | int, ...] = ("body",)
+def check_submission(
+    body: TaskTemplate, services: ServicesDep, at: tuple[str | int, ...] = ("body",)
 ) -> NewTask:
     """The task to store, or the refusal of what the models cannot see: an unknown kind or
     queue, a payload PostgreSQL cannot keep, too deep or too large; `at` is where the body
@@ -111,7 +112,7 @@ async def submit_task(
 ) -> Response:
     """Store a task; it is handed to a worker once the broker has confirmed it."""
     submission = Submission(
-        _check_submission(body, services),
+        check_submission(body, services),
         principal.tenant,
         idempotency_key,
         body.request_hash() if idempotency_key else None,
@@ -154,7 +155,7 @@ def _checked(
     """One task of a batch and what to store of it, or its refusal."""
     try:
         task = BatchTask.model_validate(raw)
-        return task, _check_submission(task, services, at)
+        return task, check_submission(task, services, at)
     except ValidationError as error:
         return _refused(invalid_body(error.errors(), at))
     except Refused as error:

@@ -2,7 +2,7 @@
 
 Each part lives beside its SQL, in a module named after who uses it: submissions (the API),
 outbox (the relay), claims and attempts (workers), recovery (the sweep and the operator),
-gauges (metrics and autoscaling), queues (their pause and backlog), retention.
+gauges (metrics and autoscaling), queues (their pause and backlog), retention, schedules.
 """
 
 from __future__ import annotations
@@ -14,12 +14,21 @@ from services.core.db.outbox import Outbox
 from services.core.db.queues import QueueStates
 from services.core.db.recovery import Recovery
 from services.core.db.retention import Retention
+from services.core.db.schedules import Schedules
 from services.core.db.submissions import InvalidCursor, Submissions, decode_cursor, encode_cursor
 
 __all__ = ["Gauges", "InvalidCursor", "SqlTaskStore", "decode_cursor", "encode_cursor"]
 
 
 class SqlTaskStore(
-    Submissions, Outbox, Claims, Attempts, Recovery, GaugeReads, QueueStates, Retention
+    Submissions,
+    Outbox,
+    Claims,
+    Attempts,
+    Recovery,
+    GaugeReads,
+    QueueStates,
+    Retention,
+    Schedules,
 ):
     """Tasks in PostgreSQL, for every process: each uses the part it needs."""

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid_utils.compat import uuid7
 
 from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
@@ -81,12 +82,9 @@ class Submissions(StoreBase):
         itself right after the commit (Stored.reserved), then confirm_queued() or
         release(). A caller that dies first leaves them to the relay's resend_lost().
         """
-        rows = [_insert_values(submission) for submission in submissions]
-        params: dict[str, Any] = {name: [row[name] for row in rows] for name in _ARRAYS}
-        params["reserve"] = reserve
         keyed = [(s.tenant, s.idempotency_key) for s in submissions if s.idempotency_key]
         async with self._begin() as connection:
-            stored = {row.id: row for row in await connection.execute(_INSERT_MANY, params)}
+            rows, stored = await insert_tasks(connection, submissions, reserve=reserve)
             earlier = {}
             if len(stored) < len(rows):  # some keys were used before
                 tenants, keys = [list(column) for column in zip(*keyed, strict=True)]
@@ -274,6 +272,17 @@ def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
     if where.created_before is not None:
         conditions.append(tasks.c.created_at < where.created_before)
     return conditions
+
+
+async def insert_tasks(
+    connection: AsyncConnection, submissions: Sequence[Submission], *, reserve: bool = False
+) -> tuple[list[dict[str, Any]], dict[uuid.UUID, Any]]:
+    """Insert the submissions in one statement: the values made for each, in order, and
+    the rows stored, by id (none for a key its tenant used before, or that comes twice)."""
+    rows = [_insert_values(submission) for submission in submissions]
+    params: dict[str, Any] = {name: [row[name] for row in rows] for name in _ARRAYS}
+    params["reserve"] = reserve
+    return rows, {row.id: row for row in await connection.execute(_INSERT_MANY, params)}
 
 
 def _insert_values(submission: Submission) -> dict[str, Any]:

@@ -56,6 +56,26 @@ queues = sa.Table(
     sa.Column("next_start", sa.DateTime(timezone=True), nullable=False),
 )
 
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("cron", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False),
+    sa.Column("missed", sa.Text, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    # The task each due time creates, as JSON (services/core/db/schedules.py reads it).
+    sa.Column("task", JSONB, nullable=False),
+    # NULL while paused.
+    sa.Column("next_run_at", sa.DateTime(timezone=True)),
+    sa.Column("last_run_at", sa.DateTime(timezone=True)),
+    sa.Column("last_task_id", UUID(as_uuid=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,

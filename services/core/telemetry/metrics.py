@@ -99,6 +99,12 @@ TASKS_DELETED = Counter(
     "Finished tasks deleted by retention, by status.",
     ["status"],
 )
+SCHEDULE_TASKS = Counter("conveyor_schedule_tasks_total", "Tasks made by schedules' due times.")
+SCHEDULE_MISSED = Counter(
+    "conveyor_schedule_missed_total",
+    "Due times of schedules that made no task: passed, while no scheduler ran, by more "
+    "than SCHEDULE_GRACE_SECONDS (the latest of them runs once where the schedule asks).",
+)
 QUEUE_STARTED = Counter("conveyor_queue_started_total", "Attempts started, by queue.", ["queue"])
 QUEUE_HELD_BACK = Counter(
     "conveyor_queue_held_back_total",
