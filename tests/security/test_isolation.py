@@ -133,3 +133,20 @@ async def test_a_tenants_admin_cannot_see_or_revoke_another_tenants_keys(
     assert {key["tenant"] for key in listed.json()["items"]} == {"bob"}
     assert revoked.status_code == 404
     assert (await alice.request("GET", "/api/v1/tasks")).status_code == 200
+
+
+async def test_another_tenants_schedule_cannot_be_read_paused_or_deleted(
+    alice: Caller, bob: Caller
+) -> None:
+    body = {"name": "nightly", "cron": "0 3 * * *", "task": {"title": "t"}}
+    made = await alice.request("POST", "/api/v1/schedules", json=body)
+    assert made.status_code == 201, made.text
+    theirs = await bob.request("POST", "/api/v1/schedules", json=body)  # names are per tenant
+    assert theirs.status_code == 201, theirs.text
+    path = f"/api/v1/schedules/{made.json()['id']}"
+    for method, suffix in [("GET", ""), ("POST", ":pause"), ("POST", ":resume"), ("DELETE", "")]:
+        answer = await bob.request(method, path + suffix)
+        assert answer.status_code == 404, (method, suffix, answer.text)
+    listed = (await bob.request("GET", "/api/v1/schedules")).json()["items"]
+    assert [s["id"] for s in listed] == [theirs.json()["id"]]
+    assert (await alice.request("GET", path)).json() == made.json()

@@ -24,6 +24,7 @@ from tests.support.env import settings_env
 from tests.support.services import running_api
 
 TASK = f"/api/v1/tasks/{uuid.UUID(int=0)}"
+SCHEDULE = f"/api/v1/schedules/{uuid.UUID(int=0)}"
 # (method, path, scope it needs); unknown ids are fine: the scope is checked first.
 CALLS = [
     ("POST", "/api/v1/tasks", "submit"),
@@ -35,6 +36,12 @@ CALLS = [
     ("POST", "/api/v1/tasks:cancel", "cancel"),
     ("POST", "/api/v1/tasks:retry", "submit"),
     ("GET", f"{TASK}/attempts", "read"),
+    ("POST", "/api/v1/schedules", "submit"),
+    ("GET", "/api/v1/schedules", "read"),
+    ("GET", SCHEDULE, "read"),
+    ("POST", f"{SCHEDULE}:pause", "submit"),
+    ("POST", f"{SCHEDULE}:resume", "submit"),
+    ("DELETE", SCHEDULE, "submit"),
     ("GET", "/api/v1/keys", "admin"),
     ("POST", "/api/v1/keys", "admin"),
     ("DELETE", "/api/v1/keys/abcdefghijkl", "admin"),
@@ -47,6 +54,7 @@ BODIES = {
     "/api/v1/keys": {"scopes": ["read"]},
     "/api/v1/tasks:cancel": {},
     "/api/v1/tasks:retry": {},
+    "/api/v1/schedules": {"name": "hourly", "cron": "0 * * * *", "task": {"title": "t"}},
 }
 
 
