@@ -112,8 +112,10 @@ def _openapi(app: FastAPI, kinds: dict[str, Kind]) -> dict[str, Any]:
         document = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        for body in ("TaskCreate", "TaskTemplate"):
-            document["components"]["schemas"][body]["properties"]["kind"]["enum"] = sorted(kinds)
+        for name, schema in document["components"]["schemas"].items():
+            # What clients send (a template read back may name a kind gone since).
+            if name in ("TaskCreate", "TaskTemplate", "TaskTemplate-Input"):
+                schema["properties"]["kind"]["enum"] = sorted(kinds)
         _close_pattern_keys(document)
         app.openapi_schema = document
     return app.openapi_schema

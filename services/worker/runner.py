@@ -75,7 +75,7 @@ class Worker:
             for name, queue in self._queues.items()
         }
         self._results: Batcher[tuple[uuid.UUID, int, Any], Status | None] = Batcher(
-            store.complete_many, settings.worker_concurrency
+            self._complete_batch, settings.worker_concurrency
         )
         self._jobs: set[asyncio.Task[None]] = set()
         # What each queue's pause and limits allowed when last read: (read at, wait).
@@ -310,6 +310,22 @@ class Worker:
     async def _complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
         return await self._results.submit((task_id, attempt, result))
 
+    async def _complete_batch(
+        self, results: list[tuple[uuid.UUID, int, Any]]
+    ) -> list[Status | None]:
+        """Record results, with the progress reported since the last heartbeat: a handler's
+        last word (say, 1.0 "done") is kept however soon it returns."""
+        return await self._store.complete_many(results, self._reported([i for i, _, _ in results]))
+
+    def _reported(self, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Take the progress reported and not yet stored of these held tasks."""
+        progress = {}
+        for task_id in task_ids:
+            held = self._held.get(task_id)
+            if held is not None and held.context is not None and held.context.reported:
+                progress[task_id], held.context.reported = held.context.reported, None
+        return progress
+
     async def _execute(
         self,
         claim: Claim,
@@ -344,15 +360,11 @@ class Worker:
     async def heartbeat(self) -> None:
         """Renew every held lease in one statement; stop what was cancelled or taken over."""
         held = {task_id: h for task_id, h in self._held.items() if h.reason is None}
-        progress = {}
-        for task_id, h in held.items():
-            if h.context is not None and h.context.reported is not None:
-                progress[task_id], h.context.reported = h.context.reported, None
         beat = await self._store.heartbeat(
             self.worker_id,
             [(task_id, h.claim.attempt) for task_id, h in held.items()],
             self._settings.lease_seconds,
-            progress,
+            self._reported(list(held)),
         )
         for task_id, h in held.items():
             if task_id in beat.cancel_requested:

@@ -60,6 +60,12 @@ async def unstorable(payload: dict[str, Any]) -> Any:
     raise TaskFailed("bad\x00byte", retryable=False)
 
 
+@kind("finishing")
+async def finishing(payload: dict[str, Any], context: TaskContext) -> None:
+    """Says it is done and returns at once, long before any heartbeat."""
+    context.progress(1, "done")
+
+
 # Set by a test to let a "progressing" task finish, by its payload's key.
 release: dict[str, asyncio.Event] = {}
 

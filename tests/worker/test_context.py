@@ -44,6 +44,17 @@ async def test_progress_is_visible_while_the_handler_runs_and_context_names_the_
     assert done["progress"] == {"fraction": 0.5, "note": "halfway"}  # kept once finished
 
 
+async def test_the_last_progress_is_kept_when_the_handler_returns_before_a_heartbeat(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(
+        update={"task_modules": ["tests.support.kinds"], "heartbeat_seconds": 10}
+    )
+    async with running_api(settings) as api, running_worker(settings):
+        done = await wait_for(api, (await submit(api, kind="finishing"))["id"])
+    assert (done["status"], done["progress"]) == ("COMPLETED", {"fraction": 1.0, "note": "done"})
+
+
 def test_a_handler_of_one_argument_keeps_working_and_bad_progress_is_refused() -> None:
     @kind("one_argument")
     async def plain(payload: dict[str, object]) -> None:

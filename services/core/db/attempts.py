@@ -20,15 +20,20 @@ class Attempts(StoreBase):
     """Results, failures, cancels, hand-backs and lease renewals of held attempts."""
 
     async def complete_many(
-        self, results: Sequence[tuple[uuid.UUID, int, Any]]
+        self,
+        results: Sequence[tuple[uuid.UUID, int, Any]],
+        progress: dict[uuid.UUID, dict[str, Any]] | None = None,
     ) -> list[Status | None]:
         """Record the result of each (task, attempt, result) in one statement; for each,
         the task's new status, or None when that attempt no longer holds the task. A task
-        whose cancel was requested ends CANCELLED instead: terminal means terminal."""
+        whose cancel was requested ends CANCELLED instead: terminal means terminal.
+        `progress` is what handlers reported since the last heartbeat, kept as well."""
+        reported = progress or {}
         params = {
             "ids": [task_id for task_id, _, _ in results],
             "attempts": [attempt for _, attempt, _ in results],
             "results": [json.dumps(result) for _, _, result in results],
+            "progress": [_json_or_none(reported.get(task_id)) for task_id, _, _ in results],
         }
         rows = await self._write(_COMPLETE_MANY, params)
         done = {(row.id, row.attempts): Status(row.status) for row in rows}
@@ -91,16 +96,17 @@ class Attempts(StoreBase):
             "lease": lease_seconds,
             "ids": [task_id for task_id, _ in held],
             "attempts": [attempt for _, attempt in held],
-            "progress": [
-                json.dumps(reported[task_id]) if task_id in reported else None
-                for task_id, _ in held
-            ],
+            "progress": [_json_or_none(reported.get(task_id)) for task_id, _ in held],
         }
         rows = await self._write(_HEARTBEAT, params)
         return Heartbeat(
             frozenset(row.id for row in rows),
             frozenset(row.id for row in rows if row.cancel_requested),
         )
+
+
+def _json_or_none(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 # Attempts left in the task's budget (counted since it was last run again).
@@ -122,10 +128,12 @@ _COMPLETE_MANY = sa.text(f"""
         UPDATE tasks SET
             status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'COMPLETED' END,
             result = CASE WHEN cancel_requested THEN NULL ELSE done.result END,
+            progress = coalesce(done.progress, tasks.progress),
             finished_at = now(), updated_at = now(), lease_expires_at = NULL
         FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[])
-        ) AS done(id, attempt, result)
+            CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[]),
+            CAST(:progress AS jsonb[])
+        ) AS done(id, attempt, result, progress)
         WHERE {in_id_order("CAST(:ids AS uuid[])")}
           AND tasks.id = done.id AND tasks.status = 'IN_PROGRESS'
           AND tasks.attempts = done.attempt
