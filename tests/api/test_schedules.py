@@ -222,7 +222,8 @@ async def test_schedulers_racing_on_a_backlog_make_each_due_time_once(
     made = await store.create_schedule("default", "busy", EVERY_SECOND, "UTC", NewTask("tick"))
     await execute(
         settings.database_url,
-        "UPDATE schedules SET next_run_at = date_trunc('second', now()) - interval '45 seconds' WHERE id = $1",
+        "UPDATE schedules SET next_run_at = date_trunc('second', now()) - interval '45 s'"
+        " WHERE id = $1",
         made.id,
     )
     rounds = await asyncio.gather(

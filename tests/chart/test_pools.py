@@ -1,4 +1,5 @@
-"""Worker pools: a Deployment, a metrics Service and a ScaledObject each, on its queues."""
+"""Worker pools: a Deployment, a metrics Service and a ScaledObject each, on its queues;
+and the settings every process reads from the ConfigMap."""
 
 from __future__ import annotations
 
@@ -123,3 +124,19 @@ async def test_a_pools_scaling_query_counts_its_queues_within_their_caps(
     assert await wanted("conveyor-worker") == 5  # default and partner, no cap
     await store.set_paused("gpu", True)
     assert await wanted("conveyor-worker-gpu") == 0
+
+
+def test_retention_and_schedule_values_reach_the_settings(monkeypatch: Any) -> None:
+    sets = {
+        "retention.completedDays": "1",
+        "retention.failedDays": "0",
+        "schedules.graceSeconds": "5",
+        "schedules.maxPerTenant": "7",
+    }
+    config = one(render(**sets), "ConfigMap", "-config")["data"]
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.retention_days() == {"COMPLETED": 1.0, "CANCELLED": 30.0}  # 0: for ever
+    assert (settings.schedule_grace_seconds, settings.max_schedules_per_tenant) == (5, 7)
+    assert "/retention/failedDays" in refusal(**{"retention.failedDays": "-1"})
