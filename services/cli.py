@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import httpx
 
@@ -23,6 +24,7 @@ from services.keys_cli import add_key_commands, run_keys
 
 logger = logging.getLogger("conveyor")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+ACTIVE = {"NEW", "PENDING", "IN_PROGRESS"}
 MIGRATE_PATIENCE = 120.0
 
 
@@ -154,6 +156,71 @@ def _get(args: argparse.Namespace) -> int:
         return _print(client.get(f"/api/v1/tasks/{args.id}"))
 
 
+def _attempts(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _print(client.get(f"/api/v1/tasks/{args.id}/attempts"))
+
+
+def _retry(args: argparse.Namespace) -> int:
+    """Run one FAILED or CANCELLED task again, or every one matching the filters."""
+    with _client(args) as client:
+        if args.id:
+            return _print(client.post(f"/api/v1/tasks/{args.id}:retry"))
+        return _print(client.post("/api/v1/tasks:retry", json=_selection(args)))
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    """Cancel one task, or every one matching the filters."""
+    with _client(args) as client:
+        if args.id:
+            return _print(client.delete(f"/api/v1/tasks/{args.id}"))
+        return _print(client.post("/api/v1/tasks:cancel", json=_selection(args)))
+
+
+def _selection(args: argparse.Namespace) -> dict[str, object]:
+    """The filters of a bulk action; refusing to act on every task unless --all says so."""
+    fields = {
+        "status": args.status,
+        "priority": args.priority,
+        "kind": args.kind,
+        "queue": args.queue,
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+    }
+    chosen = {name: value for name, value in fields.items() if value}
+    if not chosen and not args.all:
+        raise SystemExit("give a task id, filters (--status, --kind, ...), or --all")
+    return chosen
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    """List, show, create, pause, resume or delete schedules."""
+    with _client(args) as client:
+        if args.action == "list":
+            return _print(client.get("/api/v1/schedules", params={"limit": 100}))
+        if args.action == "create":
+            body = {
+                "name": args.name,
+                "cron": args.cron,
+                "timezone": args.timezone,
+                "missed": args.missed,
+                "task": {
+                    "title": args.title or args.name,
+                    "kind": args.kind,
+                    "priority": args.priority,
+                    "payload": json.loads(args.payload),
+                },
+            }
+            return _print(client.post("/api/v1/schedules", json=body))
+        path = f"/api/v1/schedules/{args.id}"
+        if args.action == "get":
+            return _print(client.get(path))
+        if args.action == "delete":
+            response = client.delete(path)
+            return 0 if response.status_code == 204 else _print(response)
+        return _print(client.post(f"{path}:{args.action}"))
+
+
 def _queues(args: argparse.Namespace) -> int:
     """List the queues, or pause or resume one (CONVEYOR_API_KEY must hold platform)."""
     with _client(args) as client:
@@ -195,6 +262,24 @@ def _parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", help="show a task")
     get.add_argument("id")
     get.add_argument("--url", default=url)
+    attempts = commands.add_parser("attempts", help="show a task's attempts")
+    attempts.add_argument("id")
+    attempts.add_argument("--url", default=url)
+    for name, text in [
+        ("retry", "run a FAILED or CANCELLED task again, or every one matching filters"),
+        ("cancel", "cancel a task, or every one matching filters"),
+    ]:
+        action = commands.add_parser(name, help=text)
+        action.add_argument("id", nargs="?")
+        action.add_argument("--status", action="append", choices=sorted(TERMINAL | ACTIVE))
+        action.add_argument("--priority", action="append", choices=["LOW", "MEDIUM", "HIGH"])
+        action.add_argument("--kind")
+        action.add_argument("--queue")
+        action.add_argument("--created-after", metavar="TIME", help="RFC 3339")
+        action.add_argument("--created-before", metavar="TIME", help="RFC 3339")
+        action.add_argument("--all", action="store_true", help="every task, when no filter")
+        action.add_argument("--url", default=url)
+    _add_schedule_commands(commands, url)
     queues = commands.add_parser(
         "queues", help="list the queues, or pause or resume one (a platform key)"
     )
@@ -203,6 +288,27 @@ def _parser() -> argparse.ArgumentParser:
     queues.add_argument("--url", default=url)
     add_key_commands(commands)
     return parser
+
+
+def _add_schedule_commands(commands: argparse._SubParsersAction[Any], url: str) -> None:
+    schedules = commands.add_parser("schedules", help="list, show, create, pause or delete")
+    actions = schedules.add_subparsers(dest="action")
+    actions.add_parser("list").add_argument("--url", default=url)
+    for name in ("get", "pause", "resume", "delete"):
+        one = actions.add_parser(name)
+        one.add_argument("id")
+        one.add_argument("--url", default=url)
+    create = actions.add_parser("create", help="a task at each due time of CRON")
+    create.add_argument("name")
+    create.add_argument("cron", help="five fields, or six with the seconds first")
+    create.add_argument("--timezone", default="UTC", help="an IANA name, such as Europe/Berlin")
+    create.add_argument("--missed", default="skip", choices=["skip", "run_once"])
+    create.add_argument("--title", help="the tasks' title (default: the name)")
+    create.add_argument("--kind", default="demo")
+    create.add_argument("--priority", default="MEDIUM", choices=["LOW", "MEDIUM", "HIGH"])
+    create.add_argument("--payload", default="{}", help="a JSON object")
+    create.add_argument("--url", default=url)
+    schedules.set_defaults(action="list", url=url)
 
 
 _SERVICES: dict[str, Callable[[Settings], None]] = {
@@ -217,6 +323,10 @@ _SERVICES: dict[str, Callable[[Settings], None]] = {
 _CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {
     "submit": _submit,
     "get": _get,
+    "attempts": _attempts,
+    "retry": _retry,
+    "cancel": _cancel,
+    "schedules": _schedules,
     "queues": _queues,
     "keys": run_keys,
 }

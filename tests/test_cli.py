@@ -1,4 +1,4 @@
-"""The `conveyor` command as a person runs it: `dev` in one process, `submit`, `get`."""
+"""The `conveyor` command as a person runs it: `dev` in one process, then the client commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -98,3 +99,61 @@ def test_queues_are_listed_paused_and_resumed(dev_server: tuple[str, dict[str, s
     assert code == 0 and resumed["paused"] is False
     code, unknown = _conveyor(env, "queues", "pause", "nope")
     assert code == 1 and unknown["status"] == 404
+
+
+def test_attempts_are_shown_and_failed_tasks_run_again(
+    dev_server: tuple[str, dict[str, str]],
+) -> None:
+    _, env = dev_server
+    payload = json.dumps({"message": "nope", "retryable": False})
+    _, task = _conveyor(
+        env, "submit", "fails", "--kind", "fail", "--payload", payload, "--wait", "20"
+    )
+    code, attempts = _conveyor(env, "attempts", str(task["id"]))
+    assert code == 0
+    assert [(a["attempt"], a["outcome"]) for a in attempts["items"]] == [(1, "failed")]  # type: ignore[union-attr]
+    code, again = _conveyor(env, "retry", str(task["id"]))
+    assert code == 0 and again["status"] == "PENDING" and again["attempts"] == 1
+    created = datetime.fromisoformat(str(task["created_at"]))
+    since = (created - timedelta(milliseconds=1)).isoformat()
+    code, twice = _conveyor(env, "retry", "--status", "FAILED", "--created-after", since)
+    assert code == 0 and twice["changed"] in (0, 1)  # 1 when it has failed again meanwhile
+    done = subprocess.run(
+        [*CONVEYOR, "cancel"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "--all" in done.stderr  # no filter: nothing is touched
+
+
+def test_schedules_are_created_listed_paused_and_deleted(
+    dev_server: tuple[str, dict[str, str]],
+) -> None:
+    _, env = dev_server
+    code, made = _conveyor(
+        env,
+        "schedules",
+        "create",
+        "cli-nightly",
+        "0 3 * * *",
+        "--timezone",
+        "Asia/Tokyo",
+        "--kind",
+        "noop",
+    )
+    assert code == 0 and made["task"]["kind"] == "noop"  # type: ignore[index]
+    assert str(made["next_run_at"]).endswith("Z") or "+00:00" in str(made["next_run_at"])
+    assert all(run.endswith("+09:00") for run in made["next_runs"])  # type: ignore[union-attr]
+    code, listed = _conveyor(env, "schedules")
+    assert code == 0 and "cli-nightly" in [s["name"] for s in listed["items"]]  # type: ignore[union-attr]
+    code, paused = _conveyor(env, "schedules", "pause", str(made["id"]))
+    assert code == 0 and paused["paused"] is True
+    done = subprocess.run(
+        [*CONVEYOR, "schedules", "delete", str(made["id"])],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    code, gone = _conveyor(env, "schedules", "get", str(made["id"]))
+    assert code == 1 and gone["status"] == 404
+    code, bad = _conveyor(env, "schedules", "create", "x", "not cron")
+    assert code == 1 and bad["errors"][0]["loc"] == ["body", "cron"]  # type: ignore[index]
