@@ -488,7 +488,53 @@ def anchor_section(single: float | None) -> None:
     )
 
 
-SECTIONS = ["api", "anchor", "drain", "start", "cost", "order", "list"]
+async def steady_load(rate: int, seconds: float, every: float) -> list[tuple[float, int, int]]:
+    """Submit `rate` tasks a second (batches of a tenth of a second) for `seconds`; every
+    `every` seconds, read the tasks table's rows and its size on disk (with its indexes)."""
+    samples: list[tuple[float, int, int]] = []
+    connection = await asyncpg.connect(DSN)
+    body = {"tasks": [{"title": "t", "kind": "noop"} for _ in range(rate // 10)]}
+    try:
+        async with httpx.AsyncClient(base_url=API, timeout=30, headers=AUTH) as client:
+            started = time.perf_counter()
+            n = 0
+            while (elapsed := time.perf_counter() - started) < seconds:
+                (await client.post("/api/v1/tasks:batch", json=body)).raise_for_status()
+                if elapsed >= len(samples) * every:
+                    rows = await connection.fetchval("SELECT count(*) FROM tasks")
+                    size = await connection.fetchval("SELECT pg_total_relation_size('tasks')")
+                    samples.append((elapsed, int(rows), int(size)))
+                n += 1
+                await asyncio.sleep(max(0.0, started + n / 10 - time.perf_counter()))
+    finally:
+        await connection.close()
+    return samples
+
+
+def retention_section(rate: int = 200, keep_seconds: int = 30, seconds: float = 240) -> None:
+    """A steady load with a short retention: the table's rows and size level off."""
+    asyncio.run(truncate())
+    keep = {
+        "RETENTION_COMPLETED_DAYS": str(keep_seconds / 86_400),
+        "RETENTION_INTERVAL_SECONDS": "5",
+    }
+    with process("api", **keep), process("worker"):
+        wait_ready()
+        samples = asyncio.run(steady_load(rate, seconds, seconds / 8))
+    for elapsed, rows, size in samples:
+        print(f"    {elapsed:5.0f} s: {rows:,} tasks, {size / 2**20:.1f} MiB", file=sys.stderr)
+    third = len(samples) // 3
+    middle, last = samples[-third - 1][2], max(size for _, _, size in samples[-third:])
+    row(
+        f"tasks table under {rate} tasks/s for {seconds:.0f} s, COMPLETED kept {keep_seconds} s",
+        ", ".join(f"{rows:,} rows / {size / 2**20:.1f} MiB" for _, rows, size in samples[2::2]),
+        f"{rate * seconds:,.0f} tasks submitted in all",
+        "size levels off (last third grows < 10%)",
+        last <= middle * 1.1,
+    )
+
+
+SECTIONS = ["api", "anchor", "drain", "start", "cost", "order", "list", "retention"]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -610,6 +656,10 @@ def run(args: argparse.Namespace) -> None:
                     goal="p99 ≤ 15 ms at 10,000,000 tasks" if label == "newest page" else "",
                     met=ms(p99) <= 15 and args.list_rows >= 10_000_000,
                 )
+
+    if want("retention"):
+        print("retention", file=sys.stderr)
+        retention_section()
 
     print("\n| measure | figure | goal | against this machine's limit |\n|---|---|---|---|")
     for what, figure, goal, against in ROWS:
