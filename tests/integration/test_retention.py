@@ -27,9 +27,9 @@ async def _finished(store: SqlTaskStore, settings: Settings, days_ago: float, ho
             await store.fail(task.id, claim.attempt, "broken", None)
     await execute(
         settings.database_url,
-        "UPDATE tasks SET finished_at = now() - make_interval(days => $2) WHERE id = $1",
+        "UPDATE tasks SET finished_at = now() - make_interval(secs => $2) WHERE id = $1",
         task.id,
-        float(days_ago),
+        days_ago * 86_400,
     )
     return str(task.id)
 
@@ -56,6 +56,16 @@ async def test_retention_removes_what_is_due_and_nothing_else(
     attempts = await fetch(settings.database_url, "SELECT task_id FROM task_attempts")
     assert {str(row["task_id"]) for row in attempts} <= left  # the attempts went with them
     assert await delete_expired(store, retention, batch=2) == {}  # a repeat is harmless
+
+
+async def test_a_retention_of_part_of_a_day_keeps_what_is_younger(
+    store: SqlTaskStore, settings: Settings
+) -> None:
+    young = await _finished(store, settings, 0.25, "complete")  # 6 hours
+    old = await _finished(store, settings, 0.75, "complete")  # 18 hours
+    assert await delete_expired(store, {Status.COMPLETED: 0.5}, batch=10) == {Status.COMPLETED: 1}
+    left = {str(row["id"]) for row in await fetch(settings.database_url, "SELECT id FROM tasks")}
+    assert left == {young} and old not in left
 
 
 async def test_a_status_kept_for_ever_is_never_deleted(

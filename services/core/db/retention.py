@@ -15,7 +15,7 @@ class Retention(StoreBase):
         """Delete up to `limit` tasks in `status` (a terminal one) that finished more than
         `older_than_days` ago, with their attempts; answer how many. 0 also when another
         process is deleting now (it has the turn)."""
-        params = {"status": status.value, "days": older_than_days, "limit": limit}
+        params = {"status": status.value, "seconds": older_than_days * 86_400, "limit": limit}
         async with self._begin(transaction=True) as connection:
             if not (await connection.execute(_TURN)).scalar():
                 return 0
@@ -26,12 +26,13 @@ class Retention(StoreBase):
 _TURN = sa.text("SELECT pg_try_advisory_xact_lock(hashtext('conveyor.tasks.retention'))")
 
 # The oldest first, read from ix_tasks_finished; rows another statement holds are left for
-# the next batch.
+# the next batch. The age in seconds: make_interval's days are whole days, and a
+# retention of half a day must not become none.
 _DELETE = sa.text("""
     DELETE FROM tasks
     WHERE id = ANY(ARRAY(
         SELECT id FROM tasks
-        WHERE status = :status AND finished_at < now() - make_interval(days => :days)
+        WHERE status = :status AND finished_at < now() - make_interval(secs => :seconds)
         ORDER BY finished_at LIMIT :limit
         FOR UPDATE SKIP LOCKED))
       AND status = :status
