@@ -177,5 +177,14 @@ BACKGROUND_ERRORS = Counter(
     "Unexpected errors in a pass of a background loop; the loop backs off and goes on.",
     ["loop"],
 )
-for _loop in ("relay", "recovery", "retention", "listen", "gauges", "heartbeat", "consume"):
+for _loop in (
+    "relay",
+    "schedules",
+    "recovery",
+    "retention",
+    "listen",
+    "gauges",
+    "heartbeat",
+    "consume",
+):
     BACKGROUND_ERRORS.labels(_loop)
