@@ -63,7 +63,11 @@ def create_app(settings: Settings) -> FastAPI:
                     settings.relay_batch,
                     publish=settings.api_publish,
                 ),
-                Waiters(plain_dsn(settings.database_url), settings.wait_max_waiters),
+                Waiters(
+                    plain_dsn(settings.database_url),
+                    settings.wait_max_waiters,
+                    clients.store.get,
+                ),
                 kinds=kinds,
                 queues=settings.queue_map(),
                 keys=key_store,

@@ -5,6 +5,9 @@ terminal status, from whichever process wrote it. Each API process keeps one lis
 connection (not one per waiter) and wakes the requests waiting for that id; NOTIFY
 reaches every listener, so it works behind any number of API replicas. While the
 listening connection is down, waiters look again every half second instead.
+
+A finished task is read once per process, however many requests wait for it, and handed
+to each: every waiter read it for its own tenant before it began to wait.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
 
+from services.core.domain import Task
 from services.core.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -31,20 +35,28 @@ class TooManyWaiters(Exception):
     """This process has as many waiting requests as it takes."""
 
 
+# A finished task as read for its waiters; None: look again yourself.
+Woken = asyncio.Future["Task | None"]
+
+
 class Waiters:
-    def __init__(self, dsn: str, limit: int) -> None:
+    def __init__(self, dsn: str, limit: int, read: Callable[[uuid.UUID], Awaitable[Task]]) -> None:
         self._dsn = dsn
         self._limit = limit
-        self._waiting: dict[uuid.UUID, set[asyncio.Future[None]]] = {}
+        # Reads a task whatever its tenant: for waiters that were let see it already.
+        self._read = read
+        self._waiting: dict[uuid.UUID, set[Woken]] = {}
+        self._reading: set[asyncio.Task[None]] = set()
         self._count = 0
         self.listening = asyncio.Event()
 
     @contextlib.contextmanager
-    def waiting_for(self, task_id: uuid.UUID) -> Iterator[asyncio.Future[None]]:
-        """A future set when `task_id` finishes; TooManyWaiters past the limit."""
+    def waiting_for(self, task_id: uuid.UUID) -> Iterator[Woken]:
+        """A future set when `task_id` finishes, to the task as it then is (or to None:
+        look again); TooManyWaiters past the limit."""
         if self._count >= self._limit:
             raise TooManyWaiters(f"{self._count} requests are waiting in this process")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: Woken = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(task_id, set()).add(future)
         self._count += 1
         try:
@@ -88,9 +100,21 @@ class Waiters:
             task_id = uuid.UUID(payload)
         except ValueError:
             return
+        if task_id in self._waiting:
+            reading = asyncio.get_running_loop().create_task(self._hand_out(task_id))
+            self._reading.add(reading)
+            reading.add_done_callback(self._reading.discard)
+
+    async def _hand_out(self, task_id: uuid.UUID) -> None:
+        """Read the finished task once and answer every waiter with it; when the read
+        fails, each looks again itself."""
+        try:
+            task: Task | None = await self._read(task_id)
+        except Exception:  # noqa: BLE001 - the waiters read it themselves
+            task = None
         for future in self._waiting.get(task_id, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(task)
 
     def _wake_all(self) -> None:
         for futures in self._waiting.values():

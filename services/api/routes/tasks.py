@@ -265,6 +265,7 @@ async def _until_finished(task: Task, wait: float, services: ServicesDep, tenant
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while not task.status.is_terminal and (left := deadline - loop.time()) > 0:
+        woken: Task | None = None
         try:
             with services.waiters.waiting_for(task.id) as finished:
                 # Read again once listening: a finish just before is not missed.
@@ -274,10 +275,11 @@ async def _until_finished(task: Task, wait: float, services: ServicesDep, tenant
                     # Waiting holds no connection: the tenant's place goes to others.
                     async with services.auth.lines.stepped_out(tenant):
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(finished, min(left, poll or left))
+                            woken = await asyncio.wait_for(finished, min(left, poll or left))
         except TooManyWaiters as error:
             raise Refused(503, "overloaded", str(error), {"Retry-After": "1"}) from error
-        task = await services.store.get(task.id, tenant)
+        # The finished task, read once for all its waiters; else look again.
+        task = woken if woken is not None else await services.store.get(task.id, tenant)
     return task
 
 
