@@ -18,7 +18,7 @@ from services.api.deps import Services
 from services.api.errors import RequestLimits, install_error_handlers
 from services.api.intake import Intake
 from services.api.observability import HttpMetrics
-from services.api.routes import health, keys, queues, schedules, tasks
+from services.api.routes import console, health, keys, overview, queues, schedules, tasks
 from services.api.waiting import Waiters
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.schema import plain_dsn, wait_for_schema
@@ -97,11 +97,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)
+    app.include_router(console.api)
     app.include_router(keys.router)
     app.include_router(schedules.router)
+    app.include_router(overview.router)
     app.include_router(queues.router)
     app.include_router(health.router)
     app.include_router(observability.router)
+    app.include_router(console.router)
     if tracing_enabled():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

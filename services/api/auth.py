@@ -245,16 +245,16 @@ def _tenant_busy() -> Refused:
     )
 
 
-def authorize(scope: Scope) -> object:
+def authorize(scope: Scope | None) -> object:
     """A dependency answering the request's Principal (401, 403, 429 or 503 otherwise), and
-    holding one of its tenant's places while the route runs."""
+    holding one of its tenant's places while the route runs; `scope` None takes any key."""
 
     async def principal(
         services: ServicesDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> AsyncIterator[Principal]:
         found = await services.auth.authenticate(credentials)
-        if not found.may(scope):
+        if scope is not None and not found.may(scope):
             AUTH_REFUSALS.labels("forbidden").inc()
             raise Refused(403, "forbidden", f"this API key lacks the {scope.value!r} scope")
         async with services.auth.lines.admit(found.tenant):
@@ -265,6 +265,7 @@ def authorize(scope: Scope) -> object:
     return Depends(principal, scope="function")
 
 
+Anyone = Annotated[Principal, authorize(None)]
 Submitter = Annotated[Principal, authorize(Scope.SUBMIT)]
 Reader = Annotated[Principal, authorize(Scope.READ)]
 Canceller = Annotated[Principal, authorize(Scope.CANCEL)]

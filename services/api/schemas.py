@@ -396,6 +396,9 @@ class TaskSelection(_Body):
     queue: str | None = Field(None, pattern=QUEUE_NAME)
     created_after: Instant | None = Field(None, description=f"Created after: {TIMES}")
     created_before: Instant | None = Field(None, description=f"Created before: {TIMES}")
+    title: Text | None = Field(
+        None, min_length=1, max_length=200, description="Text the title holds, in any case"
+    )
 
     def to_filter(self, tenant: str) -> TaskFilter:
         return TaskFilter(
@@ -406,6 +409,7 @@ class TaskSelection(_Body):
             self.created_after,
             self.created_before,
             tenant,
+            self.title,
         )
 
 
@@ -513,3 +517,47 @@ class ScheduleOut(BaseModel):
 class SchedulePage(BaseModel):
     items: list[ScheduleOut]
     next_cursor: str | None
+
+
+class WhoAmI(BaseModel):
+    """The caller, as its key makes it."""
+
+    tenant: str
+    key_id: str | None = Field(description="null when API keys are off")
+    scopes: list[Scope] = Field(description="What the key may do (admin implies all but platform)")
+    auth_enabled: bool
+
+
+class MinuteOut(BaseModel):
+    at: AwareDatetime = Field(description="The minute's start")
+    started: int
+    completed: int
+    failed: int
+
+
+class QueueActivityOut(BaseModel):
+    """One queue, as the caller's tenant sees it."""
+
+    name: str
+    paused: bool
+    ready: dict[Priority, int] = Field(
+        description="Queued tasks that are due, by priority; each counted up to 10,000"
+    )
+    running: int
+    oldest_ready_seconds: float | None
+    minutes: list[MinuteOut] = Field(description="The last 15 minutes, oldest first")
+
+
+class OverviewOut(BaseModel):
+    queues: list[QueueActivityOut]
+    window_complete: bool = Field(
+        description="false when more tasks finished in the 15 minutes than were read: the "
+        "minutes then start later"
+    )
+
+
+class TraceOut(BaseModel):
+    """Where a task's trace is."""
+
+    trace_id: str | None = Field(description="W3C trace id; null when none was recorded")
+    url: str | None = Field(description="The trace in the tracing UI (CONVEYOR_TRACE_URL)")

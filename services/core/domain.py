@@ -164,6 +164,8 @@ class TaskFilter:
     created_before: datetime | None = None
     # One tenant's tasks; None is every tenant's (operators and tests only, never clients).
     tenant: str | None = None
+    # Tasks whose title holds this text, in any case.
+    title: str | None = None
 
 
 # Tasks owed a broker message: by id, their queue and the trace context they keep.

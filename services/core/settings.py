@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     operator_peering: str = "conveyor"
     operator_health_port: int = Field(8080, ge=1, le=65535)
 
+    # The console's link to a task's trace: a URL with {trace_id}, such as
+    # http://jaeger:16686/trace/{trace_id} or Grafana's Explore link for Tempo; empty: none.
+    trace_url: str = Field("", pattern=r"^$|^https?://.*\{trace_id\}")
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -215,6 +215,16 @@ async def list_tasks(
     queue: Annotated[str | None, Query(pattern=QUEUE_NAME)] = None,
     created_after: Annotated[Instant | None, Query(description=f"Created after: {TIMES}")] = None,
     created_before: Annotated[Instant | None, Query(description=f"Created before: {TIMES}")] = None,
+    title: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=NO_NUL,
+            description="Text the title holds, in any case (the newest matches first; "
+            "narrow the time range for rare text in a large history)",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
@@ -232,6 +242,7 @@ async def list_tasks(
         created_after,
         created_before,
         principal.tenant,
+        title,
     )
     try:
         page = await store.page(where, limit, cursor)

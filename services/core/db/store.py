@@ -2,11 +2,13 @@
 
 Each part lives beside its SQL, in a module named after who uses it: submissions (the API),
 outbox (the relay), claims and attempts (workers), recovery (the sweep and the operator),
-gauges (metrics and autoscaling), queues (their pause and backlog), retention, schedules.
+gauges (metrics and autoscaling), queues (their pause and backlog), retention, schedules,
+activity (the console's overview).
 """
 
 from __future__ import annotations
 
+from services.core.db.activity import TenantActivity
 from services.core.db.attempts import Attempts
 from services.core.db.claims import Claims
 from services.core.db.gauges import GaugeReads, Gauges
@@ -30,5 +32,6 @@ class SqlTaskStore(
     QueueStates,
     Retention,
     Schedules,
+    TenantActivity,
 ):
     """Tasks in PostgreSQL, for every process: each uses the part it needs."""

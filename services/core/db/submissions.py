@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +113,20 @@ class Submissions(StoreBase):
         if row is None:
             raise TaskNotFound(task_id)
         return task_of(row)
+
+    async def trace_context(
+        self, task_id: uuid.UUID, tenant: str | None = None
+    ) -> dict[str, str] | None:
+        """The W3C trace context the task was submitted with; TaskNotFound as get()."""
+        query = sa.select(tasks.c.trace_context).where(tasks.c.id == task_id)
+        if tenant is not None:
+            query = query.where(tasks.c.tenant == tenant)
+        async with self._begin() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        context: dict[str, str] | None = row.trace_context
+        return context
 
     async def attempts_of(self, task_id: uuid.UUID, tenant: str | None = None) -> list[Attempt]:
         """Every attempt of the task, oldest first, the running one last; TaskNotFound for
@@ -271,6 +286,9 @@ def _conditions(where: TaskFilter) -> list[sa.ColumnElement[bool]]:
         conditions.append(tasks.c.created_at > where.created_after)
     if where.created_before is not None:
         conditions.append(tasks.c.created_at < where.created_before)
+    if where.title:
+        text = re.sub(r"([\\%_])", r"\\\1", where.title)  # the text itself, not a pattern
+        conditions.append(tasks.c.title.ilike(f"%{text}%", escape="\\"))
     return conditions
 
 

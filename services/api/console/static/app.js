@@ -1,0 +1,538 @@
+// Conveyor's console: plain JavaScript over the REST API, with the key a person enters.
+// Everything shown is built with textContent and DOM nodes, never parsed as HTML.
+
+const KEY = "conveyor.key";
+const STATUSES = ["NEW", "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"];
+const PRIORITIES = ["HIGH", "MEDIUM", "LOW"];
+const LIVE_SECONDS = 5;
+const main = document.getElementById("main");
+let me = null; // {tenant, key_id, scopes, auth_enabled}
+let timer = null; // the current page's live refresh
+
+// --- small helpers -------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "class") node.className = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function may(scope) {
+  if (!me) return false;
+  if (scope === "platform") return me.scopes.includes("platform");
+  return me.scopes.includes(scope) || me.scopes.includes("admin");
+}
+
+function when(text) {
+  if (!text) return "—";
+  const date = new Date(text);
+  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+}
+
+function badge(status, prefix = "s") {
+  return h("span", { class: `badge ${prefix}-${status}` }, status);
+}
+
+function notify(text) {
+  const notice = document.getElementById("notice");
+  notice.textContent = text || "";
+  notice.hidden = !text;
+}
+
+class Problem extends Error {
+  constructor(status, body) {
+    super(body && body.detail ? body.detail : `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "omit",
+  });
+  const data = response.status === 204 ? null : await response.json().catch(() => null);
+  if (response.status === 401) {
+    sessionStorage.removeItem(KEY);
+    me = null;
+    showLogin(data && data.detail);
+    throw new Problem(401, data);
+  }
+  if (!response.ok) throw new Problem(response.status, data);
+  return data;
+}
+
+function confirmed(title, text) {
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-title").textContent = title;
+  document.getElementById("confirm-text").textContent = text;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    document.getElementById("confirm-no").focus();
+  });
+}
+
+async function act(work) {
+  notify("");
+  try {
+    await work();
+  } catch (error) {
+    if (!(error instanceof Problem && error.status === 401)) notify(error.message);
+  }
+}
+
+// --- the key and the frame -----------------------------------------------------------
+
+function showLogin(reason) {
+  stopLive();
+  document.getElementById("who").replaceChildren();
+  const input = h("input", { id: "key", type: "password", autocomplete: "off", required: true });
+  const form = h(
+    "form",
+    { class: "card login", onsubmit: (event) => { event.preventDefault(); signIn(input.value.trim()); } },
+    h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, "Enter an API key. It stays in this browser tab and is forgotten when the tab closes."),
+    reason ? h("p", { role: "alert" }, reason) : null,
+    h("label", { class: "field", for: "key" }, "API key", input),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Sign in")),
+  );
+  main.replaceChildren(form);
+  input.focus();
+}
+
+async function signIn(key) {
+  sessionStorage.setItem(KEY, key);
+  await start();
+}
+
+async function start() {
+  try {
+    me = await api("/api/v1/whoami");
+  } catch (error) {
+    if (!(error instanceof Problem && error.status === 401)) notify(error.message);
+    return;
+  }
+  const who = document.getElementById("who");
+  const parts = [h("span", {}, `tenant ${me.tenant}`)];
+  if (me.auth_enabled) {
+    parts.push(h("button", { type: "button", class: "secondary", onclick: () => {
+      sessionStorage.removeItem(KEY);
+      me = null;
+      showLogin();
+    } }, "Sign out"));
+  }
+  who.replaceChildren(...parts);
+  for (const link of document.querySelectorAll("#nav a[data-scope]")) {
+    link.parentElement.hidden = !may(link.dataset.scope);
+  }
+  await route();
+}
+
+function stopLive() {
+  if (timer) clearInterval(timer);
+  timer = null;
+}
+
+function live(refresh) {
+  stopLive();
+  timer = setInterval(() => { if (!document.hidden) act(refresh); }, LIVE_SECONDS * 1000);
+}
+
+function go(url) {
+  history.pushState(null, "", url);
+  route();
+}
+
+async function route() {
+  stopLive();
+  notify("");
+  if (!me) return;
+  const path = location.pathname.replace(/\/+$/, "");
+  const pages = [
+    [/^\/ui$/, overview, "overview"],
+    [/^\/ui\/tasks$/, taskList, "tasks"],
+    [/^\/ui\/tasks\/([0-9a-f-]{36})$/, taskPage, "tasks"],
+    [/^\/ui\/schedules$/, schedules, "schedules"],
+    [/^\/ui\/queues$/, queues, "queues"],
+    [/^\/ui\/keys$/, keys, "keys"],
+  ];
+  for (const [pattern, render, name] of pages) {
+    const match = path.match(pattern);
+    if (!match) continue;
+    for (const link of document.querySelectorAll("#nav a")) {
+      if (link.dataset.page === name) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    await act(() => render(...match.slice(1)));
+    return;
+  }
+  main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "/ui" }, "Overview")));
+}
+
+// --- Overview ------------------------------------------------------------------------
+
+function spark(minutes) {
+  const ns = "http://www.w3.org/2000/svg";
+  const width = 15 * 14;
+  const height = 40;
+  const most = Math.max(1, ...minutes.map((m) => Math.max(m.started, m.completed, m.failed)));
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("role", "img");
+  const total = (what) => minutes.reduce((sum, m) => sum + m[what], 0);
+  svg.setAttribute("aria-label",
+    `last 15 minutes: ${total("started")} started, ${total("completed")} completed, ${total("failed")} failed`);
+  minutes.forEach((minute, n) => {
+    ["started", "completed", "failed"].forEach((what, k) => {
+      const bar = document.createElementNS(ns, "rect");
+      const tall = Math.round((minute[what] / most) * (height - 2));
+      bar.setAttribute("class", what);
+      bar.setAttribute("x", n * 14 + k * 4);
+      bar.setAttribute("y", height - tall);
+      bar.setAttribute("width", 3);
+      bar.setAttribute("height", tall);
+      svg.append(bar);
+    });
+  });
+  return svg;
+}
+
+async function overview() {
+  const draw = async () => {
+    const data = await api("/api/v1/overview");
+    const cards = data.queues.map((queue) => {
+      const counts = (what) => queue.minutes.reduce((sum, m) => sum + m[what], 0);
+      return h("section", { class: "card", "aria-labelledby": `q-${queue.name}` },
+        h("h2", { id: `q-${queue.name}` }, queue.name, " ",
+          queue.paused ? h("span", { class: "badge paused" }, "paused") : null),
+        h("table", {},
+          h("thead", {}, h("tr", {}, ...PRIORITIES.map((p) => h("th", { class: "num" }, p)),
+            h("th", { class: "num" }, "running"), h("th", { class: "num" }, "oldest ready"))),
+          h("tbody", {}, h("tr", {},
+            ...PRIORITIES.map((p) => h("td", { class: "num" },
+              queue.ready[p] >= 10000 ? "10,000+" : queue.ready[p].toLocaleString())),
+            h("td", { class: "num" }, queue.running.toLocaleString()),
+            h("td", { class: "num" }, age(queue.oldest_ready_seconds))))),
+        h("p", { class: "legend" },
+          h("span", { class: "started" }, `${counts("started")} started`),
+          h("span", { class: "completed" }, `${counts("completed")} completed`),
+          h("span", { class: "failed" }, `${counts("failed")} failed`),
+          " in 15 min"),
+        spark(queue.minutes));
+    });
+    main.replaceChildren(
+      h("h1", {}, "Overview"),
+      h("p", { class: "muted" }, `Your tasks on each queue (tenant ${me.tenant}); ready tasks by priority, refreshed every ${LIVE_SECONDS} s.`),
+      data.window_complete ? null : h("p", { class: "muted" }, "Busy: the charts hold the latest part of the 15 minutes."),
+      h("div", { class: "grid" }, cards));
+  };
+  await draw();
+  live(draw);
+}
+
+// --- Tasks ---------------------------------------------------------------------------
+
+function toLocalInput(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  const local = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
+  return local.toISOString().slice(0, 16);
+}
+
+function fromLocalInput(value) {
+  return value ? new Date(value).toISOString() : "";
+}
+
+function filterForm(params) {
+  const checks = (name, values) => h("fieldset", {},
+    h("legend", {}, name),
+    ...values.map((value) => h("label", {},
+      h("input", { type: "checkbox", name, value, checked: params.getAll(name).includes(value) }), value)));
+  const text = (name, label, extra = {}) => h("label", { class: "field" }, label,
+    h("input", { type: "text", name, value: params.get(name) || "", ...extra }));
+  const time = (name, label) => h("label", { class: "field" }, label,
+    h("input", { type: "datetime-local", name, value: toLocalInput(params.get(name)) }));
+  const form = h("form", { class: "filters card", role: "search", "aria-label": "Filter tasks" },
+    text("title", "Title contains"),
+    text("kind", "Kind"),
+    text("queue", "Queue"),
+    time("created_after", "Created after"),
+    time("created_before", "Created before"),
+    h("label", { class: "field" }, "Per page",
+      h("select", { name: "limit" }, ...["20", "50", "100"].map((n) =>
+        h("option", { value: n, selected: (params.get("limit") || "50") === n }, n)))),
+    checks("status", STATUSES),
+    checks("priority", PRIORITIES),
+    h("div", { class: "actions" },
+      h("button", { type: "submit" }, "Apply"),
+      h("button", { type: "button", class: "secondary", onclick: () => go("/ui/tasks") }, "Clear")));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) {
+      const kept = name.startsWith("created_") ? fromLocalInput(value) : value.trim();
+      if (kept) next.append(name, kept);
+    }
+    go(`/ui/tasks?${next}`);
+  });
+  return form;
+}
+
+function taskRow(task) {
+  return h("tr", { "data-id": task.id },
+    h("td", {}, h("a", { href: `/ui/tasks/${task.id}` }, task.title)),
+    h("td", {}, badge(task.status)),
+    h("td", {}, task.priority),
+    h("td", {}, task.kind),
+    h("td", { class: "wide" }, task.queue),
+    h("td", { class: "num wide" }, `${task.attempts}/${task.max_attempts}`),
+    h("td", { class: "wide" }, when(task.created_at)));
+}
+
+async function taskList() {
+  const params = new URLSearchParams(location.search);
+  if (!params.get("limit")) params.set("limit", "50");
+  const page = await api(`/api/v1/tasks?${params}`);
+  const body = h("tbody", {}, page.items.map(taskRow));
+  const newer = h("div", { class: "actions", "aria-live": "polite" });
+  const next = new URLSearchParams(params);
+  const first = new URLSearchParams(params);
+  first.delete("cursor");
+  if (page.next_cursor) next.set("cursor", page.next_cursor);
+  main.replaceChildren(
+    h("h1", {}, "Tasks"),
+    filterForm(params),
+    newer,
+    h("div", { class: "scroll" }, h("table", { id: "tasks" },
+      h("caption", { class: "muted" }, page.items.length
+        ? `${page.items.length} task(s) on this page, newest first${params.get("cursor") ? "" : " (live)"}`
+        : "No task matches."),
+      h("thead", {}, h("tr", {}, ...["Title", "Status", "Priority", "Kind"].map((t) => h("th", { scope: "col" }, t)),
+        ...["Queue", "Attempts", "Created"].map((t) => h("th", { scope: "col", class: "wide" }, t)))),
+      body)),
+    h("nav", { class: "actions", "aria-label": "Pages of tasks" },
+      params.get("cursor") ? h("a", { href: `/ui/tasks?${first}` }, "First page") : null,
+      page.next_cursor ? h("a", { href: `/ui/tasks?${next}`, rel: "next" }, "Next page") : null));
+  // Live: the rows shown keep their place and take their new status; tasks newer than
+  // the first page wait behind a button rather than pushing the rows down.
+  live(async () => {
+    const fresh = await api(`/api/v1/tasks?${params}`);
+    const shown = new Map([...body.rows].map((row) => [row.dataset.id, row]));
+    let arrived = 0;
+    for (const task of fresh.items) {
+      const row = shown.get(task.id);
+      if (row) row.replaceWith(taskRow(task));
+      else if (!params.get("cursor")) arrived += 1;
+    }
+    newer.replaceChildren(arrived ? h("button", { type: "button", class: "secondary", onclick: () => route() },
+      `${arrived} newer task(s): show`) : "");
+  });
+}
+
+function link(event) {
+  if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+  event.preventDefault();
+  go(event.currentTarget.getAttribute("href"));
+}
+
+function json(value) {
+  return h("pre", { tabindex: "0" }, JSON.stringify(value, null, 2));
+}
+
+async function taskPage(id) {
+  const [task, attempts, trace] = await Promise.all([
+    api(`/api/v1/tasks/${id}`),
+    api(`/api/v1/tasks/${id}/attempts`),
+    api(`/api/v1/tasks/${id}/trace`),
+  ]);
+  const terminal = ["COMPLETED", "FAILED", "CANCELLED"].includes(task.status);
+  const buttons = [];
+  if (may("cancel") && !terminal && !task.cancel_requested) {
+    buttons.push(h("button", { type: "button", class: "danger", id: "cancel", onclick: () => act(async () => {
+      if (!(await confirmed("Cancel this task?", `“${task.title}” will not run, or its worker is asked to stop.`))) return;
+      await api(`/api/v1/tasks/${id}`, { method: "DELETE" });
+      await route();
+    }) }, "Cancel task"));
+  }
+  if (may("submit") && ["FAILED", "CANCELLED"].includes(task.status)) {
+    buttons.push(h("button", { type: "button", id: "rerun", onclick: () => act(async () => {
+      if (!(await confirmed("Run this task again?", `“${task.title}” goes back in its queue with a fresh attempt budget.`))) return;
+      await api(`/api/v1/tasks/${id}:retry`, { method: "POST" });
+      await route();
+    }) }, "Run again"));
+  }
+  const field = (name, value) => [h("dt", {}, name), h("dd", {}, value)];
+  const progress = task.progress
+    ? h("span", {}, h("progress", { max: "1", value: String(task.progress.fraction) }),
+      ` ${Math.round(task.progress.fraction * 100)}% ${task.progress.note || ""}`)
+    : "—";
+  main.replaceChildren(
+    h("p", {}, h("a", { href: "/ui/tasks" }, "← Tasks")),
+    h("h1", {}, task.title, " ", badge(task.status)),
+    h("div", { class: "actions" }, buttons,
+      trace.url ? h("a", { href: trace.url, target: "_blank", rel: "noopener noreferrer" }, "Trace") :
+        trace.trace_id ? h("span", { class: "muted" }, `trace ${trace.trace_id}`) : null),
+    h("section", { class: "card" }, h("dl", { class: "fields" },
+      field("id", task.id), field("kind", task.kind), field("queue", task.queue),
+      field("priority", task.priority), field("attempts", `${task.attempts} of ${task.max_attempts}`),
+      field("progress", progress),
+      field("cancel requested", task.cancel_requested ? "yes" : "no"),
+      field("timeout", task.timeout_seconds ? `${task.timeout_seconds} s` : "the kind's"),
+      field("created", when(task.created_at)), field("scheduled", when(task.scheduled_at)),
+      field("started", when(task.started_at)), field("finished", when(task.finished_at)),
+      field("updated", when(task.updated_at)), field("description", task.description || "—"))),
+    h("h2", {}, "Payload"), json(task.payload),
+    h("h2", {}, "Result"), json(task.result),
+    task.error ? [h("h2", {}, "Error"), h("pre", { tabindex: "0" }, task.error)] : null,
+    h("h2", {}, "Attempts"),
+    attempts.items.length
+      ? h("ol", { class: "timeline", id: "attempts" }, attempts.items.map((a) => h("li", {},
+        h("strong", {}, `Attempt ${a.attempt} `), badge(a.outcome, "o"),
+        h("div", { class: "muted" }, `${when(a.started_at)} → ${a.finished_at ? when(a.finished_at) : "running"}`,
+          a.duration_seconds !== null ? `, ${age(a.duration_seconds)}` : "", a.worker_id ? `, on ${a.worker_id}` : ""),
+        a.error ? h("div", {}, a.error) : null)))
+      : h("p", { class: "muted" }, "Not started yet."));
+  if (!terminal) live(() => route());
+}
+
+// --- Schedules, queues, keys ---------------------------------------------------------
+
+async function schedules() {
+  const page = await api("/api/v1/schedules?limit=100");
+  const rows = page.items.map((s) => h("tr", {},
+    h("td", {}, s.name), h("td", {}, h("code", {}, s.cron), ` (${s.timezone})`),
+    h("td", {}, s.task.kind), h("td", {}, s.paused ? h("span", { class: "badge paused" }, "paused") : when(s.next_run_at)),
+    h("td", { class: "wide" }, when(s.last_run_at)),
+    h("td", {}, may("submit") ? h("div", { class: "actions" },
+      h("button", { type: "button", class: "secondary", onclick: () => act(async () => {
+        await api(`/api/v1/schedules/${s.id}:${s.paused ? "resume" : "pause"}`, { method: "POST" });
+        await route();
+      }) }, s.paused ? "Resume" : "Pause"),
+      h("button", { type: "button", class: "danger", onclick: () => act(async () => {
+        if (!(await confirmed("Delete this schedule?", `“${s.name}” makes no more tasks; those it made stay.`))) return;
+        await api(`/api/v1/schedules/${s.id}`, { method: "DELETE" });
+        await route();
+      }) }, "Delete")) : "")));
+  main.replaceChildren(
+    h("h1", {}, "Schedules"),
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, ...["Name", "When", "Kind", "Next run"].map((t) => h("th", { scope: "col" }, t)),
+        h("th", { scope: "col", class: "wide" }, "Last run"), h("th", { scope: "col" }, ""))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: "6", class: "muted" }, "No schedule yet."))))),
+    may("submit") ? scheduleForm() : null);
+}
+
+function scheduleForm() {
+  const input = (name, label, value = "", type = "text") => h("label", { class: "field" }, label,
+    h("input", { type, name, value, required: ["name", "cron", "title"].includes(name) }));
+  const form = h("form", { class: "filters card", "aria-label": "New schedule" },
+    input("name", "Name"), input("cron", "Cron (5 fields, or 6 with seconds first)"),
+    input("timezone", "Time zone", "UTC"), input("title", "Task title"), input("kind", "Kind", "demo"),
+    h("label", { class: "field" }, "Priority", h("select", { name: "priority" },
+      ...PRIORITIES.map((p) => h("option", { value: p, selected: p === "MEDIUM" }, p)))),
+    h("label", { class: "field" }, "Payload (JSON)", h("textarea", { name: "payload", rows: "2" }, "{}")),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Create schedule")));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = Object.fromEntries(new FormData(form));
+    act(async () => {
+      let payload;
+      try { payload = JSON.parse(data.payload || "{}"); } catch { throw new Error("The payload is not JSON."); }
+      await api("/api/v1/schedules", { method: "POST", body: {
+        name: data.name, cron: data.cron, timezone: data.timezone,
+        task: { title: data.title, kind: data.kind, priority: data.priority, payload } } });
+      await route();
+    });
+  });
+  return h("section", {}, h("h2", {}, "New schedule"), form);
+}
+
+async function queues() {
+  if (!may("platform")) {
+    main.replaceChildren(h("h1", {}, "Queues"), h("p", {}, "The queues of the installation need a key with the platform scope."));
+    return;
+  }
+  const page = await api("/api/v1/queues");
+  main.replaceChildren(h("h1", {}, "Queues"), h("div", { class: "scroll" }, h("table", {},
+    h("thead", {}, h("tr", {}, ...["Queue", "State", ...PRIORITIES, "Running", "Oldest ready", "Limits", ""].map((t) =>
+      h("th", { scope: "col" }, t)))),
+    h("tbody", {}, page.items.map((q) => h("tr", {},
+      h("td", {}, q.name), h("td", {}, q.paused ? h("span", { class: "badge paused" }, "paused") : "running"),
+      ...PRIORITIES.map((p) => h("td", { class: "num" }, q.queued[p].toLocaleString())),
+      h("td", { class: "num" }, q.running), h("td", { class: "num" }, age(q.oldest_ready_seconds)),
+      h("td", {}, [q.max_running ? `${q.max_running} at once` : "", q.rate ? `${q.rate}/s` : ""].filter(Boolean).join(", ") || "—"),
+      h("td", {}, h("button", { type: "button", class: q.paused ? "" : "secondary", onclick: () => act(async () => {
+        if (!q.paused && !(await confirmed(`Pause ${q.name}?`, "Its tasks stay queued; running ones finish."))) return;
+        await api(`/api/v1/queues/${q.name}:${q.paused ? "resume" : "pause"}`, { method: "POST" });
+        await route();
+      }) }, q.paused ? "Resume" : "Pause"))))))));
+}
+
+async function keys() {
+  const page = await api("/api/v1/keys");
+  const scopes = ["submit", "read", "cancel", "admin"];
+  const form = h("form", { class: "filters card", "aria-label": "New key" },
+    h("label", { class: "field" }, "Name", h("input", { type: "text", name: "name" })),
+    h("fieldset", {}, h("legend", {}, "Scopes"), ...scopes.map((s) =>
+      h("label", {}, h("input", { type: "checkbox", name: "scopes", value: s, checked: s === "read" }), s))),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Create key")));
+  const made = h("div", { "aria-live": "polite" });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    act(async () => {
+      const key = await api("/api/v1/keys", { method: "POST", body: { name: data.get("name"), scopes: data.getAll("scopes") } });
+      await keys();
+      main.querySelector("[aria-live]").replaceChildren(h("div", { class: "card" },
+        h("p", {}, "The new key, shown this once:"), h("p", { class: "secret" }, key.key)));
+    });
+  });
+  main.replaceChildren(h("h1", {}, "Keys"), made, h("div", { class: "scroll" }, h("table", {},
+    h("thead", {}, h("tr", {}, ...["Id", "Name", "Scopes", "Created", "State", ""].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, page.items.map((k) => h("tr", {},
+      h("td", {}, h("code", {}, k.id)), h("td", {}, k.name || "—"), h("td", {}, k.scopes.join(", ")),
+      h("td", {}, when(k.created_at)), h("td", {}, k.revoked_at ? `revoked ${when(k.revoked_at)}` : "in use"),
+      h("td", {}, k.revoked_at || k.id === me.key_id ? "" : h("button", { type: "button", class: "danger", onclick: () => act(async () => {
+        if (!(await confirmed("Revoke this key?", `Key ${k.id} stops working within seconds, for good.`))) return;
+        await api(`/api/v1/keys/${k.id}`, { method: "DELETE" });
+        await route();
+      }) }, "Revoke"))))))), h("h2", {}, "New key"), form);
+}
+
+// --- start -----------------------------------------------------------------------------
+
+document.addEventListener("click", (event) => {
+  const anchor = event.target.closest("a[href^='/ui']");
+  if (anchor && !event.defaultPrevented && anchor.target !== "_blank") link({
+    ctrlKey: event.ctrlKey, metaKey: event.metaKey, shiftKey: event.shiftKey, button: event.button,
+    preventDefault: () => event.preventDefault(), currentTarget: anchor,
+  });
+});
+window.addEventListener("popstate", () => route());
+start();

@@ -1,0 +1,215 @@
+"""The console in a real browser: sign in, find a task, open it, cancel it, run it again,
+follow a deep link, page through 250 tasks; what a key may not do is not offered."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
+
+from services.core.auth import parse_scopes
+from services.core.db.keys import SqlKeyStore
+from tests.console.conftest import Console
+
+ALL = "submit,read,cancel,admin"
+
+
+def _until(browser: WebDriver, check: Callable[[WebDriver], Any], seconds: float = 10) -> Any:
+    return WebDriverWait(browser, seconds, poll_frequency=0.05).until(check)
+
+
+def _find(browser: WebDriver, css: str, seconds: float = 10) -> WebElement:
+    return _until(browser, lambda b: b.find_element(By.CSS_SELECTOR, css), seconds)  # type: ignore[no-any-return]
+
+
+def _text(browser: WebDriver, css: str) -> str:
+    return _find(browser, css).text
+
+
+async def _key(keys: SqlKeyStore, scopes: str = ALL, tenant: str = "acme") -> str:
+    key, _ = await keys.create(tenant, parse_scopes(scopes))
+    return key
+
+
+def _sign_in(browser: WebDriver, console: Console, key: str, path: str = "/ui") -> None:
+    browser.get(f"{console.url}/ui")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{console.url}{path}")
+    field = _find(browser, "#key")
+    field.send_keys(key, Keys.ENTER)  # the keyboard alone signs in
+    _until(browser, lambda b: "tenant" in b.find_element(By.ID, "who").text)
+
+
+def _submit(console: Console, key: str, **fields: Any) -> dict[str, Any]:
+    with console.client(key) as client:
+        response = client.post("/api/v1/tasks", json={"title": "a task", **fields})
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+
+def _status(browser: WebDriver) -> str:
+    return _text(browser, "h1 .badge")
+
+
+def _confirm(browser: WebDriver) -> None:
+    _until(browser, lambda b: b.find_element(By.ID, "confirm").get_attribute("open") is not None)
+    browser.find_element(By.ID, "confirm-yes").click()
+
+
+async def test_a_task_is_found_opened_cancelled_and_run_again(
+    browser: WebDriver, console: Console, keys: SqlKeyStore
+) -> None:
+    key = await _key(keys)
+    marker = uuid.uuid4().hex[:8]
+    task = _submit(console, key, title=f"invoice {marker}", kind="noop", payload={"n": 1234})
+    _submit(console, key, title="something else", kind="noop")
+    _sign_in(browser, console, key)
+    assert "default" in _text(browser, ".grid")  # the overview's queue card
+
+    browser.find_element(By.CSS_SELECTOR, "a[data-page='tasks']").click()
+    search = _find(browser, "input[name='title']")
+    search.send_keys(marker, Keys.ENTER)
+    _until(browser, lambda b: f"title={marker}" in b.current_url)
+    _until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == 1)
+    browser.find_element(By.LINK_TEXT, f"invoice {marker}").click()
+
+    _until(browser, lambda b: b.current_url.endswith(f"/ui/tasks/{task['id']}"))
+    assert _status(browser) in ("NEW", "PENDING")
+    assert '"n": 1234' in _text(browser, "pre")
+    trace = browser.find_element(By.LINK_TEXT, "Trace").get_attribute("href")
+    assert trace is not None and trace.startswith("http://jaeger.example/trace/")
+
+    browser.find_element(By.ID, "cancel").click()
+    _confirm(browser)
+    _until(browser, lambda b: _status(b) == "CANCELLED")
+    assert not browser.find_elements(By.ID, "cancel")
+
+    browser.find_element(By.ID, "rerun").click()
+    _confirm(browser)
+    _until(browser, lambda b: _status(b) == "PENDING")
+    with console.client(key) as client:
+        stored = client.get(f"/api/v1/tasks/{task['id']}").json()
+    assert stored["status"] == "PENDING" and stored["id"] == task["id"]
+
+
+async def test_a_deep_link_holds_the_filters(
+    browser: WebDriver, console: Console, keys: SqlKeyStore
+) -> None:
+    key = await _key(keys)
+    for n in range(3):
+        _submit(console, key, title=f"echo {n}", kind="echo", priority="HIGH")
+    _submit(console, key, title="a noop", kind="noop", priority="HIGH")
+    _submit(console, key, title="a low echo", kind="echo", priority="LOW")
+    _sign_in(browser, console, key, "/ui/tasks?kind=echo&priority=HIGH&limit=20")
+    _until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == 3)
+    titles = [
+        row.text.split("\n")[0] for row in browser.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
+    ]
+    assert all(title.startswith("echo ") for title in titles), titles
+    assert browser.find_element(By.NAME, "kind").get_attribute("value") == "echo"
+    assert browser.find_element(
+        By.CSS_SELECTOR, "input[name='priority'][value='HIGH']"
+    ).is_selected()
+    assert not browser.find_element(
+        By.CSS_SELECTOR, "input[name='priority'][value='LOW']"
+    ).is_selected()
+    browser.refresh()  # the address alone makes the same page
+    _until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == 3)
+
+
+async def test_two_hundred_fifty_tasks_are_paged_through(
+    browser: WebDriver, console: Console, keys: SqlKeyStore
+) -> None:
+    key = await _key(keys)
+    with console.client(key) as client:
+        for batch in range(5):
+            body = {"tasks": [{"title": f"bulk {batch}-{n}", "kind": "noop"} for n in range(50)]}
+            assert client.post("/api/v1/tasks:batch", json=body).json()["created"] == 50
+    _sign_in(browser, console, key, "/ui/tasks?limit=100")
+    seen: list[str] = []
+    for expected in (100, 100, 50):
+        _until(
+            browser,
+            lambda b, n=expected: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == n,
+        )
+        seen += [
+            row.get_attribute("data-id") or ""
+            for row in browser.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
+        ]
+        following = browser.find_elements(By.LINK_TEXT, "Next page")
+        if expected == 50:
+            assert not following
+        else:
+            following[0].click()
+            _until(browser, lambda b: "cursor=" in b.current_url)
+    assert len(seen) == len(set(seen)) == 250
+    browser.back()  # the browser's own history goes back a page
+    _until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == 100)
+
+
+async def test_a_read_only_key_is_offered_no_action_and_a_forged_one_is_refused(
+    browser: WebDriver, console: Console, keys: SqlKeyStore
+) -> None:
+    writer = await _key(keys)
+    task = _submit(console, writer, title="hands off", kind="noop")
+    with console.client(writer) as client:
+        client.delete(f"/api/v1/tasks/{task['id']}")
+    reader = await _key(keys, "read")
+    _sign_in(browser, console, reader, f"/ui/tasks/{task['id']}")
+    _until(browser, lambda b: _status(b) == "CANCELLED")
+    assert not browser.find_elements(By.ID, "rerun") and not browser.find_elements(By.ID, "cancel")
+    nav = browser.find_element(By.ID, "nav")
+    assert not nav.find_element(By.CSS_SELECTOR, "a[data-page='keys']").is_displayed()
+    assert not nav.find_element(By.CSS_SELECTOR, "a[data-page='queues']").is_displayed()
+    forged = browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        const key = sessionStorage.getItem("conveyor.key");
+        fetch(arguments[0], {method: "POST", headers: {Authorization: "Bearer " + key}})
+          .then((r) => r.json().then((body) => done([r.status, body.type])));""",
+        f"/api/v1/tasks/{task['id']}:retry",
+    )
+    assert forged == [403, "urn:conveyor:problem:forbidden"]
+
+
+def test_with_keys_off_it_opens_straight_away_and_the_page_is_locked_down(
+    browser: WebDriver, open_console: Console
+) -> None:
+    response = open_console.client().get("/ui/tasks?status=FAILED")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    # Nothing is loaded from elsewhere: every address in the page and its script is ours.
+    refs = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+    assert refs and all(ref.startswith(("/ui", "#")) for ref in refs), refs
+    script = open_console.client().get("/ui/static/app.js").text
+    assert set(re.findall(r"https?://[^\s\"'`]+", script)) == {"http://www.w3.org/2000/svg"}
+    browser.get(f"{open_console.url}/ui")
+    _find(browser, ".grid section")  # the overview, with no key asked for
+    assert "tenant default" in _text(browser, "#who")
+    assert not browser.find_elements(By.ID, "key")
+    unlabelled = browser.execute_script(
+        """return [...document.querySelectorAll('input, select, textarea, button')]
+          .filter((e) => !(e.labels && e.labels.length) && !e.closest('label')
+                         && !e.textContent.trim() && !e.getAttribute('aria-label')).length"""
+    )
+    assert unlabelled == 0
+    browser.get(f"{open_console.url}/ui/tasks")
+    _find(browser, "form.filters")
+    unlabelled = browser.execute_script(
+        """return [...document.querySelectorAll('input, select, textarea')]
+          .filter((e) => !(e.labels && e.labels.length)).map((e) => e.name)"""
+    )
+    assert unlabelled == []
+    violations = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
+    assert violations == []
