@@ -3,11 +3,13 @@ follow a deep link, page through 250 tasks; what a key may not do is not offered
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -17,12 +19,17 @@ from selenium.webdriver.support.wait import WebDriverWait
 from services.core.auth import parse_scopes
 from services.core.db.keys import SqlKeyStore
 from tests.console.conftest import Console
+from tests.support.database import execute
 
 ALL = "submit,read,cancel,admin"
 
 
 def _until(browser: WebDriver, check: Callable[[WebDriver], Any], seconds: float = 10) -> Any:
-    return WebDriverWait(browser, seconds, poll_frequency=0.05).until(check)
+    """What `check` answers once it answers something; a page that re-renders meanwhile
+    (a live refresh) makes it look again."""
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(browser, seconds, poll_frequency=0.05, ignored_exceptions=ignored)
+    return wait.until(check)
 
 
 def _find(browser: WebDriver, css: str, seconds: float = 10) -> WebElement:
@@ -30,7 +37,7 @@ def _find(browser: WebDriver, css: str, seconds: float = 10) -> WebElement:
 
 
 def _text(browser: WebDriver, css: str) -> str:
-    return _find(browser, css).text
+    return _until(browser, lambda b: b.find_element(By.CSS_SELECTOR, css).text)  # type: ignore[no-any-return]
 
 
 async def _key(keys: SqlKeyStore, scopes: str = ALL, tenant: str = "acme") -> str:
@@ -69,6 +76,13 @@ async def test_a_task_is_found_opened_cancelled_and_run_again(
     key = await _key(keys)
     marker = uuid.uuid4().hex[:8]
     task = _submit(console, key, title=f"invoice {marker}", kind="noop", payload={"n": 1234})
+    trace_id = uuid.uuid4().hex  # as a traced submit keeps it (tracing is off here)
+    await execute(
+        console.settings.database_url,
+        "UPDATE tasks SET trace_context = $2 WHERE id = $1",
+        uuid.UUID(task["id"]),
+        json.dumps({"traceparent": f"00-{trace_id}-{'1' * 16}-01"}),
+    )
     _submit(console, key, title="something else", kind="noop")
     _sign_in(browser, console, key)
     assert "default" in _text(browser, ".grid")  # the overview's queue card
@@ -84,7 +98,7 @@ async def test_a_task_is_found_opened_cancelled_and_run_again(
     assert _status(browser) in ("NEW", "PENDING")
     assert '"n": 1234' in _text(browser, "pre")
     trace = browser.find_element(By.LINK_TEXT, "Trace").get_attribute("href")
-    assert trace is not None and trace.startswith("http://jaeger.example/trace/")
+    assert trace == f"http://jaeger.example/trace/{trace_id}"
 
     browser.find_element(By.ID, "cancel").click()
     _confirm(browser)
