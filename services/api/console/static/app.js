@@ -26,6 +26,10 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+function show(...nodes) {
+  main.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
+}
+
 function may(scope) {
   if (!me) return false;
   if (scope === "platform") return me.scopes.includes("platform");
@@ -120,7 +124,7 @@ function showLogin(reason) {
     h("label", { class: "field", for: "key" }, "API key", input),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Sign in")),
   );
-  main.replaceChildren(form);
+  show(form);
   input.focus();
 }
 
@@ -190,7 +194,7 @@ async function route() {
     await act(() => render(...match.slice(1)));
     return;
   }
-  main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "/ui" }, "Overview")));
+  show(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "/ui" }, "Overview")));
 }
 
 // --- Overview ------------------------------------------------------------------------
@@ -231,14 +235,14 @@ async function overview() {
       return h("section", { class: "card", "aria-labelledby": `q-${queue.name}` },
         h("h2", { id: `q-${queue.name}` }, queue.name, " ",
           queue.paused ? h("span", { class: "badge paused" }, "paused") : null),
-        h("table", {},
+        h("div", { class: "scroll" }, h("table", {},
           h("thead", {}, h("tr", {}, ...PRIORITIES.map((p) => h("th", { class: "num" }, p)),
             h("th", { class: "num" }, "running"), h("th", { class: "num" }, "oldest ready"))),
           h("tbody", {}, h("tr", {},
             ...PRIORITIES.map((p) => h("td", { class: "num" },
               queue.ready[p] >= 10000 ? "10,000+" : queue.ready[p].toLocaleString())),
             h("td", { class: "num" }, queue.running.toLocaleString()),
-            h("td", { class: "num" }, age(queue.oldest_ready_seconds))))),
+            h("td", { class: "num" }, age(queue.oldest_ready_seconds)))))),
         h("p", { class: "legend" },
           h("span", { class: "started" }, `${counts("started")} started`),
           h("span", { class: "completed" }, `${counts("completed")} completed`),
@@ -246,7 +250,7 @@ async function overview() {
           " in 15 min"),
         spark(queue.minutes));
     });
-    main.replaceChildren(
+    show(
       h("h1", {}, "Overview"),
       h("p", { class: "muted" }, `Your tasks on each queue (tenant ${me.tenant}); ready tasks by priority, refreshed every ${LIVE_SECONDS} s.`),
       data.window_complete ? null : h("p", { class: "muted" }, "Busy: the charts hold the latest part of the 15 minutes."),
@@ -325,7 +329,7 @@ async function taskList() {
   const first = new URLSearchParams(params);
   first.delete("cursor");
   if (page.next_cursor) next.set("cursor", page.next_cursor);
-  main.replaceChildren(
+  show(
     h("h1", {}, "Tasks"),
     filterForm(params),
     newer,
@@ -392,7 +396,7 @@ async function taskPage(id) {
     ? h("span", {}, h("progress", { max: "1", value: String(task.progress.fraction) }),
       ` ${Math.round(task.progress.fraction * 100)}% ${task.progress.note || ""}`)
     : "—";
-  main.replaceChildren(
+  show(
     h("p", {}, h("a", { href: "/ui/tasks" }, "← Tasks")),
     h("h1", {}, task.title, " ", badge(task.status)),
     h("div", { class: "actions" }, buttons,
@@ -439,7 +443,7 @@ async function schedules() {
         await api(`/api/v1/schedules/${s.id}`, { method: "DELETE" });
         await route();
       }) }, "Delete")) : "")));
-  main.replaceChildren(
+  show(
     h("h1", {}, "Schedules"),
     h("div", { class: "scroll" }, h("table", {},
       h("thead", {}, h("tr", {}, ...["Name", "When", "Kind", "Next run"].map((t) => h("th", { scope: "col" }, t)),
@@ -475,11 +479,11 @@ function scheduleForm() {
 
 async function queues() {
   if (!may("platform")) {
-    main.replaceChildren(h("h1", {}, "Queues"), h("p", {}, "The queues of the installation need a key with the platform scope."));
+    show(h("h1", {}, "Queues"), h("p", {}, "The queues of the installation need a key with the platform scope."));
     return;
   }
   const page = await api("/api/v1/queues");
-  main.replaceChildren(h("h1", {}, "Queues"), h("div", { class: "scroll" }, h("table", {},
+  show(h("h1", {}, "Queues"), h("div", { class: "scroll" }, h("table", {},
     h("thead", {}, h("tr", {}, ...["Queue", "State", ...PRIORITIES, "Running", "Oldest ready", "Limits", ""].map((t) =>
       h("th", { scope: "col" }, t)))),
     h("tbody", {}, page.items.map((q) => h("tr", {},
@@ -513,7 +517,7 @@ async function keys() {
         h("p", {}, "The new key, shown this once:"), h("p", { class: "secret" }, key.key)));
     });
   });
-  main.replaceChildren(h("h1", {}, "Keys"), made, h("div", { class: "scroll" }, h("table", {},
+  show(h("h1", {}, "Keys"), made, h("div", { class: "scroll" }, h("table", {},
     h("thead", {}, h("tr", {}, ...["Id", "Name", "Scopes", "Created", "State", ""].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, page.items.map((k) => h("tr", {},
       h("td", {}, h("code", {}, k.id)), h("td", {}, k.name || "—"), h("td", {}, k.scopes.join(", ")),
