@@ -197,8 +197,27 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _on_unexpected)
 
 
+# Methods that change nothing: another site's page may send them (it cannot read the answer).
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cross_site(headers: dict[bytes, bytes]) -> bool:
+    """True when a browser says the request comes from a page of another origin: its
+    Sec-Fetch-Site (a sibling subdomain counts as another), or, from browsers too old to
+    send that, an Origin other than the address it was sent to. Programs send neither."""
+    site = headers.get(b"sec-fetch-site")
+    if site is not None:
+        return site not in (b"same-origin", b"none")
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    return origin.partition(b"://")[2] != headers.get(b"host", b"")
+
+
 class RequestLimits:
-    """Refuse oversized headers (431) and bodies (413) before anything parses them."""
+    """Refuse oversized headers (431) and bodies (413), and changes asked for by another
+    site's page (403: with API keys off, on a laptop, nothing else would stop a page
+    from pausing a queue), before anything parses them."""
 
     def __init__(self, app: ASGIApp, body_bytes: int, header_bytes: int) -> None:
         self.app = app
@@ -211,7 +230,11 @@ class RequestLimits:
         headers = scope["headers"]
         if sum(len(name) + len(value) for name, value in headers) > self.header_bytes:
             return await self._refuse(scope, receive, send, 431, "headers", self.header_bytes)
-        declared = dict(headers).get(b"content-length")
+        named = dict(headers)
+        if scope["method"] not in _SAFE_METHODS and cross_site(named):
+            detail = "a page of another site may not change anything here"
+            return await problem(403, detail, slug="cross-site")(scope, receive, send)
+        declared = named.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.body_bytes:
             return await self._refuse(scope, receive, send, 413, "body", self.body_bytes)
         seen = 0

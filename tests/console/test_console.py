@@ -227,3 +227,30 @@ def test_with_keys_off_it_opens_straight_away_and_the_page_is_locked_down(
         if "Content Security Policy" in entry["message"]
     ]
     assert violations == []
+
+
+def test_a_page_of_another_site_cannot_change_anything_even_with_keys_off(
+    open_console: Console,
+) -> None:
+    with open_console.client() as client:
+        task = client.post("/api/v1/tasks", json={"title": "mine", "kind": "noop"}).json()
+        for headers in (
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+        ):
+            for method, path in [
+                ("POST", "/api/v1/queues/default:pause"),
+                ("DELETE", f"/api/v1/tasks/{task['id']}"),
+                ("POST", "/api/v1/tasks"),
+            ]:
+                answer = client.request(method, path, headers=headers, json={"title": "x"})
+                assert answer.status_code == 403, (headers, path, answer.text)
+                assert answer.json()["type"] == "urn:conveyor:problem:cross-site"
+            assert client.get("/api/v1/tasks", headers=headers).status_code == 200  # reads stay
+        queues = client.get("/api/v1/queues").json()["items"]
+        assert [q["paused"] for q in queues] == [False]
+        assert client.get(f"/api/v1/tasks/{task['id']}").json()["status"] != "CANCELLED"
+        same = {"Sec-Fetch-Site": "same-origin", "Origin": open_console.url}
+        assert client.delete(f"/api/v1/tasks/{task['id']}", headers=same).status_code == 200

@@ -17,7 +17,7 @@ from services.core.domain import Priority
 COUNT_CAP = 10_000
 # Finished tasks read for the minute series at most (the newest); past it the series
 # holds only the latest part of the window.
-WINDOW_ROWS = 50_000
+WINDOW_ROWS = 10_000
 WINDOW_MINUTES = 15
 
 
