@@ -15,8 +15,8 @@ from services.core.domain import Priority
 
 # Ready tasks are counted up to this many per queue and priority ("10,000 or more").
 COUNT_CAP = 10_000
-# Finished tasks read for the minute series at most (the newest); past it the series
-# holds only the latest part of the window.
+# Finished tasks of each status read for the minute series at most (the newest); past it
+# the series holds only the latest part of the window.
 WINDOW_ROWS = 10_000
 WINDOW_MINUTES = 15
 
@@ -90,8 +90,11 @@ class TenantActivity(StoreBase):
                 Minute(at, **counts.get((queue.name, at), {}))
                 for at in (start + timedelta(minutes=n) for n in range(WINDOW_MINUTES))
             ]
-        read = sum(row.n for row in finished if row.what != "started")
-        return Activity(list(by_name.values()), now, read < WINDOW_ROWS)
+        read = {
+            what: sum(row.n for row in finished if row.what == what)
+            for what in ("completed", "failed")
+        }
+        return Activity(list(by_name.values()), now, max(read.values()) < WINDOW_ROWS)
 
 
 _PAUSED = sa.text("SELECT name FROM queues WHERE paused AND name = ANY(CAST(:queues AS text[]))")
@@ -118,16 +121,18 @@ _RUNNING = sa.text("""
     GROUP BY queue
 """)
 
-# The tenant's tasks that finished in the window (its newest :rows, found through
-# ix_tasks_finished), by minute of their finish and of their start; and its running ones,
-# by minute of their start.
+# The tenant's tasks that finished in the window (its newest :rows of each status, read
+# backwards along ix_tasks_finished: one ordered scan per status, never the whole table),
+# by minute of their finish and of their start; and its running ones, by their start.
 _FINISHED = sa.text("""
     WITH recent AS (
-        SELECT queue, status, started_at, finished_at FROM tasks
-        WHERE status IN ('COMPLETED', 'FAILED') AND finished_at >= :since
-          AND tenant = :tenant
-        ORDER BY finished_at DESC
-        LIMIT :rows
+        (SELECT queue, status, started_at, finished_at FROM tasks
+         WHERE status = 'COMPLETED' AND finished_at >= :since AND tenant = :tenant
+         ORDER BY finished_at DESC LIMIT :rows)
+        UNION ALL
+        (SELECT queue, status, started_at, finished_at FROM tasks
+         WHERE status = 'FAILED' AND finished_at >= :since AND tenant = :tenant
+         ORDER BY finished_at DESC LIMIT :rows)
     ), events AS (
         SELECT queue, lower(status) AS what, finished_at AS at FROM recent
         UNION ALL
