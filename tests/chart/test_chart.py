@@ -185,10 +185,17 @@ def test_a_config_change_rolls_the_pods() -> None:
     assert checksum() != checksum(**{"config.leaseSeconds": "60"})
 
 
-def test_the_ingress_never_exposes_metrics() -> None:
+def test_the_ingress_serves_the_api_and_the_console_and_never_metrics() -> None:
     ingress = one(render(CHART / "ci" / "ingress-values.yaml"), "Ingress")
     paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-    assert "/api" in paths and not [p for p in paths if p in ("/", "/metrics")]
+    assert {"/api", "/ui"} <= set(paths) and not [p for p in paths if p in ("/", "/metrics")]
+
+
+def test_the_console_links_traces_where_the_values_say() -> None:
+    url = "http://tempo.example/trace/{trace_id}"
+    config = one(render(**{"console.traceUrl": url}), "ConfigMap", "-config")["data"]
+    assert config["CONVEYOR_TRACE_URL"] == url
+    assert "CONVEYOR_TRACE_URL" not in one(render(), "ConfigMap", "-config")["data"]
 
 
 def test_monitoring_objects_carry_the_rules_and_the_dashboard() -> None:
