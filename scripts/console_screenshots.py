@@ -138,6 +138,11 @@ def _seed(client: httpx.Client) -> str:
             },
         ).raise_for_status()
     client.post("/api/v1/queues/reports:pause")
+    for name, scopes in [
+        ("billing jobs", ["submit", "read"]),
+        ("support desk", ["read", "cancel"]),
+    ]:
+        client.post("/api/v1/keys", json={"name": name, "scopes": scopes}).raise_for_status()
     return str(failing["id"])
 
 
@@ -190,6 +195,7 @@ def main() -> None:
                     _shoot(driver, f"/ui/tasks/{failing}", "task")
                     _shoot(driver, "/ui/schedules", "schedules")
                     _shoot(driver, "/ui/queues", "queues")
+                    _shoot(driver, "/ui/keys", "keys")
                     _shoot(driver, "/ui/tasks?status=FAILED&status=CANCELLED", "phone", (390, 844))
                 finally:
                     driver.quit()

@@ -24,7 +24,7 @@ _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -36,22 +36,29 @@ router = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
 
+# The console's files, read once: the script, the style and the icon, by name.
+_STATIC = {
+    path.name: (path.read_bytes(), _TYPES[path.suffix])
+    for path in (FILES / "static").iterdir()
+    if path.suffix in _TYPES
+}
+_PAGE = (FILES / "index.html").read_bytes()
+
+
 @router.get("/ui/static/{name}")
 async def static_file(name: str) -> Response:
-    """The console's script, style and icon (names without a path only)."""
-    path = FILES / "static" / name
-    if "/" in name or path.suffix not in _TYPES or not path.is_file():
+    """The console's script, style and icon."""
+    if name not in _STATIC:
         raise HTTPException(404)
-    return Response(path.read_bytes(), media_type=_TYPES[path.suffix], headers=SECURITY_HEADERS)
+    body, media_type = _STATIC[name]
+    return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
 
 
 @router.get("/ui")
 @router.get("/ui/{page:path}")
 async def page(page: str = "") -> Response:
     """Every console address is the same page: it reads the address (its filters too)."""
-    return Response(
-        (FILES / "index.html").read_bytes(), media_type="text/html", headers=SECURITY_HEADERS
-    )
+    return Response(_PAGE, media_type="text/html", headers=SECURITY_HEADERS)
 
 
 @api.get("/{task_id}/trace", response_model=TraceOut, responses=errors(404, 422))
