@@ -42,8 +42,12 @@ async def test_the_overview_counts_the_callers_ready_running_and_finished_tasks(
             await wait_for(api, task["id"])
         running = await submit(api, kind="sleep", payload={"seconds": 30})
         await wait_for(api, running["id"], {"IN_PROGRESS"})
-        for priority in ("HIGH", "HIGH", "LOW"):  # the one slot is taken: these wait
+        waiting = [  # the one slot is taken: these wait
             await submit(api, kind="noop", priority=priority)
+            for priority in ("HIGH", "HIGH", "LOW")
+        ]
+        for task in waiting:  # ready once the broker has their messages (PENDING)
+            await wait_for(api, task["id"], {"PENDING"})
         overview = (await api.get("/api/v1/overview")).json()
         await api.delete(f"/api/v1/tasks/{running['id']}")
     (default,) = [q for q in overview["queues"] if q["name"] == "default"]
