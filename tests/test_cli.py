@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -91,14 +93,19 @@ def test_dev_runs_every_builtin_kind(
 
 def test_queues_are_listed_paused_and_resumed(dev_server: tuple[str, dict[str, str]]) -> None:
     _, env = dev_server  # keys are off on a laptop's loopback: every scope, platform included
-    code, paused = _conveyor(env, "queues", "pause", "default")
+    code, paused = _conveyor(env, "queues", "pause", "default", "-o", "json")
     assert code == 0 and paused["paused"] is True
-    code, listed = _conveyor(env, "queues")
-    assert code == 0 and [q["paused"] for q in listed["items"]] == [True]  # type: ignore[union-attr, index]
-    code, resumed = _conveyor(env, "queues", "resume", "default")
+    code, listed = _conveyor(env, "queues", "-o", "json")
+    assert code == 0 and [q["paused"] for q in listed] == [True]  # type: ignore[union-attr, index]
+    code, resumed = _conveyor(env, "queues", "resume", "default", "-o", "json")
     assert code == 0 and resumed["paused"] is False
-    code, unknown = _conveyor(env, "queues", "pause", "nope")
-    assert code == 1 and unknown["status"] == 404
+    done = _run(env, "queues", "pause", "nope")
+    assert done.returncode == 4 and done.stdout == ""
+    assert done.stderr.startswith("conveyor: ") and "HTTP 404 queue-not-found" in done.stderr
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_attempts_are_shown_and_failed_tasks_run_again(
@@ -106,22 +113,34 @@ def test_attempts_are_shown_and_failed_tasks_run_again(
 ) -> None:
     _, env = dev_server
     payload = json.dumps({"message": "nope", "retryable": False})
-    _, task = _conveyor(
-        env, "submit", "fails", "--kind", "fail", "--payload", payload, "--wait", "20"
+    code, task = _conveyor(
+        env,
+        "tasks",
+        "submit",
+        "fails",
+        "--kind",
+        "fail",
+        "--payload",
+        payload,
+        "--wait",
+        "20",
+        "-o",
+        "json",
     )
-    code, attempts = _conveyor(env, "attempts", str(task["id"]))
+    assert code == 1 and task["status"] == "FAILED"  # exit 1: the task failed
+    code, attempts = _conveyor(env, "tasks", "attempts", str(task["id"]), "-o", "json")
     assert code == 0
-    assert [(a["attempt"], a["outcome"]) for a in attempts["items"]] == [(1, "failed")]  # type: ignore[union-attr]
-    code, again = _conveyor(env, "retry", str(task["id"]))
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "failed")]  # type: ignore[union-attr, index]
+    code, again = _conveyor(env, "tasks", "retry", str(task["id"]), "-o", "json")
     assert code == 0 and again["status"] == "PENDING" and again["attempts"] == 1
     created = datetime.fromisoformat(str(task["created_at"]))
     since = (created - timedelta(milliseconds=1)).isoformat()
-    code, twice = _conveyor(env, "retry", "--status", "FAILED", "--created-after", since)
-    assert code == 0 and twice["changed"] in (0, 1)  # 1 when it has failed again meanwhile
-    done = subprocess.run(
-        [*CONVEYOR, "cancel"], env=env, capture_output=True, text=True, timeout=60
+    code, twice = _conveyor(
+        env, "tasks", "retry", "--status", "FAILED", "--created-after", since, "-o", "json"
     )
-    assert done.returncode != 0 and "--all" in done.stderr  # no filter: nothing is touched
+    assert code == 0 and twice["changed"] in (0, 1)  # 1 when it has failed again meanwhile
+    done = _run(env, "tasks", "cancel")
+    assert done.returncode == 2 and "--all" in done.stderr  # no filter: nothing is touched
 
 
 def test_schedules_are_created_listed_paused_and_deleted(
@@ -138,22 +157,135 @@ def test_schedules_are_created_listed_paused_and_deleted(
         "Asia/Tokyo",
         "--kind",
         "noop",
+        "-o",
+        "json",
     )
     assert code == 0 and made["task"]["kind"] == "noop"  # type: ignore[index]
-    assert str(made["next_run_at"]).endswith("Z") or "+00:00" in str(made["next_run_at"])
     assert all(run.endswith("+09:00") for run in made["next_runs"])  # type: ignore[union-attr]
-    code, listed = _conveyor(env, "schedules")
-    assert code == 0 and "cli-nightly" in [s["name"] for s in listed["items"]]  # type: ignore[union-attr]
-    code, paused = _conveyor(env, "schedules", "pause", str(made["id"]))
+    listed = _run(env, "schedules")  # a table by default
+    assert listed.returncode == 0 and "cli-nightly" in listed.stdout and "NAME" in listed.stdout
+    code, paused = _conveyor(env, "schedules", "pause", str(made["id"]), "-o", "json")
     assert code == 0 and paused["paused"] is True
-    done = subprocess.run(
-        [*CONVEYOR, "schedules", "delete", str(made["id"])],
-        env=env,
-        capture_output=True,
-        timeout=60,
+    assert _run(env, "schedules", "delete", str(made["id"])).returncode == 0
+    gone = _run(env, "schedules", "get", str(made["id"]))
+    assert gone.returncode == 4 and "schedule-not-found" in gone.stderr
+    bad = _run(env, "schedules", "create", "x", "not cron")
+    assert bad.returncode == 4 and "cron" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_tasks_are_listed_as_a_table_or_json_and_waited_for(
+    dev_server: tuple[str, dict[str, str]],
+) -> None:
+    _, env = dev_server
+    marker = uuid.uuid4().hex[:8]
+    code, task = _conveyor(
+        env, "tasks", "submit", f"table {marker}", "--kind", "noop", "-o", "json"
     )
-    assert done.returncode == 0
-    code, gone = _conveyor(env, "schedules", "get", str(made["id"]))
-    assert code == 1 and gone["status"] == 404
-    code, bad = _conveyor(env, "schedules", "create", "x", "not cron")
-    assert code == 1 and bad["errors"][0]["loc"] == ["body", "cron"]  # type: ignore[index]
+    assert code == 0
+    code, done = _conveyor(env, "tasks", "wait", str(task["id"]), "--timeout", "20", "-o", "json")
+    assert code == 0 and done["status"] == "COMPLETED"
+    shown = _run(env, "tasks", "list", "--title", marker)
+    header, row = shown.stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "STATUS",
+        "PRIORITY",
+        "KIND",
+        "QUEUE",
+        "ATTEMPTS",
+        "CREATED_AT",
+        "TITLE",
+    ]
+    assert (
+        row.startswith(str(task["id"])) and "COMPLETED" in row and row.endswith(f"table {marker}")
+    )
+    code, listed = _conveyor(env, "tasks", "list", "--title", marker, "-o", "json")
+    assert [t["id"] for t in listed] == [task["id"]]  # type: ignore[index]
+    later = _conveyor(
+        env,
+        "tasks",
+        "submit",
+        "later",
+        "--kind",
+        "noop",
+        "--at",
+        "2030-01-01T00:00:00Z",
+        "-o",
+        "json",
+    )[1]
+    waited = _run(env, "tasks", "wait", str(later["id"]), "--timeout", "0.5")
+    assert waited.returncode == 3  # the wait ended before the task did
+    watch = subprocess.Popen(
+        [*CONVEYOR, "tasks", "watch", "--title", marker, "--interval", "0.3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        screen = watch.stdout.readline() + watch.stdout.readline() + watch.stdout.readline()  # type: ignore[union-attr]
+        screen += watch.stdout.readline()  # type: ignore[union-attr]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        watch.wait(10)
+    assert "newest task(s)" in screen and "COMPLETED" in screen
+    assert watch.returncode == 130
+
+
+def test_every_failure_is_one_clear_line_and_its_exit_code(
+    dev_server: tuple[str, dict[str, str]],
+) -> None:
+    _, env = dev_server
+    version = _run(env, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("conveyor ")
+    bad = _run(env, "tasks", "submit", "t", "--payload", "{not json")
+    assert (
+        bad.returncode == 2
+        and "--payload: not JSON" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
+    missing = _run(env, "tasks", "get", str(uuid.uuid4()))
+    assert missing.returncode == 4 and missing.stderr.count("\n") == 1
+    assert "HTTP 404 task-not-found" in missing.stderr
+    invalid = _run(env, "tasks", "get", "not-an-id")
+    assert invalid.returncode == 4 and "HTTP 422 validation" in invalid.stderr
+    port = free_port()
+    away = _run(
+        {**env, "CONVEYOR_API_URL": f"http://127.0.0.1:{port}"}, "tasks", "list", "--retries", "1"
+    )
+    assert away.returncode == 6 and away.stderr.startswith("conveyor: cannot reach the API")
+    assert away.stderr.count("\n") == 1 and "Traceback" not in away.stderr
+    debug = _run(
+        {**env, "CONVEYOR_API_URL": f"http://127.0.0.1:{port}"},
+        "tasks",
+        "list",
+        "--retries",
+        "1",
+        "--debug",
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr  # --debug shows where
+
+
+def test_a_server_failure_exits_five(amqp_prefix: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        # PostgreSQL is not there: the API answers 503 and says so.
+        "CONVEYOR_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none",
+        "CONVEYOR_AMQP_URL": AMQP_URL,
+        "CONVEYOR_AMQP_PREFIX": f"{amqp_prefix}-down",
+        "CONVEYOR_API_PORT": str(port),
+        "CONVEYOR_API_URL": f"http://127.0.0.1:{port}",
+    }
+    server = subprocess.Popen([*CONVEYOR, "api"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{env['CONVEYOR_API_URL']}/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        failed = _run(env, "tasks", "list", "--retries", "1")
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert failed.returncode == 5 and "HTTP 503" in failed.stderr

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from services.api import observability
 from services.api.auth import Authenticator
@@ -18,12 +17,13 @@ from services.api.deps import Services
 from services.api.errors import RequestLimits, install_error_handlers
 from services.api.intake import Intake
 from services.api.observability import HttpMetrics
+from services.api.openapi import document, operation_id
 from services.api.routes import console, health, keys, overview, queues, schedules, tasks
 from services.api.waiting import Waiters
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.schema import plain_dsn, wait_for_schema
 from services.core.errors import StoreUnavailable
-from services.core.kinds import Kind, check_queues, load_kinds
+from services.core.kinds import check_queues, load_kinds
 from services.core.recovery import sweep_forever
 from services.core.relay import Relay
 from services.core.retention import retain_forever
@@ -34,6 +34,15 @@ from services.core.supervision import Supervisor
 from services.core.telemetry.tracing import tracing_enabled
 
 logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = """Submit tasks, follow them, cancel and re-run them, schedule them.
+
+Every call but the health probes needs an API key, `Authorization: Bearer cvk_<id>_<secret>`,
+whose scopes say what it may do (submit, read, cancel, admin; platform for the queues).
+Every refusal is an RFC 9457 problem document (`application/problem+json`) whose `type`
+names the problem (`urn:conveyor:problem:<name>`); 429 and 503 say in `Retry-After` when
+to try again. A submit with an `Idempotency-Key` is made once however often it is sent.
+"""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -88,9 +97,17 @@ def create_app(settings: Settings) -> FastAPI:
         title="Conveyor",
         version="0.1.0",
         summary="Asynchronous tasks on PostgreSQL and RabbitMQ.",
+        description=API_DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
-    app.openapi = lambda: _openapi(app, kinds)  # type: ignore[method-assign]
+
+    def spec() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app, sorted(kinds))
+        return app.openapi_schema
+
+    app.openapi = spec  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(
         RequestLimits, body_bytes=settings.max_body_bytes, header_bytes=settings.max_header_bytes
@@ -111,34 +128,6 @@ def create_app(settings: Settings) -> FastAPI:
         # SERVER spans for the task routes; probes and scrapes would only be noise.
         FastAPIInstrumentor.instrument_app(app, excluded_urls="/health/,/metrics")
     return app
-
-
-def _openapi(app: FastAPI, kinds: dict[str, Kind]) -> dict[str, Any]:
-    """The generated document, naming the kinds this installation runs."""
-    if app.openapi_schema is None:
-        document = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=app.routes
-        )
-        for name, schema in document["components"]["schemas"].items():
-            # What clients send (a template read back may name a kind gone since).
-            if name in ("TaskCreate", "TaskTemplate", "TaskTemplate-Input"):
-                schema["properties"]["kind"]["enum"] = sorted(kinds)
-        _close_pattern_keys(document)
-        app.openapi_schema = document
-    return app.openapi_schema
-
-
-def _close_pattern_keys(node: Any) -> None:
-    """Say that a JSON object's keys must match its key pattern (pydantic leaves other keys
-    open): the NUL-free keys of payloads, which PostgreSQL needs."""
-    if isinstance(node, dict):
-        if "patternProperties" in node:
-            node["additionalProperties"] = False
-        for child in node.values():
-            _close_pattern_keys(child)
-    elif isinstance(node, list):
-        for child in node:
-            _close_pattern_keys(child)
 
 
 async def _background(

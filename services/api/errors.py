@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.errors import (
@@ -175,12 +176,24 @@ async def _on_refused(_: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _on_http(_: Request, error: Exception) -> JSONResponse:
+async def _on_http(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     # FastAPI's one 400 is a body its JSON parser gave up on (nested past recursion).
     errors = [{"loc": ["body"], "msg": str(error.detail)}] if error.status_code == 400 else None
     headers = dict(error.headers) if error.headers else None
+    if error.status_code == 405:  # every method of the path, not only the first route's
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
     return problem(error.status_code, str(error.detail), headers=headers, errors=errors)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route takes at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        for method in getattr(route, "methods", None) or ():
+            if route.matches({**request.scope, "method": method})[0] is Match.FULL:
+                methods.add(method)
+    return sorted(methods)
 
 
 async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:

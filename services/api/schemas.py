@@ -23,7 +23,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from typing_extensions import TypeAliasType
 
 from services.core import cron
 from services.core.auth import ApiKey, Scope
@@ -66,13 +65,6 @@ def _in_utc(value: datetime) -> datetime:
 
 # A finite time that PostgreSQL keeps as it is (see domain.in_range), in UTC.
 Instant = Annotated[AwareDatetime, BeforeValidator(_rfc_3339), AfterValidator(_in_utc)]
-# Any JSON, as PostgreSQL can keep it: no NUL in a string or key, no NaN or Infinity.
-# Only the documented shape of a payload: payload_problem checks one in a single pass.
-JsonValue = TypeAliasType(
-    "JsonValue",
-    "Text | int | Annotated[float, Field(allow_inf_nan=False)] | bool "
-    "| list[JsonValue] | dict[Text, JsonValue] | None",
-)
 
 
 def _json_object(value: Any) -> dict[str, Any]:
@@ -81,10 +73,12 @@ def _json_object(value: Any) -> dict[str, Any]:
     return value
 
 
-# Validated as a plain object: a recursive union would report every error of every branch
-# of every item (megabytes of errors for a body of bad items).
+# Validated as a plain object (a recursive union would report every error of every branch
+# of every item: megabytes of errors for a body of bad items), and documented as one:
+# payload_problem() checks what JSON Schema says poorly and generators read worse (no NUL
+# in strings and keys, no NaN, depth and size).
 Payload = Annotated[
-    dict[str, Any], PlainValidator(_json_object, json_schema_input_type=dict[Text, JsonValue])
+    dict[str, Any], PlainValidator(_json_object, json_schema_input_type=dict[str, Any])
 ]
 
 
@@ -206,13 +200,6 @@ class TaskTemplate(_Body):
         """The task to store, on `queue` (this body's, its kind's or the default one)."""
         fields = {name: getattr(self, name) for name in TaskTemplate.model_fields}
         return NewTask(**{**fields, "queue": queue})
-
-    @classmethod
-    def of(cls, task: NewTask) -> TaskTemplate:
-        """The template of a stored task body."""
-        return cls.model_construct(
-            **{name: getattr(task, name) for name in TaskTemplate.model_fields}
-        )
 
 
 class TaskCreate(TaskTemplate):
@@ -469,6 +456,23 @@ class ScheduleCreate(_Body):
     task: TaskTemplate = Field(description="The task each due time makes")
 
 
+class ScheduledTask(BaseModel):
+    """The task each due time of a schedule makes."""
+
+    title: str
+    description: str
+    priority: Priority
+    kind: str
+    payload: dict[str, Any]
+    max_attempts: int
+    timeout_seconds: float | None
+    queue: str
+
+    @classmethod
+    def of(cls, task: NewTask) -> ScheduledTask:
+        return cls(**{name: getattr(task, name) for name in ScheduledTask.model_fields})
+
+
 class ScheduleOut(BaseModel):
     """A schedule, and when it runs next."""
 
@@ -478,7 +482,7 @@ class ScheduleOut(BaseModel):
     timezone: str
     missed: Missed
     paused: bool
-    task: TaskTemplate
+    task: ScheduledTask
     next_run_at: AwareDatetime | None = Field(description="null while paused")
     next_runs: list[AwareDatetime] = Field(
         description="The next due times (up to 5), with the schedule's time zone's offset; "
@@ -504,7 +508,7 @@ class ScheduleOut(BaseModel):
             timezone=schedule.timezone,
             missed=schedule.missed,
             paused=schedule.paused,
-            task=TaskTemplate.of(schedule.task),
+            task=ScheduledTask.of(schedule.task),
             next_run_at=schedule.next_run_at,
             next_runs=upcoming,
             last_run_at=schedule.last_run_at,

@@ -69,3 +69,16 @@ def test_a_sync_function_cannot_be_a_kind() -> None:
 
     with pytest.raises(TypeError):
         kind("bad")(lambda payload: payload)  # type: ignore[arg-type]
+
+
+def test_handler_authors_have_one_stable_import() -> None:
+    import conveyor
+    from services.core.errors import TaskFailed
+    from services.core.kinds import TaskContext, kind
+
+    assert sorted(conveyor.__all__) == ["TaskContext", "TaskFailed", "kind"]
+    assert (conveyor.kind, conveyor.TaskContext, conveyor.TaskFailed) == (
+        kind,
+        TaskContext,
+        TaskFailed,
+    )

@@ -1,0 +1,331 @@
+"""The OpenAPI document as generated clients need it: named operations, problems under
+application/problem+json, the headers that matter, and an example for every shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+# Operation ids where the route function's name would not say it as clients expect.
+_NAMED = {
+    "submit_batch": "submitTasks",
+    "cancel_matching": "cancelTasks",
+    "rerun_matching": "retryTasks",
+    "rerun_task": "retryTask",
+    "list_attempts": "listTaskAttempts",
+    "task_trace": "getTaskTrace",
+    "whoami": "whoAmI",
+    "overview": "getOverview",
+    "live": "checkLiveness",
+    "ready": "checkReadiness",
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """submitTask, listTasks, ...: the route function's name in camelCase, or its given name."""
+    first, *rest = route.name.split("_")
+    return _NAMED.get(route.name) or first + "".join(part.title() for part in rest)
+
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+_HEADERS = {
+    "Location": {
+        "description": "The new resource's path",
+        "schema": {
+            "type": "string",
+            "example": "/api/v1/tasks/0193e7a4-5b1c-7c3e-9f2a-8d4b6e1f0a2c",
+        },
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1, "example": 1},
+    },
+    "WWW-Authenticate": {
+        "description": "How to authenticate: with an API key as a bearer token",
+        "schema": {"type": "string", "example": "Bearer"},
+    },
+}
+_RESPONSE_HEADERS = {
+    "201": ["Location"],
+    "401": ["WWW-Authenticate"],
+    "429": ["Retry-After"],
+    "503": ["Retry-After"],
+}
+_BAD_BODY = {
+    "description": "The body is not JSON the API can read",
+    "content": {"application/problem+json": {"schema": _PROBLEM}},
+}
+
+
+def document(app: FastAPI, kinds: list[str]) -> dict[str, Any]:
+    """The generated document, finished: the installation's kinds, problems and headers."""
+    spec = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    schemas = spec["components"]["schemas"]
+    for name, schema in schemas.items():
+        # What clients send (a template read back may name a kind gone since).
+        if name in ("TaskCreate", "TaskTemplate", "BatchTask"):
+            schema["properties"]["kind"]["enum"] = kinds
+        if name in EXAMPLES:
+            schema["examples"] = [EXAMPLES[name]]
+        for field, prop in (schema.get("properties") or {}).items():
+            text = FIELDS.get(f"{name}.{field}") or FIELDS.get(field)
+            if text and "description" not in prop:
+                prop["description"] = text
+    for path in spec["paths"].values():
+        for operation in path.values():
+            _finish(operation)
+    for unused in ("HTTPValidationError", "ValidationError"):  # 422s are problems here
+        schemas.pop(unused, None)
+    return spec
+
+
+def _finish(operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
+    if "requestBody" in operation:
+        responses.setdefault("400", _BAD_BODY)
+    for status, response in responses.items():
+        if status >= "400":  # every refusal is a problem document, 422 included
+            response["content"] = {"application/problem+json": {"schema": _PROBLEM}}
+        for header in _RESPONSE_HEADERS.get(status, []):
+            response.setdefault("headers", {})[header] = _HEADERS[header]
+
+
+_ID = "0193e7a4-5b1c-7c3e-9f2a-8d4b6e1f0a2c"
+_TIME = "2026-12-02T09:00:00Z"
+_TASK = {
+    "id": _ID,
+    "title": "Resize image 42",
+    "description": "",
+    "priority": "HIGH",
+    "status": "COMPLETED",
+    "kind": "echo",
+    "queue": "default",
+    "payload": {"url": "s3://images/42.png", "width": 320},
+    "result": {"url": "s3://images/42.png", "width": 320},
+    "error": None,
+    "attempts": 1,
+    "max_attempts": 3,
+    "timeout_seconds": None,
+    "created_at": _TIME,
+    "updated_at": "2026-12-02T09:00:01Z",
+    "scheduled_at": None,
+    "started_at": "2026-12-02T09:00:00.010Z",
+    "finished_at": "2026-12-02T09:00:01Z",
+    "cancel_requested": False,
+    "progress": {"fraction": 1.0, "note": "done"},
+}
+_BODY = {
+    "title": "Resize image 42",
+    "kind": "echo",
+    "priority": "HIGH",
+    "payload": {"url": "s3://images/42.png"},
+}
+_SCHEDULE = {
+    "id": _ID,
+    "name": "weekday-report",
+    "cron": "0 9 * * MON-FRI",
+    "timezone": "Europe/Berlin",
+    "missed": "skip",
+    "paused": False,
+    "task": {
+        **_BODY,
+        "description": "",
+        "max_attempts": 3,
+        "timeout_seconds": None,
+        "queue": "default",
+    },
+    "next_run_at": "2026-12-03T08:00:00Z",
+    "next_runs": ["2026-12-03T09:00:00+01:00", "2026-12-04T09:00:00+01:00"],
+    "last_run_at": None,
+    "last_task_id": None,
+    "created_at": _TIME,
+    "updated_at": _TIME,
+}
+_KEY = {
+    "id": "k3v9x0m2q7ab",
+    "tenant": "team-a",
+    "name": "billing jobs",
+    "scopes": ["read", "submit"],
+    "created_at": _TIME,
+    "revoked_at": None,
+}
+_QUEUE = {
+    "name": "default",
+    "paused": False,
+    "max_running": None,
+    "rate": None,
+    "queued": {"LOW": 0, "MEDIUM": 12, "HIGH": 3},
+    "running": 16,
+    "oldest_ready_seconds": 0.4,
+}
+_FIELD = {"loc": ["body", "title"], "msg": "String should have at least 1 character"}
+_PROBLEM_EXAMPLE = {
+    "type": "urn:conveyor:problem:validation",
+    "title": "Unprocessable Content",
+    "status": 422,
+    "detail": "body.title: String should have at least 1 character",
+    "errors": [_FIELD],
+}
+EXAMPLES: dict[str, Any] = {
+    "Task": _TASK,
+    "TaskCreate": _BODY,
+    "TaskTemplate": _BODY,
+    "ScheduledTask": _SCHEDULE["task"],
+    "BatchTask": {**_BODY, "idempotency_key": "order-1234-resize"},
+    "BatchCreate": {"tasks": [_BODY, {"title": "Resize image 43", "kind": "echo"}]},
+    "BatchItem": {"outcome": "created", "status": 201, "task": _TASK},
+    "BatchOut": {
+        "items": [{"outcome": "created", "status": 201, "task": _TASK}],
+        "created": 1,
+        "repeated": 0,
+        "refused": 0,
+    },
+    "TaskPage": {"items": [_TASK], "next_cursor": "MjAyNi0xMi0wMlQwOTowMDowMCswMDowMHww"},
+    "TaskStatusOut": {
+        "id": _ID,
+        "status": "IN_PROGRESS",
+        "attempts": 1,
+        "updated_at": _TIME,
+        "cancel_requested": False,
+    },
+    "TaskSelection": {
+        "status": ["FAILED"],
+        "kind": "echo",
+        "created_after": "2026-12-01T00:00:00Z",
+    },
+    "BulkOut": {"changed": 42, "cancel_requested": 3},
+    "AttemptOut": {
+        "attempt": 1,
+        "worker_id": "conveyor-worker-7d9c-x2",
+        "started_at": _TIME,
+        "finished_at": "2026-12-02T09:00:01Z",
+        "outcome": "failed",
+        "error": "card declined",
+        "duration_seconds": 1.0,
+    },
+    "AttemptPage": {
+        "items": [
+            {
+                "attempt": 1,
+                "worker_id": "conveyor-worker-7d9c-x2",
+                "started_at": _TIME,
+                "finished_at": None,
+                "outcome": "running",
+                "error": None,
+                "duration_seconds": None,
+            }
+        ]
+    },
+    "TraceOut": {
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "url": "http://jaeger:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736",
+    },
+    "ScheduleCreate": {
+        "name": "weekday-report",
+        "cron": "0 9 * * MON-FRI",
+        "timezone": "Europe/Berlin",
+        "missed": "skip",
+        "task": _BODY,
+    },
+    "ScheduleOut": _SCHEDULE,
+    "SchedulePage": {"items": [_SCHEDULE], "next_cursor": None},
+    "KeyCreate": {"scopes": ["submit", "read"], "name": "billing jobs"},
+    "KeyOut": _KEY,
+    "KeyCreated": {**_KEY, "key": "cvk_k3v9x0m2q7ab_" + "x" * 43},
+    "KeyPage": {"items": [_KEY]},
+    "QueueOut": _QUEUE,
+    "QueuePage": {"items": [_QUEUE]},
+    "WhoAmI": {
+        "tenant": "team-a",
+        "key_id": "k3v9x0m2q7ab",
+        "scopes": ["submit", "read"],
+        "auth_enabled": True,
+    },
+    "MinuteOut": {"at": "2026-12-02T09:00:00Z", "started": 120, "completed": 118, "failed": 2},
+    "QueueActivityOut": {
+        "name": "default",
+        "paused": False,
+        "ready": {"LOW": 0, "MEDIUM": 12, "HIGH": 3},
+        "running": 16,
+        "oldest_ready_seconds": 0.4,
+        "minutes": [{"at": "2026-12-02T09:00:00Z", "started": 120, "completed": 118, "failed": 2}],
+    },
+    "OverviewOut": {"queues": [], "window_complete": True},
+    "Problem": _PROBLEM_EXAMPLE,
+    "FieldProblem": _FIELD,
+}
+
+
+# What each field means, where its model does not say: by name, or by schema and name.
+FIELDS = {
+    "id": "The task's id (a UUIDv7: ids sort by creation time)",
+    "title": "A short name for people: listings and the console show it",
+    "description": "Longer text for people; the service does nothing with it",
+    "priority": "LOW, MEDIUM or HIGH: among ready tasks of a queue and tenant, higher starts first",
+    "status": "NEW, PENDING, IN_PROGRESS, COMPLETED, FAILED or CANCELLED",
+    "kind": "Which handler runs the task",
+    "queue": "The queue whose workers take the task",
+    "payload": "The handler's input, as submitted",
+    "result": "What the handler returned; null until it COMPLETED",
+    "error": "Why the last attempt failed; null when none did",
+    "attempts": "Attempts started so far",
+    "max_attempts": "Attempts allowed, from the last submit or re-run on",
+    "timeout_seconds": "Seconds an attempt may run; null: the kind's limit, else the default",
+    "created_at": "When it was created",
+    "updated_at": "When it last changed",
+    "scheduled_at": "Not started before this time; null: at once",
+    "started_at": "When its latest attempt started",
+    "finished_at": "When it reached its final status (or the attempt ended); null before",
+    "cancel_requested": "True once a cancel was asked for while it ran",
+    "progress": "What its handler last reported: {fraction 0-1, note}",
+    "attempt": "The attempt's number, from 1",
+    "outcome": "How it ended",
+    "items": "This page's entries",
+    "next_cursor": "Pass as `cursor` for the next page; null on the last one",
+    "tenant": "The tenant the key acts for",
+    "scopes": "What the key may do",
+    "revoked_at": "When it was revoked; null while in use",
+    "auth_enabled": "False when the installation runs without API keys (a laptop)",
+    "paused": "True while paused: nothing of it starts",
+    "running": "Tasks running now",
+    "oldest_ready_seconds": "How long the longest-waiting ready task has waited; null for none",
+    "queues": "Every queue of the installation",
+    "started": "Attempts that started in the minute",
+    "completed": "Tasks that completed in the minute",
+    "failed": "Tasks that failed for good in the minute",
+    "created": "Tasks stored",
+    "repeated": "Tasks sent before with the same idempotency key (answered, not stored again)",
+    "refused": "Tasks refused, each with its problem",
+    "problem": "Why this one was refused",
+    "task": "The task",
+    "cron": "The cron expression",
+    "timezone": "The IANA time zone the expression is read in",
+    "missed": "What happens to due times missed while no scheduler ran: skip or run_once",
+    "msg": "What is wrong with it",
+    "name": "Its name",
+    "KeyCreate.name": "What the key is for, for people",
+    "KeyOut.name": "What the key is for, for people",
+    "KeyCreated.name": "What the key is for, for people",
+    "KeyOut.id": "The key's public id (the part after cvk_)",
+    "KeyCreated.id": "The key's public id (the part after cvk_)",
+    "ScheduleOut.id": "The schedule's id",
+    "ScheduleOut.task": "The task each due time makes",
+    "BatchItem.task": "The task stored (created) or found (repeated); null when refused",
+    "TaskSelection.status": "Any of these statuses",
+    "TaskSelection.priority": "Any of these priorities",
+    "TaskSelection.kind": "This kind only",
+    "TaskSelection.queue": "This queue only",
+    "Problem.type": "The problem, as urn:conveyor:problem:<name> (about:blank for plain HTTP ones)",
+    "Problem.title": "The HTTP status's phrase",
+    "Problem.status": "The HTTP status",
+    "Problem.detail": "What happened, in a sentence",
+}
