@@ -36,17 +36,7 @@ TASK_COLUMNS = ["id", "status", "priority", "kind", "queue", "attempts", "create
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`tasks`, `schedules` and `queues`, and `submit` and `get` as they always were."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the API (default: CONVEYOR_API_URL, else 127.0.0.1:8000)")
-    common.add_argument("--output", "-o", choices=["table", "json"], default="table")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    common.add_argument(
-        "--retries",
-        type=int,
-        default=6,
-        metavar="N",
-        help="tries in all on 429, 503 and connection errors (default 6)",
-    )
+    common = _common("table")
 
     tasks = commands.add_parser("tasks", help="submit, find, wait for, cancel, re-run tasks")
     actions = tasks.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -75,12 +65,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         action.add_argument("--all", action="store_true", help="every task, when no filter")
 
     # The first commands, kept as they were (JSON out): `conveyor submit` and `conveyor get`.
-    legacy = commands.add_parser("submit", parents=[common], help="= tasks submit -o json")
-    _task_fields(legacy)
-    legacy.set_defaults(output="json")
-    legacy = commands.add_parser("get", parents=[common], help="= tasks get -o json")
-    legacy.add_argument("id")
-    legacy.set_defaults(output="json")
+    as_before = _common("json")
+    _task_fields(commands.add_parser("submit", parents=[as_before], help="= tasks submit -o json"))
+    commands.add_parser("get", parents=[as_before], help="= tasks get -o json").add_argument("id")
 
     schedules = commands.add_parser("schedules", help="list, show, create, pause, delete")
     schedule_actions = schedules.add_subparsers(dest="action", metavar="ACTION")
@@ -103,6 +90,23 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     queues = commands.add_parser("queues", parents=[common], help="list, pause, resume (platform)")
     queues.add_argument("action", choices=["list", "pause", "resume"], nargs="?", default="list")
     queues.add_argument("name", nargs="?")
+
+
+def _common(output: str) -> argparse.ArgumentParser:
+    """The options of every client command. A parser of its own for each default: parents
+    share their options' objects, so one default set later would change them all."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the API (default: CONVEYOR_API_URL, else 127.0.0.1:8000)")
+    common.add_argument("--output", "-o", choices=["table", "json"], default=output)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument(
+        "--retries",
+        type=int,
+        default=6,
+        metavar="N",
+        help="tries in all on 429, 503 and connection errors (default 6)",
+    )
+    return common
 
 
 def _task_fields(parser: argparse.ArgumentParser) -> None:

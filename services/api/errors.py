@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.errors import (
@@ -186,10 +186,17 @@ async def _on_http(request: Request, error: Exception) -> JSONResponse:
     return problem(error.status_code, str(error.detail), headers=headers, errors=errors)
 
 
+def _every_route(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The routes, those of included routers among them."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from _every_route(included.routes) if included is not None else [route]
+
+
 def allowed_methods(request: Request) -> list[str]:
     """The methods some route takes at the request's path."""
     methods: set[str] = set()
-    for route in request.app.routes:
+    for route in _every_route(request.app.routes):
         for method in getattr(route, "methods", None) or ():
             if route.matches({**request.scope, "method": method})[0] is Match.FULL:
                 methods.add(method)

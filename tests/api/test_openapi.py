@@ -52,7 +52,7 @@ async def test_problems_headers_examples_and_descriptions_are_documented(
                 assert "400" in operation["responses"], where
     created = spec["paths"]["/api/v1/tasks"]["post"]
     assert "Location" in created["responses"]["201"]["headers"]
-    assert any(p["name"] == "Idempotency-Key" for p in created["parameters"])
+    assert any(p["name"].lower() == "idempotency-key" for p in created["parameters"])
     for name, schema in spec["components"]["schemas"].items():
         if schema.get("type") == "object":
             assert schema.get("examples"), name
