@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from services.api import observability
 from services.api.auth import Authenticator
 from services.api.deps import Services
-from services.api.errors import RequestLimits, install_error_handlers
+from services.api.errors import RequestLimits, install_error_handlers, refuse_other_methods
 from services.api.intake import Intake
 from services.api.observability import HttpMetrics
 from services.api.openapi import document, operation_id
@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     def spec() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document(app, sorted(kinds))
+            app.openapi_schema = document(app, sorted(kinds), list(settings.queue_map()))
         return app.openapi_schema
 
     app.openapi = spec  # type: ignore[method-assign]
@@ -122,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(console.router)
+    refuse_other_methods(app)
     if tracing_enabled():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

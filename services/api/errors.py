@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -11,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.errors import (
@@ -193,14 +194,34 @@ def _every_route(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
         yield from _every_route(included.routes) if included is not None else [route]
 
 
+async def method_not_allowed(_: Request) -> None:
+    """Stands for the methods an action path (`/tasks/{id}:retry`) does not take, which
+    would otherwise reach the route of `/tasks/{id}` and be answered as a bad id."""
+    raise HTTPException(405)
+
+
+def refuse_other_methods(app: FastAPI) -> None:
+    """Answer 405, with Allow, to a method that no route of an action path takes."""
+    for route in list(_every_route(app.routes)):
+        path, methods = getattr(route, "path", ""), getattr(route, "methods", None)
+        if methods and re.search(r"}:[a-z]+$", path):
+            others = sorted({"GET", "PUT", "PATCH", "DELETE"} - set(methods))
+            refusal = Route(path, method_not_allowed, methods=others, include_in_schema=False)
+            app.router.routes.insert(0, refusal)
+
+
 def allowed_methods(request: Request) -> list[str]:
     """The methods some route takes at the request's path."""
-    methods: set[str] = set()
+    found: dict[int, set[str]] = {}
     for route in _every_route(request.app.routes):
+        if getattr(route, "endpoint", None) is method_not_allowed:
+            continue
         for method in getattr(route, "methods", None) or ():
             if route.matches({**request.scope, "method": method})[0] is Match.FULL:
-                methods.add(method)
-    return sorted(methods)
+                # /tasks/{id}:retry also fits /tasks/{id}: the path most spelt out wins.
+                literal = len(re.sub(r"{[^}]*}", "", getattr(route, "path", "")))
+                found.setdefault(literal, set()).add(method)
+    return sorted(found[max(found)]) if found else []
 
 
 async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -60,8 +60,9 @@ _BAD_BODY = {
 }
 
 
-def document(app: FastAPI, kinds: list[str]) -> dict[str, Any]:
-    """The generated document, finished: the installation's kinds, problems and headers."""
+def document(app: FastAPI, kinds: list[str], queues: list[str]) -> dict[str, Any]:
+    """The generated document, finished: the installation's kinds and queues, problems and
+    headers."""
     spec = get_openapi(
         title=app.title,
         version=app.version,
@@ -74,6 +75,9 @@ def document(app: FastAPI, kinds: list[str]) -> dict[str, Any]:
         # What clients send (a template read back may name a kind gone since).
         if name in ("TaskCreate", "TaskTemplate", "BatchTask"):
             schema["properties"]["kind"]["enum"] = kinds
+            schema["properties"]["queue"]["anyOf"][0]["enum"] = queues
+        if name == "TaskSelection":
+            schema["properties"]["queue"]["anyOf"][0]["enum"] = queues
         if name in EXAMPLES:
             schema["examples"] = [EXAMPLES[name]]
         for field, prop in (schema.get("properties") or {}).items():
@@ -83,6 +87,9 @@ def document(app: FastAPI, kinds: list[str]) -> dict[str, Any]:
     for path in spec["paths"].values():
         for operation in path.values():
             _finish(operation)
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "queue" and parameter["in"] == "query":
+                    parameter["schema"]["anyOf"][0]["enum"] = queues
     for unused in ("HTTPValidationError", "ValidationError"):  # 422s are problems here
         schemas.pop(unused, None)
     return spec

@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
-    field_validator,
     model_validator,
 )
 
@@ -183,9 +182,11 @@ class TaskTemplate(_Body):
         default_factory=dict,
         description=f"A JSON object of at most {PAYLOAD_LIMIT} bytes as compact UTF-8 JSON",
     )
-    max_attempts: int = Field(3, ge=1, le=20)
+    # Strict numbers and booleans: "3" is no number and 0 no boolean, as the schema says.
+    max_attempts: int = Field(3, ge=1, le=20, strict=True)
     timeout_seconds: float | None = Field(
         None,
+        strict=True,
         ge=0.1,
         le=7 * 86_400,
         description="Seconds each attempt may run: from 0.1 to 604800 (7 days)",
@@ -256,18 +257,23 @@ class Problem(BaseModel):
     )
 
 
+def _tenant_scope(scope: Any) -> Any:
+    if scope == Scope.PLATFORM:
+        raise ValueError("the platform scope is given by `conveyor keys create` only")
+    return scope
+
+
+# The scopes a tenant's admin may give: the platform scope never goes over HTTP.
+TenantScope = Annotated[
+    Literal["submit", "read", "cancel", "admin"], BeforeValidator(_tenant_scope)
+]
+
+
 class KeyCreate(_Body):
-    scopes: list[Scope] = Field(
+    scopes: list[TenantScope] = Field(
         min_length=1, max_length=4, description="Any of submit, read, cancel and admin"
     )
     name: Text = Field("", max_length=200)
-
-    @field_validator("scopes")
-    @classmethod
-    def _tenant_scopes(cls, scopes: list[Scope]) -> list[Scope]:
-        if Scope.PLATFORM in scopes:
-            raise ValueError("the platform scope is given by `conveyor keys create` only")
-        return scopes
 
 
 class KeyOut(BaseModel):
@@ -439,7 +445,9 @@ class ScheduleCreate(_Body):
     name: str = Field(
         pattern=SCHEDULE_NAME, description="Unique within the tenant: letters, digits, _.:-"
     )
-    cron: Annotated[str, AfterValidator(_cron)] = Field(max_length=200, description=CRON)
+    cron: Annotated[str, AfterValidator(_cron)] = Field(
+        min_length=9, max_length=200, pattern=r"^\S+( +\S+){4,5}$", description=CRON
+    )
     timezone: Annotated[str, AfterValidator(_zone)] = Field(
         "UTC",
         max_length=64,
@@ -452,7 +460,7 @@ class ScheduleCreate(_Body):
         "(CONVEYOR_SCHEDULE_GRACE_SECONDS, 60 by default): skip drops them; run_once makes "
         "one task for the latest of them",
     )
-    paused: bool = Field(False, description="Made paused: no task until it is resumed")
+    paused: bool = Field(False, strict=True, description="Made paused: no task until it is resumed")
     task: TaskTemplate = Field(description="The task each due time makes")
 
 

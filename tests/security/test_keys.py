@@ -136,7 +136,7 @@ async def test_no_key_made_over_http_holds_the_platform_scope(
     admin = await caller("alice", "admin")
     response = await admin.request("POST", "/api/v1/keys", json={"scopes": ["read", "platform"]})
     _assert_refused(response, 422)
-    assert response.json()["errors"][0]["loc"] == ["body", "scopes"]
+    assert response.json()["errors"][0]["loc"] == ["body", "scopes", 1]
     listed = (await admin.request("GET", "/api/v1/keys")).json()["items"]
     assert [key["scopes"] for key in listed] == [["admin"]]
 
@@ -273,20 +273,23 @@ async def test_the_cli_client_sends_the_key_from_its_environment(
     who = await caller("alice", "submit,read")
     env = {**os.environ, "CONVEYOR_API_URL": str(who.client.base_url).rstrip("/")}
 
-    async def conveyor(*args: str, key: str | None) -> tuple[int, dict[str, object]]:
+    async def conveyor(*args: str, key: str | None) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "services.cli",
             *args,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env={**env, **({"CONVEYOR_API_KEY": key} if key else {})},
         )
-        out, _ = await process.communicate()
-        return process.returncode or 0, json.loads(out)
+        out, err = await process.communicate()
+        return process.returncode or 0, out.decode(), err.decode()
 
-    code, task = await conveyor("submit", "from the CLI", "--kind", "noop", key=who.key)
-    refused, problem = await conveyor("get", str(task["id"]), key=None)
+    code, out, _ = await conveyor("submit", "from the CLI", "--kind", "noop", key=who.key)
+    task = json.loads(out)
+    refused, nothing, said = await conveyor("get", str(task["id"]), key=None)
 
     assert (code, task["title"]) == (0, "from the CLI")
-    assert (refused, problem["status"]) == (1, 401)
+    assert (refused, nothing) == (4, "")  # the API refused: one line on stderr
+    assert said.startswith("conveyor: ") and "HTTP 401 unauthenticated" in said

@@ -10,6 +10,7 @@ from services.api.auth import Admin
 from services.api.deps import ServicesDep
 from services.api.responses import errors, json_response
 from services.api.schemas import KeyCreate, KeyCreated, KeyOut, KeyPage
+from services.core.auth import Scope
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 KeyId = Annotated[str, Path(pattern=r"^[a-z0-9]{12}$", description="The key's public id")]
@@ -25,7 +26,7 @@ async def create_key(body: KeyCreate, services: ServicesDep, principal: Admin) -
     """
     key, stored = await services.keys.create(
         principal.tenant,
-        frozenset(body.scopes),
+        frozenset(Scope(scope) for scope in body.scopes),
         body.name,
         limit=services.settings.max_keys_per_tenant,
     )

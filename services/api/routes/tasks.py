@@ -69,15 +69,19 @@ def check_submission(
         detail = f"unknown kind {body.kind!r}; known: {known}"
         raise Refused(422, "validation", detail, loc=[*at, "kind"])
     queue = body.queue or kind.queue
-    if queue not in services.queues:
-        known = ", ".join(sorted(services.queues))
-        detail = f"unknown queue {queue!r}; known: {known}"
-        raise Refused(422, "validation", detail, loc=[*at, "queue"])
+    _known_queue(queue, services, (*at, "queue"))
     problem = payload_problem(body.payload, services.settings.max_payload_depth)
     if problem is not None:
         slug = "too-large" if problem[0] == 413 else "validation"
         raise Refused(problem[0], slug, problem[1], loc=[*at, "payload"])
     return body.to_new_task(queue)
+
+
+def _known_queue(queue: str | None, services: ServicesDep, at: tuple[str | int, ...]) -> None:
+    """422 naming `at` for a queue the installation does not have."""
+    if queue is not None and queue not in services.queues:
+        known = ", ".join(sorted(services.queues))
+        raise Refused(422, "validation", f"unknown queue {queue!r}; known: {known}", loc=list(at))
 
 
 def _bounded(page: Page) -> Response:
@@ -187,6 +191,7 @@ async def cancel_matching(
     """Cancel every task of the caller's that matches the filters: queued ones at once,
     running ones by asking their workers to stop; finished ones stay. Done in batches that
     hold no lock long; a repeat changes nothing."""
+    _known_queue(body.queue, services, ("body", "queue"))
     cancelled, requested = await services.store.cancel_matching(body.to_filter(principal.tenant))
     STATUS_CHANGES.labels(Status.CANCELLED).inc(cancelled)
     return json_response(BulkOut(changed=cancelled, cancel_requested=requested))
@@ -198,6 +203,7 @@ async def rerun_matching(
 ) -> Response:
     """Run again every FAILED or CANCELLED task of the caller's that matches the filters,
     as POST /api/v1/tasks/{id}:retry does, in batches; a repeat changes nothing."""
+    _known_queue(body.queue, services, ("body", "queue"))
     changed = await services.store.rerun_matching(body.to_filter(principal.tenant))
     STATUS_CHANGES.labels(Status.PENDING).inc(changed)
     if changed:
@@ -207,7 +213,7 @@ async def rerun_matching(
 
 @router.get("", response_model=TaskPage, responses=errors(422))
 async def list_tasks(
-    store: StoreDep,
+    services: ServicesDep,
     principal: Reader,
     status: Annotated[list[Status] | None, Query(max_length=len(Status))] = None,
     priority: Annotated[list[Priority] | None, Query(max_length=len(Priority))] = None,
@@ -234,6 +240,7 @@ async def list_tasks(
     (payloads of up to 64 KiB, and results) it holds fewer, always at least one, and
     `next_cursor` continues after the last one it holds.
     """
+    _known_queue(queue, services, ("query", "queue"))
     where = TaskFilter(
         frozenset(status or ()),
         frozenset(priority or ()),
@@ -245,7 +252,7 @@ async def list_tasks(
         title,
     )
     try:
-        page = await store.page(where, limit, cursor)
+        page = await services.store.page(where, limit, cursor)
     except InvalidCursor as error:
         raise Refused(422, "validation", str(error), loc=["query", "cursor"]) from error
     return _bounded(page)
