@@ -8,7 +8,7 @@ what happened:
     2  the command line is wrong
     3  the wait ended before the task did
     4  the API refused the request (4xx: not found, invalid, no scope, ...)
-    5  the API failed or is unavailable (5xx, after the client's retries)
+    5  the API failed or is unavailable (5xx, after the client's retries), or another error
     6  the API could not be reached
 """
 
@@ -19,6 +19,7 @@ import dataclasses
 import json
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -165,12 +166,16 @@ def run_client_command(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # noqa: BLE001 - whatever it is, one line and a code
+        _fail(args, f"{type(error).__name__}: {error}", error)
+        return EXIT_SERVER
 
 
 def _fail(args: argparse.Namespace, line: str, error: Exception) -> None:
-    print(f"conveyor: {line}", file=sys.stderr)
+    """One line on stderr; with --debug, the traceback first (the exit code stays)."""
     if args.debug:
-        raise error
+        traceback.print_exception(error)
+    print(f"conveyor: {line}", file=sys.stderr)
 
 
 # --- output --------------------------------------------------------------------------

@@ -262,7 +262,7 @@ def test_every_failure_is_one_clear_line_and_its_exit_code(
         "1",
         "--debug",
     )
-    assert debug.returncode == 1 and "Traceback" in debug.stderr  # --debug shows where
+    assert debug.returncode == 6 and "Traceback" in debug.stderr  # --debug shows where
 
 
 def test_a_server_failure_exits_five(amqp_prefix: str) -> None:

@@ -110,7 +110,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = spec  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(
-        RequestLimits, body_bytes=settings.max_body_bytes, header_bytes=settings.max_header_bytes
+        RequestLimits,
+        body_bytes=settings.max_body_bytes,
+        header_bytes=settings.max_header_bytes,
+        loopback_only=not settings.auth_enabled,
     )
     app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)

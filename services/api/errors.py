@@ -255,15 +255,26 @@ def cross_site(headers: dict[bytes, bytes]) -> bool:
     return origin.partition(b"://")[2] != headers.get(b"host", b"")
 
 
+_LOOPBACK = re.compile(rb"^(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$")
+# What a page may read of an API with keys off, whatever its address: nothing of a tenant.
+_OPEN_PATHS = ("/health/", "/metrics")
+
+
 class RequestLimits:
     """Refuse oversized headers (431) and bodies (413), and changes asked for by another
     site's page (403: with API keys off, on a laptop, nothing else would stop a page
-    from pausing a queue), before anything parses them."""
+    from pausing a queue), before anything parses them. With `loopback_only` (keys off),
+    a request must name a loopback address as its Host: a page of another site whose
+    name was made to point at 127.0.0.1 (DNS rebinding) is same-origin to itself and
+    would read every task otherwise."""
 
-    def __init__(self, app: ASGIApp, body_bytes: int, header_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, body_bytes: int, header_bytes: int, loopback_only: bool = False
+    ) -> None:
         self.app = app
         self.body_bytes = body_bytes
         self.header_bytes = header_bytes
+        self.loopback_only = loopback_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -272,6 +283,13 @@ class RequestLimits:
         if sum(len(name) + len(value) for name, value in headers) > self.header_bytes:
             return await self._refuse(scope, receive, send, 431, "headers", self.header_bytes)
         named = dict(headers)
+        if (
+            self.loopback_only
+            and not _LOOPBACK.match(named.get(b"host", b""))
+            and not scope["path"].startswith(_OPEN_PATHS)
+        ):
+            detail = "with API keys off, this API answers only at a loopback address"
+            return await problem(403, detail, slug="loopback-only")(scope, receive, send)
         if scope["method"] not in _SAFE_METHODS and cross_site(named):
             detail = "a page of another site may not change anything here"
             return await problem(403, detail, slug="cross-site")(scope, receive, send)

@@ -458,7 +458,7 @@ class ScheduleCreate(_Body):
         Missed.SKIP,
         description="Due times passed while no scheduler ran, by more than the grace "
         "(CONVEYOR_SCHEDULE_GRACE_SECONDS, 60 by default): skip drops them; run_once makes "
-        "one task for the latest of them",
+        "one task for the latest of them, unless a due time within the grace runs then",
     )
     paused: bool = Field(False, strict=True, description="Made paused: no task until it is resumed")
     task: TaskTemplate = Field(description="The task each due time makes")
@@ -506,9 +506,12 @@ class ScheduleOut(BaseModel):
         upcoming = []
         if schedule.next_run_at is not None:
             first = schedule.next_run_at - timedelta(microseconds=1)
-            zone = cron.zone(schedule.timezone)
-            times = cron.due_after(schedule.cron, schedule.timezone, first, 5)
-            upcoming = [moment.astimezone(zone) for moment in times]
+            try:
+                zone = cron.zone(schedule.timezone)
+                times = cron.due_after(schedule.cron, schedule.timezone, first, 5)
+                upcoming = [moment.astimezone(zone) for moment in times]
+            except cron.BadSchedule:  # its zone left the zone data: the scheduler pauses it
+                upcoming = []
         return cls(
             id=schedule.id,
             name=schedule.name,

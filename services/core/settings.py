@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     retention_batch: int = Field(1000, ge=1, le=100_000)
     # A schedule's due time at most this late still makes its task; older ones were
     # missed (the schedule says whether the latest of them runs once).
-    schedule_grace_seconds: float = Field(60.0, ge=0)
+    # At least a second: a scheduler wakes a few milliseconds after a due time.
+    schedule_grace_seconds: float = Field(60.0, ge=1)
     # Schedules a tenant may have.
     max_schedules_per_tenant: int = Field(100, ge=1)
     relay_interval_seconds: float = Field(1.0, gt=0)

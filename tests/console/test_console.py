@@ -254,3 +254,14 @@ def test_a_page_of_another_site_cannot_change_anything_even_with_keys_off(
         assert client.get(f"/api/v1/tasks/{task['id']}").json()["status"] != "CANCELLED"
         same = {"Sec-Fetch-Site": "same-origin", "Origin": open_console.url}
         assert client.delete(f"/api/v1/tasks/{task['id']}", headers=same).status_code == 200
+
+
+def test_with_keys_off_only_a_loopback_address_is_answered(open_console: Console) -> None:
+    with open_console.client() as client:
+        for host in ("evil.example:8000", "192.168.1.20"):  # DNS rebinding, the LAN
+            answer = client.get("/api/v1/tasks", headers={"Host": host})
+            assert answer.status_code == 403, host
+            assert answer.json()["type"] == "urn:conveyor:problem:loopback-only"
+        for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
+            assert client.get("/api/v1/tasks", headers={"Host": host}).status_code == 200
+        assert client.get("/health/live", headers={"Host": "10.0.0.7"}).status_code == 200

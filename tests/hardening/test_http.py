@@ -109,7 +109,7 @@ def test_a_connection_that_stops_sending_its_headers_is_closed(address: tuple[st
 
 def test_a_connection_that_stops_sending_its_body_is_closed(address: tuple[str, int]) -> None:
     head = (
-        b"POST /api/v1/tasks HTTP/1.1\r\nHost: conveyor\r\n"
+        b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     )
     with socket.create_connection(address, timeout=5) as sock:

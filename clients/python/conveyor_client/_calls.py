@@ -189,7 +189,7 @@ def submit_many(bodies: Iterable[Mapping[str, Any]]) -> Call[list[Submitted]]:
 
 
 def get(task_id: str, wait: float | None = None) -> Call[Task]:
-    params = [("wait", f"{wait:.3f}")] if wait else []
+    params = [("wait", f"{max(wait, 0.001):.3f}")] if wait else []
     timeout = wait + 10 if wait else None
     return Call("GET", f"/api/v1/tasks/{task_id}", _task, params=params, timeout=timeout)
 
@@ -209,7 +209,8 @@ def page(
 
 
 def cancel(task_id: str) -> Call[Task]:
-    return Call("DELETE", f"/api/v1/tasks/{task_id}", _task)
+    # Not harmless: a repeat after a lost answer finds the task cancelled already (409).
+    return Call("DELETE", f"/api/v1/tasks/{task_id}", _task, harmless=False)
 
 
 def rerun(task_id: str) -> Call[Task]:
@@ -223,6 +224,8 @@ def matching(action: str, chosen: Mapping[str, Any]) -> Call[Changed]:
         f"/api/v1/tasks:{action}",
         lambda body: Changed(body["changed"], body.get("cancel_requested", 0)),
         body=dict(chosen),
+        # Harmless to the tasks, but a repeat would count none changed: not retried blind.
+        harmless=False,
     )
 
 
