@@ -15,9 +15,10 @@ from services.core.domain import Priority
 
 # Ready tasks are counted up to this many per queue and priority ("10,000 or more").
 COUNT_CAP = 10_000
-# Finished tasks of each status read for the minute series at most (the newest); past it
-# the series holds only the latest part of the window.
-WINDOW_ROWS = 10_000
+# Finished tasks of each status read for the minute series at most, every tenant's (the
+# newest): the work is bounded whatever the installation's throughput and whoever asks;
+# past it the series holds only the latest part of the window.
+WINDOW_ROWS = 20_000
 WINDOW_MINUTES = 15
 
 
@@ -83,18 +84,17 @@ class TenantActivity(StoreBase):
         counts: dict[tuple[str, datetime], dict[str, int]] = defaultdict(
             lambda: {"started": 0, "completed": 0, "failed": 0}
         )
+        scanned = {row.what: row.n for row in finished if row.queue is None}
         for row in finished:
-            counts[row.queue, row.minute][row.what] += row.n
+            if row.queue is not None:
+                counts[row.queue, row.minute][row.what] += row.n
         for queue in by_name.values():
             queue.minutes = [
                 Minute(at, **counts.get((queue.name, at), {}))
                 for at in (start + timedelta(minutes=n) for n in range(WINDOW_MINUTES))
             ]
-        read = {
-            what: sum(row.n for row in finished if row.what == what)
-            for what in ("completed", "failed")
-        }
-        return Activity(list(by_name.values()), now, max(read.values()) < WINDOW_ROWS)
+        complete = max(scanned.values(), default=0) < WINDOW_ROWS
+        return Activity(list(by_name.values()), now, complete)
 
 
 _PAUSED = sa.text("SELECT name FROM queues WHERE paused AND name = ANY(CAST(:queues AS text[]))")
@@ -121,18 +121,21 @@ _RUNNING = sa.text("""
     GROUP BY queue
 """)
 
-# The tenant's tasks that finished in the window (its newest :rows of each status, read
-# backwards along ix_tasks_finished: one ordered scan per status, never the whole table),
-# by minute of their finish and of their start; and its running ones, by their start.
+# Tasks that finished in the window: the newest :rows of each status, every tenant's, read
+# backwards along ix_tasks_finished (one ordered scan per status, never the whole table);
+# of them the caller's, by minute of their finish and of their start, and its running
+# ones by their start; and, with no queue, how many of each status were read.
 _FINISHED = sa.text("""
-    WITH recent AS (
-        (SELECT queue, status, started_at, finished_at FROM tasks
-         WHERE status = 'COMPLETED' AND finished_at >= :since AND tenant = :tenant
+    WITH scanned AS (
+        (SELECT tenant, queue, status, started_at, finished_at FROM tasks
+         WHERE status = 'COMPLETED' AND finished_at >= :since
          ORDER BY finished_at DESC LIMIT :rows)
         UNION ALL
-        (SELECT queue, status, started_at, finished_at FROM tasks
-         WHERE status = 'FAILED' AND finished_at >= :since AND tenant = :tenant
+        (SELECT tenant, queue, status, started_at, finished_at FROM tasks
+         WHERE status = 'FAILED' AND finished_at >= :since
          ORDER BY finished_at DESC LIMIT :rows)
+    ), recent AS (
+        SELECT * FROM scanned WHERE tenant = :tenant
     ), events AS (
         SELECT queue, lower(status) AS what, finished_at AS at FROM recent
         UNION ALL
@@ -143,4 +146,6 @@ _FINISHED = sa.text("""
     )
     SELECT queue, what, date_trunc('minute', at) AS minute, count(*) AS n
     FROM events GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT NULL, status, NULL, count(*) FROM scanned GROUP BY status
 """)
