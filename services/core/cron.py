@@ -8,6 +8,7 @@ replica agrees on what is due whatever its own clock says.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,18 +38,65 @@ def check(expression: str, timezone: str) -> None:
 
 
 def due_after(expression: str, timezone: str, moment: datetime, count: int) -> list[datetime]:
-    """The `count` due times strictly after `moment`, in UTC."""
+    """The `count` due times strictly after `moment`, in UTC (the rule: `_walk`)."""
     try:
-        times = CronSim(expression, moment.astimezone(zone(timezone)))
-        return [due.astimezone(UTC) for due in itertools.islice(times, count)]
+        return list(itertools.islice(_after(expression, zone(timezone), moment), count))
     except CronSimError as error:
         raise BadSchedule(f"not a cron expression: {error}") from None
 
 
 def due_before(expression: str, timezone: str, moment: datetime) -> datetime:
-    """The last due time strictly before `moment`, in UTC."""
-    times = CronSim(expression, moment.astimezone(zone(timezone)), reverse=True)
-    return next(times).astimezone(UTC)
+    """The last due time strictly before `moment`, in UTC.
+
+    cronsim walks back on the wall clock: from the second pass of a repeated hour it
+    misses the due times that ran in the first pass, so its answer is walked forward.
+    """
+    where = zone(timezone)
+    backward = _walk(expression, where, moment, reverse=True)
+    last = next(itertools.dropwhile(lambda due: due >= moment, backward))
+    for due in _after(expression, where, last):
+        if due >= moment:
+            break
+        last = due
+    return last
+
+
+def _after(expression: str, where: ZoneInfo, moment: datetime) -> Iterator[datetime]:
+    """The due times strictly after `moment`, in UTC, in order. cronsim starts from
+    `moment`'s wall time, which in the second pass of a repeated hour is behind it."""
+    return itertools.dropwhile(lambda due: due <= moment, _walk(expression, where, moment))
+
+
+def _walk(
+    expression: str, where: ZoneInfo, moment: datetime, *, reverse: bool = False
+) -> Iterator[datetime]:
+    """Due times in UTC, in order, from about `moment` on (or back, with `reverse`).
+
+    Five fields follow cronsim (after Debian cron). When the minute and the hour are
+    fixed (`30 2 * * *`), the wall clock: a time skipped by a daylight-saving change is
+    due once right after it, a repeated one once, in its first pass. When either starts
+    with `*` (`*/15 * * * *`, `0 * * * *`), real time: each instant whose wall time
+    matches, none in a skipped hour and both passes of a repeated one.
+    Six fields follow the same rule: they are due at the seconds of their first field
+    within each minute their other five fields are due.
+    """
+    fields = expression.split()
+    if len(fields) != 6:
+        local = moment.astimezone(where)
+        return (due.astimezone(UTC) for due in CronSim(expression, local, reverse=reverse))
+    seconds = _seconds(fields[0])
+    seconds = seconds[::-1] if reverse else seconds
+    margin = timedelta(minutes=1 if reverse else -1)  # the minute `moment` lies in comes too
+    minutes = _walk(" ".join(fields[1:]), where, moment + margin, reverse=reverse)
+    return (minute + timedelta(seconds=second) for minute in minutes for second in seconds)
+
+
+def _seconds(field: str) -> list[int]:
+    """The seconds of a minute that a cron seconds field names, in order, read by cronsim."""
+    minute = datetime(2000, 1, 1, tzinfo=UTC)
+    ticks = CronSim(f"{field} * * * * *", minute - timedelta(seconds=1))
+    within = itertools.takewhile(lambda due: due < minute + timedelta(minutes=1), ticks)
+    return [int((due - minute).total_seconds()) for due in within]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +158,8 @@ def _count_between(expression: str, timezone: str, first: datetime, last: dateti
     counted (the figure feeds a metric; counting is a walk, run in a pass that holds the
     schedule's row)."""
     count = 1
-    for due in CronSim(expression, first.astimezone(zone(timezone))):
-        if due.astimezone(UTC) > last or count >= _COUNT_LIMIT:
+    for due in _after(expression, zone(timezone), first):
+        if due > last or count >= _COUNT_LIMIT:
             break
         count += 1
     return count

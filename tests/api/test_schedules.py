@@ -185,6 +185,35 @@ async def test_a_name_is_taken_once_per_tenant_and_a_tenant_has_a_bounded_number
         assert len((await api.get("/api/v1/schedules")).json()["items"]) == 3
 
 
+@pytest.mark.parametrize("cron", ["30 2 * * *", "0 30 2 * * *"])
+async def test_next_runs_keep_one_time_a_day_across_daylight_saving_with_five_or_six_fields(
+    api: httpx.AsyncClient, settings: Settings, cron: str
+) -> None:
+    made = await _create(api, cron=cron, timezone="Europe/Berlin")
+    # Berlin in 2099: 29 March 02:00 becomes 03:00; 25 October 03:00 becomes 02:00 again.
+    for due, runs in [
+        (
+            "2099-03-28T01:30:00+00:00",
+            ["2099-03-28T02:30:00+01:00", "2099-03-29T03:00:00+02:00", "2099-03-30T02:30:00+02:00"],
+        ),
+        (
+            "2099-10-24T00:30:00+00:00",
+            ["2099-10-24T02:30:00+02:00", "2099-10-25T02:30:00+02:00", "2099-10-26T02:30:00+01:00"],
+        ),
+    ]:
+        await execute(
+            settings.database_url,
+            "UPDATE schedules SET next_run_at = $2 WHERE id = $1",
+            uuid.UUID(made["id"]),
+            datetime.fromisoformat(due),
+        )
+        got = (await api.get(f"/api/v1/schedules/{made['id']}")).json()["next_runs"][:3]
+        assert [datetime.fromisoformat(moment) for moment in got] == [
+            datetime.fromisoformat(run) for run in runs
+        ]
+        assert [moment[-6:] for moment in got] == [run[-6:] for run in runs]
+
+
 async def _schedule(store: SqlTaskStore, settings: Settings, missed: Missed) -> uuid.UUID:
     """A yearly schedule (1 January, 00:00 UTC) whose schedulers were away since 2020."""
     made = await store.create_schedule(
