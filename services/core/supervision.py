@@ -5,9 +5,11 @@ worker's heartbeat and consumer) runs its passes through `Supervisor.run`. An ou
 PostgreSQL or RabbitMQ is expected: it is logged as a warning and waited out with a
 backoff. Any other error is a bug or bad data: it is logged with its stack, counted in
 `conveyor_background_errors_total{loop}`, backed off, and the next pass runs. A loop whose
-last FAILING_AFTER passes all failed is reported by `failing()`, which the API's readiness
-and the worker's liveness read, so a process never looks healthy while it has stopped
-delivering.
+last FAILING_AFTER passes all failed is reported by `failing()` and
+`conveyor_loop_failing{loop}`: the API's /health/live names it (and stays 200: every API pod
+runs the same loops on the same rows, so bad data would fail them all at once, and neither
+taking them out of the Service nor restarting them mends a row), and the worker's liveness
+fails, so a worker whose heartbeat or consumer stopped is restarted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 
 from services.core.amqp.broker import BrokerUnavailable
 from services.core.errors import StoreUnavailable
-from services.core.telemetry.metrics import BACKGROUND_ERRORS
+from services.core.telemetry.metrics import BACKGROUND_ERRORS, LOOP_FAILING
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class Supervisor:
         may cut short, as the relay's kick does) and `back_off` after a failed pass (which
         nothing cuts short); survive whatever a pass raises."""
         self._errors_in_a_row.setdefault(name, 0)
+        LOOP_FAILING.labels(name).set(int(self._errors_in_a_row[name] >= FAILING_AFTER))
         outages_in_a_row = 0
         while True:
             try:
@@ -71,9 +74,11 @@ class Supervisor:
                 self._errors_in_a_row[name] += 1
                 wait = _backoff(self._errors_in_a_row[name])
                 BACKGROUND_ERRORS.labels(name).inc()
+                LOOP_FAILING.labels(name).set(int(self._errors_in_a_row[name] >= FAILING_AFTER))
                 logger.exception("%s pass failed; next in %.1f s", name, wait)
             else:
                 self._errors_in_a_row[name] = outages_in_a_row = 0
+                LOOP_FAILING.labels(name).set(0)
                 await (pause(wait) if wait > 0 else asyncio.sleep(0))
                 continue
             await back_off(wait)

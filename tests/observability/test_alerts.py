@@ -105,3 +105,67 @@ def test_two_releases_get_two_dashboard_uids() -> None:
         for name in ("one", "two")
     }
     assert len(uids) == 2
+
+
+# promtool unit tests of the rendered rules: what fires, and what stays quiet.
+_API = 'namespace="tasks",job="conveyor-api",instance="10.0.0.7:8000"'
+
+
+def _promtool_fires(
+    tmp_path: Path, series: dict[str, str], at: str, expected: dict[str, list[dict[str, str]]]
+) -> None:
+    """Feed `series` (one sample a minute) to the chart's rules; at `at`, each alert named
+    in `expected` fires with exactly those labels (an empty list: it stays quiet)."""
+    rules = [{k: v for k, v in r.items() if k != "annotations"} for r in _rules()]
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "conveyor", "rules": rules}]})
+    )
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "alert_rule_test": [
+                    {
+                        "eval_time": at,
+                        "alertname": name,
+                        "exp_alerts": [{"exp_labels": labels} for labels in fired],
+                    }
+                    for name, fired in expected.items()
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    done = subprocess.run(
+        [tool("promtool"), "test", "rules", "test.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_loop_that_keeps_failing_is_alerted_on(tmp_path: Path) -> None:
+    # Backed off to 10 s a pass: six errors a minute, and the loop named as failing.
+    _promtool_fires(
+        tmp_path,
+        {
+            f'conveyor_background_errors_total{{{_API},loop="relay"}}': "0+6x30",
+            f'conveyor_background_errors_total{{{_API},loop="recovery"}}': "0x30",
+            f'conveyor_loop_failing{{{_API},loop="relay"}}': "1x30",
+        },
+        "20m",
+        {
+            "ConveyorBackgroundLoopFailing": [
+                {
+                    "namespace": "tasks",
+                    "job": "conveyor-api",
+                    "loop": "relay",
+                    "severity": "warning",
+                }
+            ]
+        },
+    )

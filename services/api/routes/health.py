@@ -13,24 +13,29 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 @router.get("/live")
-async def live() -> dict[str, str]:
-    """200 while the process runs."""
-    return {"status": "ok"}
+async def live(request: Request) -> dict[str, str | list[str]]:
+    """200 while the process answers, naming the background loops that keep failing.
+
+    A failing loop does not fail liveness: every API pod runs the same loops on the same
+    rows, so a bad row would restart them all, in a loop, and mend nothing. It is counted
+    (`conveyor_loop_failing`, `conveyor_background_errors_total`) and alerted on instead.
+    A process that hangs does not answer, and is restarted.
+    """
+    services: Services = request.state.services
+    failing = services.supervisor.failing()
+    return {"status": "ok", "failing": failing} if failing else {"status": "ok"}
 
 
 @router.get(
     "/ready",
     responses={
-        503: {
-            "description": (
-                "PostgreSQL or RabbitMQ is unreachable, or a background loop keeps failing"
-            )
-        }
+        503: {"description": "PostgreSQL (or its expected schema) or RabbitMQ is unreachable"}
     },
 )
 async def ready(request: Request) -> JSONResponse:
-    """200 when PostgreSQL (at the expected schema) and RabbitMQ answer and no background
-    loop (relay, recovery) keeps failing; else 503 naming which."""
+    """200 when this pod can serve: PostgreSQL (at the expected schema) and RabbitMQ
+    answer; else 503 naming which. A background loop that keeps failing is not this pod's
+    to answer for (see /health/live)."""
     services: Services = request.state.services
     failed = []
     try:
@@ -42,11 +47,7 @@ async def ready(request: Request) -> JSONResponse:
             failed.append("postgresql schema (not migrated to the expected revision)")
     if not services.broker.ready:
         failed.append("rabbitmq")
-    failing = services.supervisor.failing()
-    if failed or failing:
-        detail = "; ".join(
-            [f"unreachable: {', '.join(failed)}"] * bool(failed)
-            + [f"failing: {', '.join(failing)}"] * bool(failing)
-        )
+    if failed:
+        detail = f"unreachable: {', '.join(failed)}"
         return problem(503, detail, slug="not-ready", headers={"Retry-After": "5"})
     return JSONResponse({"status": "ok", "postgresql": "ok", "rabbitmq": "ok"})

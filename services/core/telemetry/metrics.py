@@ -172,6 +172,12 @@ for _reason in (
     "tenant_busy",
 ):
     AUTH_REFUSALS.labels(_reason)
+LOOP_FAILING = Gauge(
+    "conveyor_loop_failing",
+    "1 while a background loop's last three passes all failed with an unexpected error; "
+    "0 once a pass works again.",
+    ["loop"],
+)
 BACKGROUND_ERRORS = Counter(
     "conveyor_background_errors_total",
     "Unexpected errors in a pass of a background loop; the loop backs off and goes on.",
