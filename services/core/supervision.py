@@ -1,7 +1,8 @@
 """Supervised loops: no error in one pass stops a loop, and a loop that keeps failing says so.
 
 Every loop that runs beside the requests or the tasks (the relay, the recovery sweep, a
-worker's heartbeat and consumer) runs its passes through `Supervisor.run`. An outage of
+worker's heartbeat and consumer) runs its passes through `Supervisor.run`, and the
+operator's kopf timer each of its passes through `Supervisor.run_once`. An outage of
 PostgreSQL or RabbitMQ is expected: it is logged as a warning and waited out with a
 backoff. Any other error is a bug or bad data: it is logged with its stack, counted in
 `conveyor_background_errors_total{loop}`, backed off, and the next pass runs. A loop whose
@@ -40,6 +41,7 @@ class Supervisor:
 
     def __init__(self) -> None:
         self._errors_in_a_row: dict[str, int] = {}
+        self._outages_in_a_row: dict[str, int] = {}
 
     def failing(self) -> list[str]:
         """The loops whose last FAILING_AFTER passes failed with an unexpected error."""
@@ -58,30 +60,44 @@ class Supervisor:
         """Run `step` until cancelled, with `pause` for the rest a pass asks (which the loop
         may cut short, as the relay's kick does) and `back_off` after a failed pass (which
         nothing cuts short); survive whatever a pass raises."""
-        self._errors_in_a_row.setdefault(name, 0)
-        LOOP_FAILING.labels(name).set(int(self._errors_in_a_row[name] >= FAILING_AFTER))
-        outages_in_a_row = 0
         while True:
-            try:
-                wait = await step()
-            except outages as error:
-                outages_in_a_row += 1
-                wait = _backoff(outages_in_a_row)
-                logger.warning(
-                    "%s paused %.1f s: %s", name, wait, error or type(error.__cause__).__name__
-                )
-            except Exception:  # the outermost loop: log, count, back off, carry on
-                self._errors_in_a_row[name] += 1
-                wait = _backoff(self._errors_in_a_row[name])
-                BACKGROUND_ERRORS.labels(name).inc()
-                LOOP_FAILING.labels(name).set(int(self._errors_in_a_row[name] >= FAILING_AFTER))
-                logger.exception("%s pass failed; next in %.1f s", name, wait)
-            else:
-                self._errors_in_a_row[name] = outages_in_a_row = 0
-                LOOP_FAILING.labels(name).set(0)
+            wait = await self.run_once(name, step, outages, back_off)
+            if wait is not None:
                 await (pause(wait) if wait > 0 else asyncio.sleep(0))
-                continue
-            await back_off(wait)
+
+    async def run_once(
+        self,
+        name: str,
+        step: Step,
+        outages: tuple[type[BaseException], ...] = OUTAGES,
+        back_off: Pause = asyncio.sleep,
+    ) -> float | None:
+        """One supervised pass of the loop `name`, for a loop that something else repeats
+        (the operator's kopf timer): the rest the pass asked, or None after a failed pass,
+        once backed off. Counted and reported as a pass of `run`."""
+        if name not in self._errors_in_a_row:
+            self._errors_in_a_row[name] = self._outages_in_a_row[name] = 0
+            LOOP_FAILING.labels(name).set(0)
+        try:
+            wait = await step()
+        except outages as error:
+            self._outages_in_a_row[name] += 1
+            wait = _backoff(self._outages_in_a_row[name])
+            logger.warning(
+                "%s paused %.1f s: %s", name, wait, error or type(error.__cause__).__name__
+            )
+        except Exception:  # the outermost loop: log, count, back off, carry on
+            self._errors_in_a_row[name] += 1
+            wait = _backoff(self._errors_in_a_row[name])
+            BACKGROUND_ERRORS.labels(name).inc()
+            LOOP_FAILING.labels(name).set(int(self._errors_in_a_row[name] >= FAILING_AFTER))
+            logger.exception("%s pass failed; next in %.1f s", name, wait)
+        else:
+            self._errors_in_a_row[name] = self._outages_in_a_row[name] = 0
+            LOOP_FAILING.labels(name).set(0)
+            return wait
+        await back_off(wait)
+        return None
 
 
 # The shortest rest before a due time, so a clock a little ahead of PostgreSQL's does not spin.

@@ -6,6 +6,9 @@
 - When a watched worker pod is gone (deleted, evicted, failed) or its container was
   OOM-killed, that pod's tasks go back at once, without waiting for their leases.
 - Each task handed back is a Kubernetes Event on the policy.
+- Each sweep pass runs under the operator's Supervisor, as the API's loops do: a pass that
+  raises is counted and backed off, and a sweep that keeps failing is named by the health
+  probe (`/healthz`: `{"failing": ["recovery"]}`), which stays 200: a restart mends no row.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Any
 
 import kopf
 
+from services.core.db.store import SqlTaskStore
 from services.core.domain import Recovered
 from services.core.recovery import recover, recover_worker
+from services.core.supervision import Supervisor
 from services.operator.pods import gone_since, matches
 
 GROUP, VERSION, PLURAL = "conveyor.dev", "v1", "recoverypolicies"
@@ -34,7 +39,19 @@ def build_registry() -> kopf.OperatorRegistry:
     kopf.index(GROUP, VERSION, PLURAL, registry=registry)(policies)  # type: ignore[arg-type]
     kopf.timer(GROUP, VERSION, PLURAL, interval=1.0, registry=registry)(sweep)
     kopf.on.event("", "v1", "pods", registry=registry)(pod_changed)  # type: ignore[arg-type]
+    kopf.on.probe(id="failing", registry=registry)(failing)
     return registry
+
+
+def new_memo(store: SqlTaskStore) -> kopf.Memo:
+    """What the handlers share: the store, and the Supervisor of the sweep's passes."""
+    return kopf.Memo(store=store, supervisor=Supervisor())
+
+
+def failing(memo: kopf.Memo, **_: Any) -> list[str]:
+    """The health probe's `failing`: the loops whose last passes all failed."""
+    supervisor: Supervisor = memo.supervisor
+    return supervisor.failing()
 
 
 def policies(
@@ -59,23 +76,31 @@ async def sweep(
 ) -> None:
     """Hand back tasks whose lease expired, each `sweepIntervalSeconds`; update the status.
 
-    A timer ticks every second and sweeps when the policy's own interval is due.
+    A timer ticks every second and sweeps when the policy's own interval is due. A pass is
+    supervised: one that fails is counted and backed off (the tick waits), leaves the
+    status as it was, and the next tick sweeps again.
     """
     if not _due(spec, status):
         return
-    recovered = await recover(memo.store)
-    _post_events(body, recovered, "its lease expired")
-    totals = {key: int(status.get(key, 0)) for key in _TOTALS.values()}
-    for task in recovered:
-        totals[_TOTALS[task.status]] += 1
-    patch.status.update(
-        {
-            "lastSweep": _now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "inProgress": await memo.store.count_in_progress(),
-            "stuck": len(recovered),
-            **totals,
-        }
-    )
+
+    async def one_pass() -> float:
+        recovered = await recover(memo.store)
+        _post_events(body, recovered, "its lease expired")
+        totals = {key: int(status.get(key, 0)) for key in _TOTALS.values()}
+        for task in recovered:
+            totals[_TOTALS[task.status]] += 1
+        patch.status.update(
+            {
+                "lastSweep": _now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "inProgress": await memo.store.count_in_progress(),
+                "stuck": len(recovered),
+                **totals,
+            }
+        )
+        return 0.0
+
+    supervisor: Supervisor = memo.supervisor
+    await supervisor.run_once("recovery", one_pass)
 
 
 async def pod_changed(

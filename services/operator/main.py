@@ -12,7 +12,7 @@ from services.core.db.engine import create_engine
 from services.core.db.schema import wait_for_schema
 from services.core.db.store import SqlTaskStore
 from services.core.settings import Settings
-from services.operator.handlers import build_registry
+from services.operator.handlers import build_registry, new_memo
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ async def run_operator(
             registry=registry,
             settings=operator_settings(settings),
             namespaces=[settings.operator_namespace],
-            memo=kopf.Memo(store=SqlTaskStore(engine)),
+            memo=new_memo(SqlTaskStore(engine)),
             liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
             stop_flag=stop,
             ready_flag=ready,

@@ -20,6 +20,7 @@ from services.core.settings import Settings
 from services.operator.handlers import build_registry
 from services.operator.main import run_operator
 from tests.support.cluster import NAMESPACE, POLICIES, metadata
+from tests.support.services import free_port
 
 
 @pytest.fixture
@@ -49,8 +50,14 @@ def cluster(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
 
 
 @pytest.fixture
+def health_port() -> int:
+    """The port of the operator's health endpoint (/healthz) in this test."""
+    return free_port()
+
+
+@pytest.fixture
 async def operator(
-    cluster: kmock.KubernetesEmulator, settings: Settings
+    cluster: kmock.KubernetesEmulator, settings: Settings, health_port: int
 ) -> Iterator[kmock.KubernetesEmulator]:
     """The operator as the chart runs it (peering on), logged in to the emulator."""
     registry = build_registry()
@@ -61,7 +68,9 @@ async def operator(
         return kopf.ConnectionInfo(server=server, insecure=True, default_namespace=NAMESPACE)
 
     stop, ready = threading.Event(), threading.Event()
-    settings = settings.model_copy(update={"operator_namespace": NAMESPACE})
+    settings = settings.model_copy(
+        update={"operator_namespace": NAMESPACE, "operator_health_port": health_port}
+    )
     thread = threading.Thread(
         target=asyncio.run,
         args=(run_operator(settings, registry=registry, stop=stop, ready=ready),),
