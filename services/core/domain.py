@@ -225,23 +225,6 @@ class Page:
 NO_NUL = r"^[^\x00]*$"
 
 
-def has_nul(value: Any) -> bool:
-    """True when a NUL character is in any string or key of the JSON `value` (PostgreSQL's
-    jsonb cannot keep one)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 # The instants the service takes, in UTC: finite for Python and for PostgreSQL, which
 # keeps datetime.min and datetime.max as -infinity and infinity. A day's margin on each
 # side, so that no offset or rounding reaches either end.

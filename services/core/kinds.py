@@ -21,6 +21,7 @@ from typing import Any
 
 from services.core.domain import DEFAULT_QUEUE
 from services.core.errors import TaskFailed
+from services.core.outputs import clean_text
 
 # An async function of the payload, or of the payload and a TaskContext.
 Handler = Callable[..., Coroutine[Any, Any, Any]]
@@ -61,7 +62,7 @@ class TaskContext:
         GET /api/v1/tasks/{id} (`progress`) within a heartbeat."""
         if isinstance(fraction, bool) or not 0 <= fraction <= 1:
             raise ValueError(f"progress: fraction must be from 0 to 1, not {fraction!r}")
-        note = str(note)[:200].replace("\x00", "\ufffd")
+        note = clean_text(str(note)[:200])
         self.reported = {"fraction": float(fraction), "note": note}
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.core.domain import DEFAULT_QUEUE, QUEUE_NAME, Queue, Status
+from services.core.outputs import OutputLimits
 
 
 class QueueSettings(BaseModel):
@@ -106,6 +107,11 @@ class Settings(BaseSettings):
     default_timeout_seconds: float = Field(3600.0, gt=0)
     # Running tasks of one tenant across all workers; 0: no cap (the fair share still holds).
     tenant_max_running: int = Field(0, ge=0)
+    # What a handler's result may be as JSON (bytes of UTF-8, and nesting): a larger or
+    # deeper one fails its attempt, for good. Its error text is cut to error_max_bytes.
+    result_max_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    result_max_depth: int = Field(32, ge=1, le=200)
+    error_max_bytes: int = Field(16_384, ge=256, le=1_048_576)
 
     recovery_interval_seconds: float = Field(1.0, gt=0)
     # Finished tasks are deleted this many days after they finished (0: kept for ever),
@@ -189,3 +195,7 @@ class Settings(BaseSettings):
     def queue_map(self) -> dict[str, Queue]:
         """The queues by name."""
         return {queue.name: queue.to_queue() for queue in self.queues}
+
+    def output_limits(self) -> OutputLimits:
+        """The bounds on what a handler gives back."""
+        return OutputLimits(self.result_max_bytes, self.result_max_depth, self.error_max_bytes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import uuid
@@ -13,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from services.core.db.store import SqlTaskStore
-from services.core.domain import Claim, Status, has_nul, retry_delay
+from services.core.domain import Claim, Status, retry_delay
 from services.core.errors import StoreUnavailable, TaskFailed
 from services.core.kinds import Kind, TaskContext
+from services.core.outputs import OutputLimits, OutputRefused, clean_text, result_json
 from services.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,13 +45,14 @@ class Outcome:
     """What to record: one of the store's guarded writes."""
 
     action: Literal["complete", "fail", "cancelled", "hand_back", "nothing"]
-    result: Any = None
+    # The result as JSON text, made fit to store by services.core.outputs.
+    result: str = "null"
     error: str | None = None
     retryable: bool = True
     timed_out: bool = False
 
 
-def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
+def _outcome_of(held: Held, timed_out: float | None, limits: OutputLimits) -> Outcome:
     handler = held.handler
     assert handler is not None
     if timed_out is not None:
@@ -65,34 +66,38 @@ def _outcome_of(held: Held, timed_out: float | None) -> Outcome:
         }[held.reason]
     error = handler.exception()
     if isinstance(error, TaskFailed):
-        return Outcome("fail", error=_text(str(error)), retryable=error.retryable)
+        return Outcome("fail", error=_told(error, limits), retryable=error.retryable)
     if error is not None:
-        return Outcome("fail", error=_text(f"{type(error).__name__}: {error}"))
-    result = handler.result()
+        return Outcome("fail", error=_told(error, limits, named=True))
     try:
-        # As PostgreSQL will get it: no NaN, and UTF-8 (a lone surrogate is not).
-        json.dumps(result, allow_nan=False, ensure_ascii=False).encode()
-    except (TypeError, ValueError) as problem:  # UnicodeEncodeError is a ValueError
-        return Outcome("fail", error=_text(f"the result is not JSON: {problem}"), retryable=False)
-    if has_nul(result):
-        return Outcome(
-            "fail",
-            error="the result holds a NUL character, which PostgreSQL cannot keep",
-            retryable=False,
-        )
-    return Outcome("complete", result=result)
+        return Outcome("complete", result=result_json(handler.result(), limits))
+    except Exception as problem:  # noqa: BLE001 - the handler's own objects may raise anything
+        return Outcome("fail", error=_told(problem, limits, named=True), retryable=False)
 
 
-def _text(message: str) -> str:
-    # PostgreSQL text holds only UTF-8 and no NUL: a lone surrogate becomes ?, a NUL U+FFFD.
-    return message.encode("utf-8", "replace").decode().replace("\x00", "\ufffd")
+def _told(error: BaseException, limits: OutputLimits, named: bool = False) -> str:
+    """What an error says, as PostgreSQL can keep it, within ERROR_MAX_BYTES. A handler's
+    exception is its own class: even its str() may fail."""
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - a message that cannot be read is still a failure
+        text = "(its message could not be read)"
+    name = type(error).__name__
+    if not text:
+        text = f"{name} with no message"
+    elif named and not isinstance(error, OutputRefused):
+        text = f"{name}: {text}"
+    return clean_text(text, limits.error_max_bytes)
 
 
-async def run_attempt(held: Held, kind: Kind | None, default_timeout: float) -> Outcome:
+async def run_attempt(
+    held: Held, kind: Kind | None, default_timeout: float, limits: OutputLimits
+) -> Outcome:
     """Run the handler of `held` to its end, its time limit, or a stop; say what to record.
 
     The limit is the task's own, else its kind's, else `default_timeout`: every attempt
-    has one, so no task holds a slot for ever.
+    has one, so no task holds a slot for ever. What the handler gives back passes the
+    output boundary (`services.core.outputs`) here, so a result is stored as JSON text.
     """
     task = held.claim.task
     if kind is None:
@@ -108,10 +113,10 @@ async def run_attempt(held: Held, kind: Kind | None, default_timeout: float) -> 
         held.handler.cancel()
     done, _ = await asyncio.wait({held.handler}, timeout=limit)
     if done:
-        return _outcome_of(held, None)
+        return _outcome_of(held, None, limits)
     held.handler.cancel()
     await asyncio.wait({held.handler})
-    return _outcome_of(held, limit)
+    return _outcome_of(held, limit, limits)
 
 
 def _context(claim: Claim, limit: float) -> TaskContext:
@@ -128,7 +133,7 @@ def _context(claim: Claim, limit: float) -> TaskContext:
     )
 
 
-Complete = Callable[[uuid.UUID, int, Any], Awaitable["Status | None"]]
+Complete = Callable[[uuid.UUID, int, str], Awaitable["Status | None"]]
 
 
 async def record(

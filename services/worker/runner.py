@@ -64,6 +64,7 @@ class Worker:
         self._store = store
         self._broker = broker
         self._kinds = kinds
+        self._limits = settings.output_limits()
         self.worker_id = settings.worker_id or default_worker_id()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._held: dict[uuid.UUID, Held] = {}
@@ -74,7 +75,7 @@ class Worker:
             name: Batcher(functools.partial(self._claim_batch, queue), settings.worker_concurrency)
             for name, queue in self._queues.items()
         }
-        self._results: Batcher[tuple[uuid.UUID, int, Any], Status | None] = Batcher(
+        self._results: Batcher[tuple[uuid.UUID, int, str], Status | None] = Batcher(
             self._complete_batch, settings.worker_concurrency
         )
         self._jobs: set[asyncio.Task[None]] = set()
@@ -210,14 +211,18 @@ class Worker:
 
     async def _take(self, ticket: AbstractIncomingMessage, queue: Queue) -> None:
         received = time.time_ns()
+        claim: Claim | None = None
         try:
             claim, held_back = await self._claim(ticket, queue)
             if claim is not None:
                 await self._execute(claim, ticket, received, queue, held_back)
         except Exception:  # the outermost loop of one job: log and carry on
+            # A ticket may claim another task than the one it names: name the one claimed.
+            task_id, carrier = ticket.message_id, dict[str, Any](ticket.headers)
+            if claim is not None:
+                task_id, carrier = str(claim.task.id), claim.trace_context or {}
             logger.exception(
-                "job failed",
-                extra={"task_id": ticket.message_id, "trace_id": trace_id_of(ticket.headers)},
+                "job failed", extra={"task_id": task_id, "trace_id": trace_id_of(carrier)}
             )
         finally:
             self._slots.release()
@@ -307,11 +312,11 @@ class Worker:
         )
         return claims + [None] * (len(wanted) - len(claims))
 
-    async def _complete(self, task_id: uuid.UUID, attempt: int, result: Any) -> Status | None:
+    async def _complete(self, task_id: uuid.UUID, attempt: int, result: str) -> Status | None:
         return await self._results.submit((task_id, attempt, result))
 
     async def _complete_batch(
-        self, results: list[tuple[uuid.UUID, int, Any]]
+        self, results: list[tuple[uuid.UUID, int, str]]
     ) -> list[Status | None]:
         """Record results, with the progress reported since the last heartbeat: a handler's
         last word (say, 1.0 "done") is kept however soon it returns."""
@@ -343,7 +348,9 @@ class Worker:
             self._held[task.id] = held
             try:
                 kind = self._kinds.get(task.kind)
-                running = run_attempt(held, kind, self._settings.default_timeout_seconds)
+                running = run_attempt(
+                    held, kind, self._settings.default_timeout_seconds, self._limits
+                )
                 outcome = await telemetry.handler_run(task.kind, running)
                 with db_span("UPDATE", outcome.action):
                     status = await record(

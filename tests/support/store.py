@@ -3,6 +3,7 @@ workers run in batches."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from services.core.auth import DEFAULT_TENANT
@@ -35,5 +36,5 @@ async def claim_one(
 
 async def complete_one(store: SqlTaskStore, claim: Claim, result: Any) -> Status | None:
     """Record `result` for `claim`'s attempt; None when that attempt no longer holds it."""
-    (status,) = await store.complete_many([(claim.task.id, claim.attempt, result)])
+    (status,) = await store.complete_many([(claim.task.id, claim.attempt, json.dumps(result))])
     return status

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -87,33 +86,3 @@ async def test_cancelling_a_running_task_stops_it_and_it_never_runs_again(
     await worker.idle()  # every ticket of the queue taken, nothing running
     later = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
     assert (later["status"], later["attempts"]) == ("CANCELLED", 1)
-
-
-@pytest.mark.parametrize(
-    ("what", "error"),
-    [
-        ("nan", "the result is not JSON: Out of range float values are not JSON compliant"),
-        ("nul", "the result holds a NUL character, which PostgreSQL cannot keep"),
-        ("nul-error", "bad\ufffdbyte"),
-        (
-            "surrogate",
-            "the result is not JSON: 'utf-8' codec can't encode character '\\udc80' "
-            "in position 7: surrogates not allowed",
-        ),
-        ("surrogate-error", "bad?byte"),
-    ],
-    ids=["nan", "nul", "nul-error", "surrogate", "surrogate-error"],
-)
-async def test_what_postgresql_cannot_keep_fails_the_task_alone(
-    client: httpx.AsyncClient, what: str, error: str
-) -> None:
-    # Submitted together, the no-op tasks end in the same batched writes as the bad one.
-    bad, *good = await asyncio.gather(
-        submit(client, kind="unstorable", payload={"what": what}),
-        *(submit(client, kind="noop") for _ in range(8)),
-    )
-
-    failed = await wait_for(client, bad["id"])
-    assert (failed["status"], failed["error"], failed["attempts"]) == ("FAILED", error, 1)
-    for task in good:
-        assert (await wait_for(client, task["id"]))["status"] == "COMPLETED"

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 
 from services.core.db.base import StoreBase, in_id_order
 from services.core.domain import (
     Heartbeat,
     Status,
 )
+from services.core.outputs import clean_text
+
+logger = logging.getLogger(__name__)
 
 
 class Attempts(StoreBase):
@@ -21,23 +26,49 @@ class Attempts(StoreBase):
 
     async def complete_many(
         self,
-        results: Sequence[tuple[uuid.UUID, int, Any]],
+        results: Sequence[tuple[uuid.UUID, int, str]],
         progress: dict[uuid.UUID, dict[str, Any]] | None = None,
     ) -> list[Status | None]:
-        """Record the result of each (task, attempt, result) in one statement; for each,
-        the task's new status, or None when that attempt no longer holds the task. A task
-        whose cancel was requested ends CANCELLED instead: terminal means terminal.
-        `progress` is what handlers reported since the last heartbeat, kept as well."""
+        """Record the result of each (task, attempt, result as JSON text) in one statement;
+        for each, the task's new status, or None when that attempt no longer holds the
+        task. A task whose cancel was requested ends CANCELLED instead: terminal means
+        terminal. `progress` is what handlers reported since the last heartbeat, kept as
+        well.
+
+        A value PostgreSQL refuses (the output boundary should leave none) costs only its
+        own task: the batch is written again one task at a time, and a task whose result
+        still cannot be stored fails for good, saying why."""
         reported = progress or {}
         params = {
             "ids": [task_id for task_id, _, _ in results],
             "attempts": [attempt for _, attempt, _ in results],
-            "results": [json.dumps(result) for _, _, result in results],
+            "results": [result for _, _, result in results],
             "progress": [_json_or_none(reported.get(task_id)) for task_id, _, _ in results],
         }
-        rows = await self._write(_COMPLETE_MANY, params)
+        try:
+            rows = await self._write(_COMPLETE_MANY, params)
+        except DBAPIError as error:
+            if len(results) > 1:
+                return [(await self.complete_many([one], reported))[0] for one in results]
+            return [await self._unstorable(*results[0], reported, error)]
         done = {(row.id, row.attempts): Status(row.status) for row in rows}
         return [done.get((task_id, attempt)) for task_id, attempt, _ in results]
+
+    async def _unstorable(
+        self,
+        task_id: uuid.UUID,
+        attempt: int,
+        result: str,
+        progress: dict[uuid.UUID, dict[str, Any]],
+        error: DBAPIError,
+    ) -> Status | None:
+        """One task's result that PostgreSQL refused: without its progress, if that was
+        the trouble; else its attempt fails for good."""
+        if task_id in progress:
+            return (await self.complete_many([(task_id, attempt, result)]))[0]
+        logger.error("result not stored: %s", error.orig, extra={"task_id": str(task_id)})
+        reason = clean_text(f"the result could not be stored: {error.orig}", 2048)
+        return await self.fail(task_id, attempt, reason, None)
 
     async def fail(
         self,
@@ -98,11 +129,35 @@ class Attempts(StoreBase):
             "attempts": [attempt for _, attempt in held],
             "progress": [_json_or_none(reported.get(task_id)) for task_id, _ in held],
         }
-        rows = await self._write(_HEARTBEAT, params)
+        try:
+            rows = await self._write(_HEARTBEAT, params)
+        except DBAPIError as error:
+            if not reported:
+                raise
+            # A progress value PostgreSQL refused must not cost every held task its
+            # lease: renew them all without progress, then keep each progress that fits.
+            logger.error("progress refused, leases renewed without it: %s", error.orig)
+            rows = await self._write(_HEARTBEAT, {**params, "progress": [None] * len(held)})
+            await self._progress_each(worker_id, held, reported)
         return Heartbeat(
             frozenset(row.id for row in rows),
             frozenset(row.id for row in rows if row.cancel_requested),
         )
+
+    async def _progress_each(
+        self,
+        worker_id: str,
+        held: Sequence[tuple[uuid.UUID, int]],
+        progress: dict[uuid.UUID, dict[str, Any]],
+    ) -> None:
+        for task_id, attempt in held:
+            if task_id not in progress:
+                continue
+            params = {"worker": worker_id, "id": task_id, "attempt": attempt}
+            try:
+                await self._write(_PROGRESS, {**params, "progress": json.dumps(progress[task_id])})
+            except DBAPIError as error:
+                logger.error("progress refused: %s", error.orig, extra={"task_id": str(task_id)})
 
 
 def _json_or_none(value: dict[str, Any] | None) -> str | None:
@@ -198,4 +253,9 @@ _HEARTBEAT = sa.text(f"""
       AND tasks.id = held.id AND tasks.attempts = held.attempt
       AND tasks.status = 'IN_PROGRESS' AND tasks.worker_id = :worker
     RETURNING tasks.id, tasks.cancel_requested
+""")
+
+_PROGRESS = sa.text("""
+    UPDATE tasks SET progress = CAST(:progress AS jsonb)
+    WHERE id = :id AND attempts = :attempt AND status = 'IN_PROGRESS' AND worker_id = :worker
 """)
