@@ -157,3 +157,42 @@ async def test_recovering_a_gone_worker_hands_back_only_its_tasks(store: SqlTask
     recovered = await recover_worker(store, "pod-a")
     assert [(r.id, r.status) for r in recovered] == [(mine.task.id, Status.PENDING)]
     assert (await store.get(theirs.task.id)).status is Status.IN_PROGRESS
+
+
+# What the output boundary keeps from the store, handed to it anyway: PostgreSQL refuses a
+# lone surrogate escape and a NUL escape in jsonb.
+_REFUSED_NOTE = {"fraction": 0.5, "note": "\udc80"}
+_REFUSED_RESULT = '{"x": "\\u0000"}'
+
+
+async def test_a_heartbeat_whose_progress_postgresql_refuses_still_renews_every_lease(
+    store: SqlTaskStore, settings: Settings
+) -> None:
+    await _queued(store)
+    await _queued(store)
+    a, b = await _claim(store), await _claim(store)
+    await execute(settings.database_url, "UPDATE tasks SET lease_expires_at = now()")
+    progress = {a.task.id: _REFUSED_NOTE, b.task.id: {"fraction": 0.2, "note": "fine"}}
+    beat = await store.heartbeat(
+        "w", [(a.task.id, a.attempt), (b.task.id, b.attempt)], 30, progress
+    )
+    assert beat.held == {a.task.id, b.task.id}
+    assert (await store.get(a.task.id)).progress is None
+    assert (await store.get(b.task.id)).progress == {"fraction": 0.2, "note": "fine"}
+    assert (await store.gauges()).lease_expired == 0
+
+
+async def test_a_result_postgresql_refuses_fails_its_own_task_and_no_other(
+    store: SqlTaskStore,
+) -> None:
+    await _queued(store)
+    await _queued(store)
+    a, b = await _claim(store), await _claim(store)
+    statuses = await store.complete_many(
+        [(a.task.id, a.attempt, _REFUSED_RESULT), (b.task.id, b.attempt, '{"ok": true}')]
+    )
+    assert statuses == [Status.FAILED, Status.COMPLETED]
+    failed = await store.get(a.task.id)
+    assert failed.error is not None
+    assert failed.error.startswith("the result could not be stored: ")
+    assert (await store.get(b.task.id)).result == {"ok": True}

@@ -258,4 +258,5 @@ _HEARTBEAT = sa.text(f"""
 _PROGRESS = sa.text("""
     UPDATE tasks SET progress = CAST(:progress AS jsonb)
     WHERE id = :id AND attempts = :attempt AND status = 'IN_PROGRESS' AND worker_id = :worker
+    RETURNING id
 """)
