@@ -15,6 +15,7 @@ from services.api.deps import Services
 from services.core.errors import StoreUnavailable
 from services.core.telemetry.metrics import (
     BACKGROUND_ERRORS,
+    GAUGES_REFRESHED,
     GAUGES_UP,
     HTTP_DURATION,
     HTTP_REQUESTS,
@@ -81,6 +82,7 @@ async def metrics(request: Request) -> Response:
             logger.exception("database gauges not refreshed")
         else:
             GAUGES_UP.set(1)
+            GAUGES_REFRESHED.set_to_current_time()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

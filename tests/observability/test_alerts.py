@@ -169,3 +169,82 @@ def test_a_loop_that_keeps_failing_is_alerted_on(tmp_path: Path) -> None:
             ]
         },
     )
+
+
+# Every alert on a database-wide gauge, with what makes it fire while the gauges are fresh.
+_GAUGE_SERIES = {
+    f"conveyor_tasks_lease_expired{{{_API}}}": "1x100",
+    f'conveyor_queue_oldest_age_seconds{{{_API},priority="NORMAL"}}': "1000x100",
+    f"conveyor_outbox_backlog_tasks{{{_API}}}": "5x100",
+    f"conveyor_outbox_oldest_age_seconds{{{_API}}}": "1000x100",
+    f'conveyor_queue_depth_tasks{{{_API},priority="NORMAL",state="ready"}}': "3x100",
+    f'conveyor_queue_oldest_ready_seconds{{{_API},queue="default"}}': "1000x100",
+    f'conveyor_queue_paused{{{_API},queue="default"}}': "0x100",
+    f'conveyor_queue_oldest_ready_seconds{{{_API},queue="held"}}': "1000x100",  # paused
+    f'conveyor_queue_paused{{{_API},queue="held"}}': "1x100",
+}
+_RELEASE = {"namespace": "tasks", "job": "conveyor-api"}
+_GAUGE_ALERTS = {
+    "ConveyorTasksStuckInProgress": [{**_RELEASE, "severity": "warning"}],
+    "ConveyorOldestWaitingTaskTooOld": [{**_RELEASE, "priority": "NORMAL", "severity": "warning"}],
+    "ConveyorOutboxBacklogGrowing": [{**_RELEASE, "severity": "critical"}],
+    "ConveyorBacklogWithoutWorkers": [{**_RELEASE, "severity": "critical"}],
+    "ConveyorQueueWaitTooLong": [{**_RELEASE, "queue": "default", "severity": "warning"}],
+    "ConveyorQueuePausedLong": [{**_RELEASE, "queue": "held", "severity": "info"}],
+}
+_REFRESHED = f"conveyor_gauges_refreshed_timestamp_seconds{{{_API}}}"
+
+
+def test_gauge_alerts_fire_while_the_gauges_are_fresh(tmp_path: Path) -> None:
+    # Refreshed at every scrape: the timestamp is the scrape's time.
+    _promtool_fires(
+        tmp_path,
+        {**_GAUGE_SERIES, _REFRESHED: "0+60x100"},
+        "90m",
+        {**_GAUGE_ALERTS, "ConveyorGaugesStale": []},
+    )
+
+
+def test_stale_gauges_quiet_the_alerts_on_them_and_are_alerted_on(tmp_path: Path) -> None:
+    # PostgreSQL went away at minute 5: the gauges keep their values, the timestamp stops.
+    _promtool_fires(
+        tmp_path,
+        {**_GAUGE_SERIES, _REFRESHED: "0+60x5 300x95"},
+        "90m",
+        {
+            **{name: [] for name in _GAUGE_ALERTS},
+            "ConveyorGaugesStale": [{**_RELEASE, "severity": "warning"}],
+        },
+    )
+
+
+def test_gauges_never_read_are_unknown_and_alerted_on(tmp_path: Path) -> None:
+    # An API pod that has not read PostgreSQL since it started exports 0.
+    _promtool_fires(
+        tmp_path,
+        {**_GAUGE_SERIES, _REFRESHED: "0x100"},
+        "20m",
+        {
+            "ConveyorTasksStuckInProgress": [],
+            "ConveyorGaugesStale": [{**_RELEASE, "severity": "warning"}],
+        },
+    )
+
+
+def test_one_fresh_api_pod_keeps_the_gauges_fresh(tmp_path: Path) -> None:
+    # Two pods: one lost PostgreSQL, the other reads it; the fresh one's values count.
+    other = 'namespace="tasks",job="conveyor-api",instance="10.0.0.8:8000"'
+    _promtool_fires(
+        tmp_path,
+        {
+            f"conveyor_tasks_lease_expired{{{_API}}}": "0x30",
+            _REFRESHED: "0+60x5 300x25",
+            f"conveyor_tasks_lease_expired{{{other}}}": "1x30",
+            f"conveyor_gauges_refreshed_timestamp_seconds{{{other}}}": "0+60x30",
+        },
+        "20m",
+        {
+            "ConveyorTasksStuckInProgress": [{**_RELEASE, "severity": "warning"}],
+            "ConveyorGaugesStale": [],
+        },
+    )

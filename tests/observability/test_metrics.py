@@ -116,13 +116,16 @@ async def test_queue_gauges_count_ready_and_running_tasks(settings: Settings) ->
 
 async def test_the_gauges_say_when_postgresql_cannot_be_read(settings: Settings) -> None:
     up = ("conveyor_database_gauges_up", frozenset())
+    refreshed = ("conveyor_gauges_refreshed_timestamp_seconds", frozenset())
     async with running_api(settings) as api:
-        assert (await _scrape(api))[up] == 1
+        fresh = await _scrape(api)
+    assert fresh[up] == 1 and fresh[refreshed] > 0
     # Nothing listens on port 1: the gauges keep old values, and say so.
     away = settings.model_copy(update={"database_url": "postgresql+asyncpg://u@127.0.0.1:1/x"})
     async with running_api(away, ready=False) as api:
         samples = await _scrape(api)
     assert samples[up] == 0
+    assert samples[refreshed] == fresh[refreshed]  # when they were last read, not now
     assert samples[
         (
             "conveyor_build_info",

@@ -133,6 +133,11 @@ GAUGES_UP = Gauge(
     "1 when the last scrape read the database-wide gauges; 0 when PostgreSQL could not be "
     "read, and the conveyor_queue_*, conveyor_outbox_* and lease gauges hold old values.",
 )
+GAUGES_REFRESHED = Gauge(
+    "conveyor_gauges_refreshed_timestamp_seconds",
+    "When (Unix time) this process last read the database-wide gauges; 0 before its first "
+    "read. The alerts on those gauges ignore a process whose read is old.",
+)
 QUEUE_OLDEST_AGE = Gauge(
     "conveyor_queue_oldest_age_seconds", "How long the oldest ready task has waited.", ["priority"]
 )
