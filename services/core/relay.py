@@ -37,12 +37,15 @@ class Relay:
         batch: int,
         interval: float,
         stale_after: float = 30.0,
+        prefetch: int = 16,
     ) -> None:
         self._store = store
         self._broker = broker
         self._batch = batch
         self._interval = interval
         self._stale_after = stale_after
+        # The unacked messages a worker's consumer holds at most (its WORKER_CONCURRENCY).
+        self._prefetch = prefetch
         self._next_stale_check = 0.0
         self._alarm = Alarm()
 
@@ -54,6 +57,7 @@ class Relay:
             batch=settings.relay_batch,
             interval=settings.relay_interval_seconds,
             stale_after=settings.lost_message_seconds,
+            prefetch=settings.worker_concurrency,
         )
 
     def kick(self) -> None:
@@ -86,18 +90,39 @@ class Relay:
         """Queue again tasks whose message is not coming: never confirmed, or gone.
 
         The safety net under the message accounting, checked every `stale_after` seconds.
-        A spare message costs one empty claim; a missing one would strand a task.
+        Messages are tickets for any task of their queue, so a queue whose queued tasks
+        outnumber its messages lost that many, behind a backlog as well as in an empty
+        queue: the oldest of them get new ones. The broker says how many messages wait and
+        how many consumers it has, not how many messages those hold unacked. While
+        messages wait, each consumer holds its prefetch of them (else the broker would
+        deliver it more), counted as `prefetch` each; in an empty queue they may hold any
+        number up to that, and none is counted, as ever: then every task queued
+        `stale_after` ago is sent again, and a spare message costs one empty claim. A
+        missing one would strand a task.
         """
-        empty = [
-            queue
-            for queue in self._broker.topology.queues
-            if await self._broker.ready_messages(queue) == 0
-        ]
-        owed = await self._store.unqueue_stale(self._stale_after, self._batch, empty_queues=empty)
+        read_at = await self._store.clock()  # before the counts: see unqueue_stale()
+        messages = {}
+        for queue in self._broker.topology.queues:
+            ready, consumers = await self._broker.queue_counts(queue)
+            messages[queue] = ready + consumers * self._prefetch if ready else 0
+        owed = await self._store.unqueue_stale(
+            self._stale_after,
+            self._batch,
+            messages=messages,
+            read_at=read_at,
+            settle=self._settle,
+        )
         MESSAGES_RESENT.inc(owed)
         if owed:
             logger.warning("%d queued task(s) had no message in the broker; sending again", owed)
         return owed
+
+    @property
+    def _settle(self) -> float:
+        """How long after its reservation a task's publish has surely ended (confirmed, or
+        not and released): well past the broker's confirm timeout, and short enough that
+        the messages one check sends are counted by the next."""
+        return min(self._stale_after / 2, 2 * self._broker.confirm_timeout)
 
     async def run(self, supervisor: Supervisor) -> None:
         """Relay until cancelled, waking on kick(), when a task falls due, or each interval."""
@@ -115,7 +140,9 @@ class Relay:
         now = asyncio.get_running_loop().time()
         if now >= self._next_stale_check:
             self._next_stale_check = now + self._stale_after
-            await self.resend_lost()
+            if await self.resend_lost() >= self._batch:
+                # More may be owed: look again once the messages just sent count.
+                self._next_stale_check = now + 2 * self._settle
 
     async def _until_due(self) -> float:
         return rest_until(await self._store.next_due(), self._interval)

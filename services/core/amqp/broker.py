@@ -101,6 +101,12 @@ class Broker:
 
     async def ready_messages(self, queue: str = DEFAULT_QUEUE) -> int:
         """How many messages wait in `queue`'s quorum queue, not yet delivered."""
+        return (await self.queue_counts(queue))[0]
+
+    async def queue_counts(self, queue: str = DEFAULT_QUEUE) -> tuple[int, int]:
+        """`queue`'s quorum queue as the broker has it now: (messages waiting, not yet
+        delivered; consumers). Unacked messages are in neither: RabbitMQ does not say how
+        many over AMQP."""
         if not self.ready or self._channel is None:
             raise BrokerUnavailable("not connected")
         try:
@@ -110,7 +116,7 @@ class Broker:
             declared = await channel.queue_declare(self.topology.queue(queue), passive=True)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
             raise BrokerUnavailable(str(error) or type(error).__name__) from error
-        return int(declared.message_count or 0)
+        return int(declared.message_count or 0), int(declared.consumer_count or 0)
 
     async def consume_queue(self, prefetch: int, queue: str = DEFAULT_QUEUE) -> AbstractQueue:
         """A channel with `prefetch` unacked messages at most, and `queue`'s quorum queue

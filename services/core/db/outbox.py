@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -37,17 +37,42 @@ class Outbox(StoreBase):
         """Their messages were not confirmed: the relay owes them one again."""
         await self._write(_RELEASE, {"ids": list(ids)})
 
+    async def clock(self) -> datetime:
+        """PostgreSQL's clock, now (not the transaction's start)."""
+        async with self._begin() as connection:
+            moment: datetime = (await connection.execute(_CLOCK)).scalar_one()
+            return moment
+
     async def unqueue_stale(
-        self, older_than: float, limit: int, *, empty_queues: Sequence[str] = ()
+        self,
+        older_than: float,
+        limit: int,
+        *,
+        messages: Mapping[str, int] | None = None,
+        read_at: datetime | None = None,
+        settle: float | None = None,
     ) -> int:
         """Owe a new message to tasks whose message is not coming, after `older_than` s.
 
         Always for NEW tasks reserved that long ago and never confirmed (their relay died
-        between reserving and publishing). Also for PENDING tasks queued that long ago in
-        `empty_queues`, whose quorum queues hold no message: the broker has none for them
-        any more (a purge, a node lost with its data, a delivery limit). Answers how many.
-        """
-        params = {"older": older_than, "limit": limit, "empty": list(empty_queues)}
+        between reserving and publishing). Also for PENDING tasks of the queues counted in
+        `messages` (the messages the broker holds for each queue, counted at `read_at` on
+        this store's clock(), read before the broker's counts): a queue with more queued
+        tasks than messages lost some (a purge, a node lost with its data, a delivery
+        limit, a relay that died before publishing a PENDING task's). Messages are tickets
+        for any task of their queue, so the difference is owed, oldest tasks first, counting
+        only tasks whose message was in the broker at `read_at` if it ever came: confirmed
+        from NEW by then, or reserved more than `settle` s (default `older_than`) before.
+        Answers how many."""
+        counted = dict(messages or {})
+        params = {
+            "older": older_than,
+            "limit": limit,
+            "queues": list(counted),
+            "messages": list(counted.values()),
+            "read_at": read_at,
+            "settle": older_than if settle is None else settle,
+        }
         async with self._begin() as connection:
             result = await connection.execute(_UNQUEUE_STALE, params)
         return int(result.rowcount)
@@ -103,17 +128,48 @@ _RELEASE = sa.text(f"""
     RETURNING id
 """)
 
-_STALE = """
-    queued_at < now() - make_interval(secs => :older)
-    AND (status = 'NEW' OR (status = 'PENDING' AND queue = ANY(CAST(:empty AS text[]))))
+_CLOCK = sa.text("SELECT clock_timestamp()")
+
+# Reserved so long ago that its message, if one was ever coming, is in the broker by now.
+_OLD = "queued_at < now() - make_interval(secs => :older)"
+
+# Queued tasks whose message, if one was ever coming, was in the broker when it was
+# counted (:read_at): confirmed from NEW before then (only that confirm moves a queued
+# task's updated_at past its queued_at), or reserved :settle s before, so that their
+# publish had ended, confirmed or not. Tasks reserved since, whose publish may still be
+# on its way, are not counted: their messages can only hide a loss, never invent one.
+_SETTLED = """
+    tasks.status = 'PENDING' AND tasks.queued_at IS NOT NULL
+    AND (tasks.queued_at < coalesce(CAST(:read_at AS timestamptz), now())
+                           - make_interval(secs => :settle)
+         OR (tasks.updated_at > tasks.queued_at
+             AND tasks.updated_at < coalesce(CAST(:read_at AS timestamptz), now())))
 """
 
+# Per queue counted, the oldest of its queued tasks that its messages fall short of, and
+# every NEW task reserved long ago and never confirmed.
 _UNQUEUE_STALE = sa.text(f"""
+    WITH counted AS (
+        SELECT broker.queue,
+               (SELECT count(*) FROM tasks WHERE tasks.queue = broker.queue AND {_SETTLED})
+                   - broker.messages AS owed
+        FROM unnest(CAST(:queues AS text[]), CAST(:messages AS bigint[]))
+            AS broker(queue, messages)
+    ), lost AS (
+        SELECT oldest.id FROM counted CROSS JOIN LATERAL (
+            SELECT id FROM tasks
+            WHERE tasks.queue = counted.queue AND tasks.status = 'PENDING' AND {_OLD}
+            ORDER BY queued_at LIMIT greatest(counted.owed, 0)) AS oldest
+    )
     UPDATE tasks SET queued_at = NULL
     WHERE id = ANY(ARRAY(
-        SELECT id FROM tasks WHERE {_STALE}
+        SELECT id FROM tasks
+        WHERE id IN (SELECT id FROM lost
+                     UNION ALL
+                     SELECT id FROM tasks WHERE status = 'NEW' AND {_OLD})
+          AND {_OLD}
         ORDER BY queued_at LIMIT :limit FOR UPDATE SKIP LOCKED))
-      AND {_STALE}
+      AND {_OLD} AND status IN ('NEW', 'PENDING')
 """)
 
 # Under a cap, a PENDING task that is due already waits for its tenant's room, which the
