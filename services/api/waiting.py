@@ -6,6 +6,10 @@ connection (not one per waiter) and wakes the requests waiting for that id; NOTI
 reaches every listener, so it works behind any number of API replicas. While the
 listening connection is down, waiters look again every half second instead.
 
+A wait outlives a database blip: the listening connection is opened again (a supervised
+loop), and a waiter whose look fails keeps its place and looks again every half second
+until its wait ends; only a look that fails at the end answers 503.
+
 A finished task is read once per process, however many requests wait for it, and handed
 to each: every waiter read it for its own tenant before it began to wait.
 """
@@ -39,34 +43,56 @@ class TooManyWaiters(Exception):
 Woken = asyncio.Future["Task | None"]
 
 
+class Waiter:
+    """One waiting request's place, held for its whole wait, however often it is woken."""
+
+    def __init__(self) -> None:
+        self._woken: Woken = asyncio.get_running_loop().create_future()
+
+    def wake(self, task: Task | None) -> None:
+        if not self._woken.done():
+            self._woken.set_result(task)
+
+    async def woken(self, seconds: float) -> Task | None:
+        """The finished task as read for all its waiters, or None: look again (after
+        `seconds`, or sooner when the listening connection came or went)."""
+        try:
+            return await asyncio.wait_for(self._woken, seconds)
+        except TimeoutError:
+            return None
+        finally:
+            # Ready again before the caller looks: a finish from now on wakes it.
+            self._woken = asyncio.get_running_loop().create_future()
+
+
 class Waiters:
     def __init__(self, dsn: str, limit: int, read: Callable[[uuid.UUID], Awaitable[Task]]) -> None:
         self._dsn = dsn
         self._limit = limit
         # Reads a task whatever its tenant: for waiters that were let see it already.
         self._read = read
-        self._waiting: dict[uuid.UUID, set[Woken]] = {}
+        self._waiting: dict[uuid.UUID, set[Waiter]] = {}
         self._reading: set[asyncio.Task[None]] = set()
         self._count = 0
         self.listening = asyncio.Event()
 
     @contextlib.contextmanager
-    def waiting_for(self, task_id: uuid.UUID) -> Iterator[Woken]:
-        """A future set when `task_id` finishes, to the task as it then is (or to None:
-        look again); TooManyWaiters past the limit."""
+    def waiting_for(self, task_id: uuid.UUID) -> Iterator[Waiter]:
+        """A place for the block, woken when `task_id` finishes; TooManyWaiters past the
+        limit."""
         if self._count >= self._limit:
             raise TooManyWaiters(f"{self._count} requests are waiting in this process")
-        future: Woken = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(task_id, set()).add(future)
+        waiter = Waiter()
+        self._waiting.setdefault(task_id, set()).add(waiter)
         self._count += 1
         try:
-            yield future
+            yield waiter
         finally:
             self._count -= 1
-            futures = self._waiting.get(task_id)
-            if futures is not None:
-                futures.discard(future)
-                if not futures:
+            waiters = self._waiting.get(task_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
                     del self._waiting[task_id]
 
     @property
@@ -112,12 +138,10 @@ class Waiters:
             task: Task | None = await self._read(task_id)
         except Exception:  # noqa: BLE001 - the waiters read it themselves
             task = None
-        for future in self._waiting.get(task_id, ()):
-            if not future.done():
-                future.set_result(task)
+        for waiter in self._waiting.get(task_id, ()):
+            waiter.wake(task)
 
     def _wake_all(self) -> None:
-        for futures in self._waiting.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
+        for waiters in self._waiting.values():
+            for waiter in waiters:
+                waiter.wake(None)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 import httpx
+import pytest
 
+from services.core.db.migrate import upgrade
+from services.core.db.schema import ensure_database
 from services.core.settings import Settings
-from tests.support.services import running_api, running_worker, submit
+from tests.support.env import make_settings, unreachable
+from tests.support.postgres import PrivatePostgres, postgres_available
+from tests.support.services import free_port, running_api, running_worker, submit
 
 
 async def test_two_hundred_waiters_on_two_api_processes_answer_when_the_task_finishes(
@@ -70,3 +79,121 @@ async def test_a_waiting_request_leaves_its_tenants_place_to_others(settings: Se
         other = await api.get("/api/v1/tasks")  # the tenant's one place is free meanwhile
         assert other.status_code == 200 and time.monotonic() - started < 1
         assert (await waiting).status_code == 200
+
+
+# Waits through a database blip: a PostgreSQL of this module's own, cut off and restarted.
+# Seconds after which every request of a test has read its task and waits.
+SETTLED = 1.5
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    if not postgres_available():
+        unreachable("a private PostgreSQL", FileNotFoundError("initdb is not installed"))
+    postgres = PrivatePostgres(free_port())
+    try:
+        postgres.start()
+        url = postgres.url("conveyor")
+        asyncio.run(ensure_database(url))
+        upgrade(url)
+        yield postgres
+    finally:
+        postgres.destroy()
+
+
+@dataclass
+class Blip:
+    postgres: PrivatePostgres
+    settings: Settings
+
+    async def fetch(self, sql: str) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(self.postgres.url("conveyor").replace("+asyncpg", ""))
+        try:
+            return await connection.fetch(sql)
+        finally:
+            await connection.close()
+
+    async def listener(self, other_than: int | None = None) -> int:
+        """The backend of the API's LISTEN connection (another than `other_than`), once
+        there is one."""
+        async with asyncio.timeout(30):
+            while True:
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                    rows = await self.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND query LIKE 'LISTEN %'"
+                    )
+                    pids = [row["pid"] for row in rows if row["pid"] != other_than]
+                    if pids:
+                        return int(pids[0])
+                await asyncio.sleep(0.05)
+
+    async def cancel(self, api: httpx.AsyncClient, task_id: str) -> None:
+        """Cancel it, retrying while the API answers 503 (its pool's connections were cut)."""
+        async with asyncio.timeout(30):
+            while (response := await api.delete(f"/api/v1/tasks/{task_id}")).status_code == 503:
+                await asyncio.sleep(0.1)
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+async def blip(private_postgres: PrivatePostgres, amqp_prefix: str) -> AsyncIterator[Blip]:
+    """Settings on the private PostgreSQL, emptied; nothing published, tasks stay NEW."""
+    url = private_postgres.url("conveyor")
+    settings = make_settings(url, amqp_prefix, api_run_relay=False, api_publish=False)
+    current = Blip(private_postgres, settings)
+    await current.fetch("TRUNCATE tasks, task_attempts")
+    yield current
+
+
+async def _timed_wait(
+    api: httpx.AsyncClient, task_id: str, seconds: float
+) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = await api.get(f"/api/v1/tasks/{task_id}", params={"wait": seconds}, timeout=90)
+    return time.monotonic() - started, response
+
+
+async def test_waits_outlive_a_reset_of_every_database_connection(blip: Blip) -> None:
+    async with running_api(blip.settings) as api:
+        tasks = [(await submit(api, kind="noop"))["id"] for _ in range(4)]
+        listener = await blip.listener()
+        waiting = [asyncio.create_task(_timed_wait(api, tasks[n % 4], 30)) for n in range(40)]
+        await asyncio.sleep(SETTLED)
+        await blip.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await blip.listener(other_than=listener)  # listening again, on a new connection
+        for task_id in tasks:
+            await blip.cancel(api, task_id)
+        answers = [response for _, response in await asyncio.gather(*waiting)]
+    assert [response.status_code for response in answers] == [200] * 40
+    assert {response.json()["status"] for response in answers} == {"CANCELLED"}
+
+
+async def test_waits_outlive_a_restart_and_answer_503_only_if_it_is_not_back_by_their_end(
+    blip: Blip,
+) -> None:
+    async with running_api(blip.settings) as api:
+        finished, unfinished = [(await submit(api, kind="noop"))["id"] for _ in range(2)]
+        await blip.listener()
+        # Finished after the restart: answered then.
+        woken = [asyncio.create_task(_timed_wait(api, finished, 30)) for _ in range(20)]
+        # Ending once the database is back: answered then, with the task as it is.
+        ending = [asyncio.create_task(_timed_wait(api, unfinished, 10)) for _ in range(10)]
+        # Ending while it is down: 503, but only at the end of the wait.
+        failing = [asyncio.create_task(_timed_wait(api, unfinished, 3)) for _ in range(10)]
+        await asyncio.sleep(SETTLED)
+        await asyncio.to_thread(blip.postgres.stop)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(blip.postgres.start)
+        await blip.listener()
+        await blip.cancel(api, finished)
+        answers = await asyncio.gather(*woken, *ending, *failing)
+    statuses = [(response.status_code, response.json().get("status")) for _, response in answers]
+    assert statuses[:20] == [(200, "CANCELLED")] * 20
+    assert statuses[20:30] == [(200, "NEW")] * 10
+    assert statuses[30:] == [(503, 503)] * 10
+    assert all(response.headers["Retry-After"] for _, response in answers[30:])
+    assert all(took >= 3 for took, _ in answers[30:])

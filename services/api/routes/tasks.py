@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import uuid
 from typing import Annotated, Any
@@ -33,7 +32,7 @@ from services.api.schemas import (
     TaskTemplate,
     payload_problem,
 )
-from services.api.waiting import TooManyWaiters
+from services.api.waiting import POLL_SECONDS, TooManyWaiters, Waiter
 from services.core.db.store import InvalidCursor, encode_cursor
 from services.core.domain import (
     NO_NUL,
@@ -46,7 +45,7 @@ from services.core.domain import (
     Task,
     TaskFilter,
 )
-from services.core.errors import IdempotencyConflict
+from services.core.errors import IdempotencyConflict, StoreUnavailable
 from services.core.telemetry.metrics import STATUS_CHANGES
 from services.core.telemetry.tracing import current_carrier, db_span
 
@@ -280,24 +279,39 @@ async def get_task(
 
 
 async def _until_finished(task: Task, wait: float, services: ServicesDep, tenant: str) -> Task:
+    try:
+        with services.waiters.waiting_for(task.id) as waiter:
+            return await _watch(task, wait, waiter, services, tenant)
+    except TooManyWaiters as error:
+        raise Refused(503, "overloaded", str(error), {"Retry-After": "1"}) from error
+
+
+async def _watch(
+    task: Task, wait: float, waiter: Waiter, services: ServicesDep, tenant: str
+) -> Task:
+    """The task once terminal, or as it is at the end of the wait. A database blip is
+    waited out: a look that fails is tried again every POLL_SECONDS, and only one that
+    fails at the end of the wait answers 503 (StoreUnavailable)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    while not task.status.is_terminal and (left := deadline - loop.time()) > 0:
-        woken: Task | None = None
-        try:
-            with services.waiters.waiting_for(task.id) as finished:
-                # Read again once listening: a finish just before is not missed.
-                task = await services.store.get(task.id, tenant)
-                if not task.status.is_terminal:
-                    poll = services.waiters.poll_seconds
-                    # Waiting holds no connection: the tenant's place goes to others.
-                    async with services.auth.lines.stepped_out(tenant):
-                        with contextlib.suppress(TimeoutError):
-                            woken = await asyncio.wait_for(finished, min(left, poll or left))
-        except TooManyWaiters as error:
-            raise Refused(503, "overloaded", str(error), {"Retry-After": "1"}) from error
-        # The finished task, read once for all its waiters; else look again.
-        task = woken if woken is not None else await services.store.get(task.id, tenant)
+    away: StoreUnavailable | None = None  # the last look failed: PostgreSQL is away
+    woken: Task | None = None
+    while True:
+        if woken is not None:  # the finished task, read once for all its waiters
+            task, away = woken, None
+        else:  # looked at once the place is held: a finish just before is not missed
+            try:
+                task, away = await services.store.get(task.id, tenant), None
+            except StoreUnavailable as error:
+                away = error
+        if task.status.is_terminal or (left := deadline - loop.time()) <= 0:
+            break
+        poll = POLL_SECONDS if away is not None else services.waiters.poll_seconds
+        # Waiting holds no connection: the tenant's place goes to others.
+        async with services.auth.lines.stepped_out(tenant):
+            woken = await waiter.woken(min(left, poll or left))
+    if away is not None:
+        raise away
     return task
 
 
