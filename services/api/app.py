@@ -113,7 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
         RequestLimits,
         body_bytes=settings.max_body_bytes,
         header_bytes=settings.max_header_bytes,
-        loopback_only=not settings.auth_enabled,
+        hosts=None if settings.auth_enabled else settings.allowed_hosts,
     )
     app.add_middleware(HttpMetrics)
     app.include_router(tasks.router)

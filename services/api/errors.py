@@ -255,7 +255,8 @@ def cross_site(headers: dict[bytes, bytes]) -> bool:
     return origin.partition(b"://")[2] != headers.get(b"host", b"")
 
 
-_LOOPBACK = re.compile(rb"^(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$")
+_LOOPBACK = frozenset({b"127.0.0.1", b"localhost", b"[::1]"})
+_PORT = re.compile(rb":\d+$")
 # What a page may read of an API with keys off, whatever its address: nothing of a tenant.
 _OPEN_PATHS = ("/health/", "/metrics")
 
@@ -263,18 +264,23 @@ _OPEN_PATHS = ("/health/", "/metrics")
 class RequestLimits:
     """Refuse oversized headers (431) and bodies (413), and changes asked for by another
     site's page (403: with API keys off, on a laptop, nothing else would stop a page
-    from pausing a queue), before anything parses them. With `loopback_only` (keys off),
-    a request must name a loopback address as its Host: a page of another site whose
-    name was made to point at 127.0.0.1 (DNS rebinding) is same-origin to itself and
-    would read every task otherwise."""
+    from pausing a queue), before anything parses them. With `hosts` (keys off), a
+    request must name as its Host a loopback address or one of `hosts` (the names an
+    installation is reached by, such as its Service's): a page of another site whose name
+    was made to point at the API (DNS rebinding) is same-origin to itself and would read
+    every task otherwise. None (keys on) answers any Host."""
 
     def __init__(
-        self, app: ASGIApp, body_bytes: int, header_bytes: int, loopback_only: bool = False
+        self,
+        app: ASGIApp,
+        body_bytes: int,
+        header_bytes: int,
+        hosts: Iterable[str] | None = None,
     ) -> None:
         self.app = app
         self.body_bytes = body_bytes
         self.header_bytes = header_bytes
-        self.loopback_only = loopback_only
+        self.hosts = None if hosts is None else _LOOPBACK | {h.lower().encode() for h in hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -283,12 +289,12 @@ class RequestLimits:
         if sum(len(name) + len(value) for name, value in headers) > self.header_bytes:
             return await self._refuse(scope, receive, send, 431, "headers", self.header_bytes)
         named = dict(headers)
-        if (
-            self.loopback_only
-            and not _LOOPBACK.match(named.get(b"host", b""))
-            and not scope["path"].startswith(_OPEN_PATHS)
+        if not self._answers_at(named.get(b"host", b"")) and not scope["path"].startswith(
+            _OPEN_PATHS
         ):
-            detail = "with API keys off, this API answers only at a loopback address"
+            detail = (
+                "with API keys off, this API answers only at a loopback address or ALLOWED_HOSTS"
+            )
             return await problem(403, detail, slug="loopback-only")(scope, receive, send)
         if scope["method"] not in _SAFE_METHODS and cross_site(named):
             detail = "a page of another site may not change anything here"
@@ -307,6 +313,9 @@ class RequestLimits:
             return message
 
         await self.app(scope, limited, send)
+
+    def _answers_at(self, host: bytes) -> bool:
+        return self.hosts is None or _PORT.sub(b"", host.lower()) in self.hosts
 
     @staticmethod
     async def _refuse(

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # API keys (Authorization: Bearer). Off, every request acts for the tenant "default"
     # with every scope: for a laptop only.
     auth_enabled: bool = True
+    # With keys off, the host names (comma-separated, no port) the API answers at besides
+    # loopback addresses: its Service's and ingress's names in a cluster. Any other Host
+    # gets 403, so a page whose name was made to point at the API cannot read it.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
     # A JSON file of keys to add at start-up (the chart mounts it from a Secret).
     auth_seed_file: str = ""
     # How long a key's lookup is reused: a revocation takes effect within this time.
@@ -164,7 +168,7 @@ class Settings(BaseSettings):
             return re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", value)
         return value
 
-    @field_validator("task_modules", "worker_queues", mode="before")
+    @field_validator("task_modules", "worker_queues", "allowed_hosts", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):

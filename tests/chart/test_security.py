@@ -25,6 +25,19 @@ def test_keys_are_on_by_default_with_a_rate_limit() -> None:
     assert config["CONVEYOR_RATE_LIMIT"] == "100/second"
     off = one(render(CHART / "ci" / "auth-off-values.yaml"), "ConfigMap", "-config")["data"]
     assert off["CONVEYOR_AUTH_ENABLED"] == "false"
+    assert "CONVEYOR_ALLOWED_HOSTS" not in config
+
+
+def test_keys_off_answers_at_the_service_and_ingress_names_and_those_given() -> None:
+    off = one(render(CHART / "ci" / "auth-off-values.yaml"), "ConfigMap", "-config")["data"]
+    assert off["CONVEYOR_ALLOWED_HOSTS"].split(",") == [
+        "conveyor-api",
+        "conveyor-api.tasks",
+        "conveyor-api.tasks.svc",
+        "conveyor-api.tasks.svc.cluster.local",
+        "tasks.example.com",
+        "conveyor.internal",
+    ]
 
 
 def test_seeded_keys_live_in_a_secret_mounted_by_the_api_alone() -> None:
