@@ -106,6 +106,13 @@ def test_queues_without_default_or_with_bad_names_are_refused() -> None:
     assert "queues" in refusal(**{"workerPools[0].queues": "{}"})
 
 
+def test_a_pool_taking_a_queue_that_is_not_defined_is_refused_naming_both() -> None:
+    # Rendered, its workers would stop at start: CONVEYOR_WORKER_QUEUES names an unknown queue.
+    refused = refusal(**{"workerPools[0].name": "default", "workerPools[0].queues[0]": "images"})
+    assert 'pool "default" takes queue "images", which queues does not define' in refused
+    assert "(defined: default)" in refused
+
+
 async def test_a_pools_scaling_query_counts_its_queues_within_their_caps(
     store: SqlTaskStore, settings: Settings
 ) -> None:

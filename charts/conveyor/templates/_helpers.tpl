@@ -254,7 +254,15 @@ default pool keeps "worker", the others "worker-<name>") and settings (worker's 
 overridden by the pool's own). Read it back with fromYamlArray. */}}
 {{- define "conveyor.workerPools" -}}
 {{- $pools := list -}}
+{{- $defined := list -}}
+{{- range .Values.queues }}{{ $defined = append $defined .name }}{{ end -}}
 {{- range .Values.workerPools -}}
+{{- $pool := .name -}}
+{{- range .queues -}}
+{{- if not (has . $defined) -}}
+{{- fail (printf "workerPools: pool %q takes queue %q, which queues does not define (defined: %s)" $pool . (join ", " $defined)) -}}
+{{- end -}}
+{{- end -}}
 {{- $settings := mergeOverwrite (deepCopy $.Values.worker) (omit . "name" "queues") -}}
 {{- $component := eq .name "default" | ternary "worker" (printf "worker-%s" .name) -}}
 {{- $_ := set $settings "podLabels" (merge (dict "conveyor.dev/pool" .name) ($settings.podLabels | default dict)) -}}
