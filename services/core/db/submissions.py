@@ -9,10 +9,11 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid_utils.compat import uuid7
 
@@ -207,30 +208,30 @@ class Submissions(StoreBase):
         """Apply `values` to the tasks in `statuses` matching `where`, `batch` at a time,
         each batch its own statement. Rows other statements hold (a heartbeat, a relay) are
         passed over, then waited for in a last round, so none is missed; only tasks whose
-        `since` is before the first batch are taken, so the work ends."""
+        `since` is before the first batch are taken, so the work ends. One status at a
+        time (NEW before PENDING, which it may become), so an index walks it in order."""
         started = await self._now()
-        guard = [tasks.c.status.in_(statuses), since <= started, *more]
+        wanted = [s for s in statuses if not where.statuses or s in where.statuses]
         total = 0
         for skip_locked in (True, False):
-            picked = (
-                sa.select(tasks.c.id)
-                .where(*_conditions(where), *guard)
-                .order_by(tasks.c.id)
-                .limit(batch)
-                .with_for_update(skip_locked=skip_locked)
-            )
-            statement = (
-                sa.update(tasks)
-                .where(tasks.c.id.in_(picked.scalar_subquery()), *guard)
-                .values(**values, updated_at=_NOW)
-            )
-            while True:
-                async with self._begin() as connection:
-                    changed = int((await connection.execute(statement)).rowcount)
-                total += changed
-                if changed < batch if skip_locked else changed == 0:
-                    break
+            for status in wanted:
+                guard = [_is(status), since <= started, *more]
+                total += await self._walk(_batch(where, batch, guard, values, skip_locked), batch)
         return total
+
+    async def _walk(self, statement: sa.Select[Any], batch: int) -> int:
+        """Run `statement` until it reads fewer than `batch` tasks, each time after the last
+        task the previous one read: every task is read once, however many batches."""
+        total, after = 0, _FIRST
+        while True:
+            async with self._begin() as connection:
+                row = (await connection.execute(statement, after)).first()
+            if row is None:
+                return total
+            total += int(row.changed)
+            if row.read < batch:
+                return total
+            after = {"after_at": row.created_at, "after_id": row.id}
 
     async def _now(self) -> datetime:
         async with self._begin() as connection:
@@ -257,6 +258,70 @@ class Submissions(StoreBase):
             raise TaskAlreadyTerminal(task_id, task.status)
         # It moved between the statements (queued to running); the caller may ask again.
         return await self.cancel(task_id, tenant)
+
+
+# Where a bulk action's walk is (created_at, id); it starts before every task.
+_AFTER_AT = sa.bindparam("after_at", type_=tasks.c.created_at.type)
+_AFTER_ID = sa.bindparam("after_id", type_=tasks.c.id.type)
+_FIRST = {"after_at": datetime(1, 1, 1, tzinfo=UTC), "after_id": uuid.UUID(int=0)}
+
+
+def _batch(
+    where: TaskFilter,
+    batch: int,
+    guard: list[sa.ColumnElement[bool]],
+    values: dict[str, Any],
+    skip_locked: bool,
+) -> sa.Select[Any]:
+    """One batch: the next `batch` tasks matching after (:after_at, :after_id), in
+    (created_at, id) order (the listing indexes'); those of them still matching locked in id
+    order (the order of locks), skipping held ones with `skip_locked`, and changed. Its one
+    row: the last task read, how many were read and how many changed; none when none read."""
+    position = sa.tuple_(tasks.c.created_at, tasks.c.id)
+    read = (
+        sa.select(tasks.c.created_at, tasks.c.id)
+        .where(*_conditions(where), *guard, position > sa.tuple_(_AFTER_AT, _AFTER_ID))
+        .order_by(tasks.c.created_at, tasks.c.id)
+        .limit(batch)
+        .cte("read")
+    )
+    locked = (
+        sa.select(tasks.c.id)
+        .where(tasks.c.id == _any(read.c.id), *guard)
+        .order_by(tasks.c.id)
+        .with_for_update(skip_locked=skip_locked)
+        .cte("locked")
+    )
+    changed = (
+        sa.update(tasks)
+        .where(tasks.c.id == _any(locked.c.id), *guard)
+        .values(**values, updated_at=_NOW)
+        .returning(tasks.c.id)
+        .cte("changed")
+    )
+    return (
+        sa.select(
+            read.c.created_at,
+            read.c.id,
+            sa.select(sa.func.count()).select_from(read).scalar_subquery().label("read"),
+            sa.select(sa.func.count()).select_from(changed).scalar_subquery().label("changed"),
+        )
+        .order_by(read.c.created_at.desc(), read.c.id.desc())
+        .limit(1)
+    )
+
+
+def _is(status: str) -> sa.ColumnElement[bool]:
+    """The status written into the statement, so that PostgreSQL plans for how many tasks
+    have it (a rare one from its index, a common one perhaps by the tenant's)."""
+    return tasks.c.status == sa.bindparam("walked", status, literal_execute=True)
+
+
+def _any(ids: sa.ColumnElement[Any]) -> Any:
+    """ANY of the ids of a CTE, as one array: looked up in the primary key, whatever the
+    planner guesses of the CTE's size."""
+    ids_of = sa.select(sa.func.array_agg(ids)).scalar_subquery()
+    return sa.any_(sa.cast(ids_of, ARRAY(tasks.c.id.type)))
 
 
 def _select() -> sa.Select[Any]:
