@@ -106,3 +106,25 @@ async def test_a_rerun_of_a_cancelled_task_gets_a_fresh_budget(api: httpx.AsyncC
     assert (await api.post(f"/api/v1/tasks/{uuid.uuid4()}:retry")).status_code == 404
     pending = await api.post(f"/api/v1/tasks/{task['id']}:retry")
     assert pending.status_code == 409
+
+
+async def test_a_rerun_of_a_task_scheduled_for_later_waits_for_its_time(
+    settings: Settings, store: SqlTaskStore
+) -> None:
+    """A re-run is due at once, or at the task's scheduled time while that is still to come:
+    cancelling a task planned for 2030 and running it again does not run it now."""
+    async with running_api(settings) as api:
+        later = await submit(api, kind="noop", scheduled_at="2030-01-01T00:00:00Z")
+        past = await submit(api, kind="noop", scheduled_at="2020-01-01T00:00:00Z")
+        for task in (later, past):
+            await api.delete(f"/api/v1/tasks/{task['id']}")
+        assert (await api.post(f"/api/v1/tasks/{later['id']}:retry")).status_code == 200
+        bulk = await api.post("/api/v1/tasks:retry", json={"status": ["CANCELLED"]})
+        assert bulk.status_code == 200, bulk.text
+        async with running_worker(settings) as worker:
+            ran = await wait_for(api, past["id"])
+            await worker.idle()
+        waiting = (await api.get(f"/api/v1/tasks/{later['id']}")).json()
+    assert (ran["status"], ran["attempts"]) == ("COMPLETED", 1)
+    assert (waiting["status"], waiting["attempts"]) == ("PENDING", 0)
+    assert waiting["scheduled_at"] == "2030-01-01T00:00:00Z"

@@ -446,7 +446,8 @@ _ATTEMPTS = sa.text("""
 _OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
 
 _NOW = sa.func.now()
-# What a re-run sets: back in its queue, its budget counted from the attempts made so far.
+# What a re-run sets: back in its queue, its budget counted from the attempts made so far,
+# due at once, or at its scheduled time while that is still to come.
 _RERUN_VALUES: dict[str, Any] = {
     "status": "PENDING",
     "attempts_before_rerun": tasks.c.attempts,
@@ -455,7 +456,7 @@ _RERUN_VALUES: dict[str, Any] = {
     "progress": sa.null(),
     "cancel_requested": False,
     "finished_at": None,
-    "available_at": _NOW,
+    "available_at": sa.func.greatest(_NOW, sa.func.coalesce(tasks.c.scheduled_at, _NOW)),
     "queued_at": None,
 }
 
