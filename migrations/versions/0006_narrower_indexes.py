@@ -9,8 +9,8 @@ version of its row, and that version an entry in every index whose condition it 
   or more, so the newest page filtered by it reads the plain newest-first index (or the
   status one, when a status is asked for too) and keeps one row in three.
 
-Upgrading builds the partial unique index under a lock that blocks writes to tasks (a
-few seconds per million rows); no task changes.
+Upgrading builds the partial unique index concurrently (a few seconds per million rows),
+so tasks stay writable meanwhile (see migrations/concurrently.py); no task changes.
 
 Revision ID: 0006
 Revises: 0005
@@ -22,6 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations import concurrently
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -31,22 +33,24 @@ KEYS = "uq_tasks_tenant_idempotency_key"
 
 
 def upgrade() -> None:
-    # Beside the full unique constraint, which API pods of the previous version still
-    # name in their ON CONFLICT while the rollout replaces them; a later schema drops it.
-    op.create_index(
-        f"{KEYS}_partial",
-        "tasks",
-        ["tenant", "idempotency_key"],
-        unique=True,
-        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
-    )
-    op.drop_index("ix_tasks_priority_created", "tasks")
+    with op.get_context().autocommit_block():
+        # Beside the full unique constraint, which API pods of the previous version still
+        # name in their ON CONFLICT while the rollout replaces them; a later schema drops it.
+        concurrently.build(
+            f"{KEYS}_partial",
+            "tasks",
+            ["tenant", "idempotency_key"],
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        )
+        concurrently.drop("ix_tasks_priority_created", "tasks")
 
 
 def downgrade() -> None:
-    op.create_index(
-        "ix_tasks_priority_created",
-        "tasks",
-        ["tenant", "priority", sa.text("created_at DESC"), sa.text("id DESC")],
-    )
-    op.drop_index(f"{KEYS}_partial", "tasks")
+    with op.get_context().autocommit_block():
+        concurrently.build(
+            "ix_tasks_priority_created",
+            "tasks",
+            ["tenant", "priority", sa.text("created_at DESC"), sa.text("id DESC")],
+        )
+        concurrently.drop(f"{KEYS}_partial", "tasks")

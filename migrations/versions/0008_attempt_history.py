@@ -7,7 +7,8 @@ a recovery), in the same transaction, and go with their task when it is deleted.
 FAILED or CANCELLED task can be run again with a fresh attempt budget, counted from
 attempts_before_rerun. A task that reaches a terminal status is announced on the
 channel conveyor_task_finished (NOTIFY, with its id), for requests that wait for it.
-ix_tasks_finished holds each finished task once (its last version).
+ix_tasks_finished holds each finished task once (its last version); it is built
+concurrently, so tasks stay writable meanwhile (see migrations/concurrently.py).
 
 Revision ID: 0008
 Revises: 0007
@@ -20,6 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from migrations import concurrently
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -29,6 +32,7 @@ OUTCOMES = "'completed', 'failed', 'timed_out', 'cancelled', 'lost'"
 
 
 def upgrade() -> None:
+    # Repeatable, as a retry after a failed index build below runs it again.
     op.create_table(
         "task_attempts",
         sa.Column(
@@ -44,24 +48,31 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text, nullable=False),
         sa.Column("error", sa.Text),
         sa.CheckConstraint(f"outcome IN ({OUTCOMES})", name="ck_task_attempts_outcome"),
+        if_not_exists=True,
     )
-    op.add_column("tasks", sa.Column("progress", JSONB))
+    op.add_column("tasks", sa.Column("progress", JSONB), if_not_exists=True)
     # Attempts made before the task was last run again: its budget counts from there.
     op.add_column(
         "tasks",
         sa.Column("attempts_before_rerun", sa.Integer, nullable=False, server_default="0"),
+        if_not_exists=True,
     )
-    op.execute(
-        "ALTER TABLE tasks ADD CONSTRAINT ck_tasks_rerun_counted"
-        " CHECK (attempts_before_rerun BETWEEN 0 AND attempts) NOT VALID"
-    )
-    op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT ck_tasks_rerun_counted")
-    op.create_index(
-        "ix_tasks_finished",
-        "tasks",
-        ["status", "finished_at"],
-        postgresql_where=sa.text("status IN ('COMPLETED', 'FAILED', 'CANCELLED')"),
-    )
+    # Added without a scan under the write lock, then validated under a lighter one.
+    op.execute("""
+        DO $$ BEGIN
+            ALTER TABLE tasks ADD CONSTRAINT ck_tasks_rerun_counted
+                CHECK (attempts_before_rerun BETWEEN 0 AND attempts) NOT VALID;
+        EXCEPTION WHEN duplicate_object THEN NULL;
+        END $$
+    """)
+    with op.get_context().autocommit_block():
+        op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT ck_tasks_rerun_counted")
+        concurrently.build(
+            "ix_tasks_finished",
+            "tasks",
+            ["status", "finished_at"],
+            postgresql_where=sa.text("status IN ('COMPLETED', 'FAILED', 'CANCELLED')"),
+        )
 
     op.execute("""
         CREATE FUNCTION conveyor_task_finished() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -79,9 +90,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        concurrently.drop("ix_tasks_finished", "tasks")
     op.execute("DROP TRIGGER tasks_finished ON tasks")
     op.execute("DROP FUNCTION conveyor_task_finished()")
-    op.drop_index("ix_tasks_finished", "tasks")
     op.drop_constraint("ck_tasks_rerun_counted", "tasks", type_="check")
     op.drop_column("tasks", "attempts_before_rerun")
     op.drop_column("tasks", "progress")
