@@ -12,6 +12,9 @@ until its wait ends; only a look that fails at the end answers 503.
 
 A finished task is read once per process, however many requests wait for it, and handed
 to each: every waiter read it for its own tenant before it began to wait.
+
+The places are shared between tenants: one tenant's requests hold at most a share of them
+(WAIT_TENANT_PERCENT of WAIT_MAX_WAITERS), so another tenant's wait still finds a place.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ POLL_SECONDS = 0.5
 
 class TooManyWaiters(Exception):
     """This process has as many waiting requests as it takes."""
+
+
+class TenantWaitersFull(Exception):
+    """This tenant's requests hold their share of this process's waiting places."""
 
 
 # A finished task as read for its waiters; None: look again yourself.
@@ -74,21 +81,33 @@ class Waiters:
         self._waiting: dict[uuid.UUID, set[Waiter]] = {}
         self._reading: set[asyncio.Task[None]] = set()
         self._count = 0
+        self._per_tenant: dict[str, int] = {}
         self.listening = asyncio.Event()
 
     @contextlib.contextmanager
-    def waiting_for(self, task_id: uuid.UUID) -> Iterator[Waiter]:
-        """A place for the block, woken when `task_id` finishes; TooManyWaiters past the
-        limit."""
+    def waiting_for(
+        self, task_id: uuid.UUID, tenant: str, tenant_percent: int = 100
+    ) -> Iterator[Waiter]:
+        """A place for the block, woken when `task_id` finishes; TenantWaitersFull when
+        `tenant` holds `tenant_percent` of the limit (at least one place), TooManyWaiters
+        past the limit."""
+        held = self._per_tenant.get(tenant, 0)
+        if held >= max(1, self._limit * tenant_percent // 100):
+            raise TenantWaitersFull(f"{held} requests of this tenant are waiting in this process")
         if self._count >= self._limit:
             raise TooManyWaiters(f"{self._count} requests are waiting in this process")
         waiter = Waiter()
         self._waiting.setdefault(task_id, set()).add(waiter)
         self._count += 1
+        self._per_tenant[tenant] = held + 1
         try:
             yield waiter
         finally:
             self._count -= 1
+            if (left := self._per_tenant[tenant] - 1) > 0:
+                self._per_tenant[tenant] = left
+            else:
+                del self._per_tenant[tenant]
             waiters = self._waiting.get(task_id)
             if waiters is not None:
                 waiters.discard(waiter)

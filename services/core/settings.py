@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(1000, ge=1)
     # Requests waiting for a task to finish (GET ...?wait=) per API process; past it 503.
     wait_max_waiters: int = Field(1000, ge=1)
+    # The per cent of those places one tenant's requests may hold (at least one); past it
+    # that tenant gets 503 tenant-busy while other tenants still find places. With keys
+    # off every request is one tenant's: 100 gives it every place.
+    wait_tenant_percent: int = Field(25, ge=1, le=100)
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
     # The queues a worker takes tasks from (comma-separated); each must be in `queues`.

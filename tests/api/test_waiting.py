@@ -13,6 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
+from services.core.auth import parse_scopes
+from services.core.db.keys import SqlKeyStore
 from services.core.db.migrate import upgrade
 from services.core.db.schema import ensure_database
 from services.core.settings import Settings
@@ -58,7 +60,8 @@ async def test_a_wait_ends_at_its_deadline_with_the_state_then(api: httpx.AsyncC
 
 
 async def test_waiters_past_the_limit_get_503_with_retry_after(settings: Settings) -> None:
-    settings = settings.model_copy(update={"wait_max_waiters": 2})
+    # One tenant (keys are off) may take every place: the process's limit is tested here.
+    settings = settings.model_copy(update={"wait_max_waiters": 2, "wait_tenant_percent": 100})
     async with running_api(settings) as api:
         task = await submit(api, kind="noop")
         url = f"/api/v1/tasks/{task['id']}"
@@ -67,6 +70,35 @@ async def test_waiters_past_the_limit_get_503_with_retry_after(settings: Setting
         refused = await api.get(url, params={"wait": 2})
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+
+
+async def test_one_tenant_cannot_take_every_waiting_place(
+    settings: Settings, keys: SqlKeyStore
+) -> None:
+    settings = settings.model_copy(
+        update={"auth_enabled": True, "wait_max_waiters": 4, "wait_tenant_percent": 50}
+    )
+    greedy, other = [
+        {"Authorization": f"Bearer {(await keys.create(tenant, parse_scopes('submit,read')))[0]}"}
+        for tenant in ("greedy", "other")
+    ]
+    async with running_api(settings) as api:
+
+        async def waiting(headers: dict[str, str], seconds: float) -> httpx.Response:
+            body = {"title": "a task", "kind": "noop"}
+            task = (await api.post("/api/v1/tasks", json=body, headers=headers)).json()
+            url = f"/api/v1/tasks/{task['id']}"
+            return await api.get(url, params={"wait": seconds}, headers=headers)
+
+        greedys = [asyncio.create_task(waiting(greedy, 2)) for _ in range(4)]
+        await asyncio.sleep(0.5)  # the greedy tenant asked for every place
+        others = await waiting(other, 0.2)
+        answers = sorted(await asyncio.gather(*greedys), key=lambda r: r.status_code)
+    assert others.status_code == 200, others.text
+    assert [r.status_code for r in answers] == [200, 200, 503, 503]
+    for refused in answers[2:]:
+        assert refused.json()["type"].endswith(":tenant-busy")
+        assert refused.headers["Retry-After"] == "1"
 
 
 async def test_a_waiting_request_leaves_its_tenants_place_to_others(settings: Settings) -> None:

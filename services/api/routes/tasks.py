@@ -32,7 +32,7 @@ from services.api.schemas import (
     TaskTemplate,
     payload_problem,
 )
-from services.api.waiting import POLL_SECONDS, TooManyWaiters, Waiter
+from services.api.waiting import POLL_SECONDS, TenantWaitersFull, TooManyWaiters, Waiter
 from services.core.db.store import InvalidCursor, encode_cursor
 from services.core.domain import (
     NO_NUL,
@@ -279,9 +279,12 @@ async def get_task(
 
 
 async def _until_finished(task: Task, wait: float, services: ServicesDep, tenant: str) -> Task:
+    percent = services.settings.wait_tenant_percent
     try:
-        with services.waiters.waiting_for(task.id) as waiter:
+        with services.waiters.waiting_for(task.id, tenant, percent) as waiter:
             return await _watch(task, wait, waiter, services, tenant)
+    except TenantWaitersFull as error:
+        raise Refused(503, "tenant-busy", str(error), {"Retry-After": "1"}) from error
     except TooManyWaiters as error:
         raise Refused(503, "overloaded", str(error), {"Retry-After": "1"}) from error
 
