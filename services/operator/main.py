@@ -57,11 +57,12 @@ async def run_operator(
     engine = create_engine(settings)
     try:
         await wait_for_schema(engine)
+        options = operator_settings(settings)
         await kopf.operator(
             registry=registry,
-            settings=operator_settings(settings),
+            settings=options,
             namespaces=[settings.operator_namespace],
-            memo=new_memo(SqlTaskStore(engine)),
+            memo=new_memo(SqlTaskStore(engine), options),
             liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
             stop_flag=stop,
             ready_flag=ready,

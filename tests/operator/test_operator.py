@@ -13,6 +13,7 @@ from services.core.db.store import SqlTaskStore
 from services.core.domain import Status
 from tests.support.cluster import (
     NAMESPACE,
+    POLICIES,
     apply_policy,
     has_status,
     held_by,
@@ -36,6 +37,19 @@ async def test_applying_the_policy_starts_the_sweep_and_fills_its_status(
     status = await until(lambda: status_with(operator, "lastSweep"))
     assert status["inProgress"] == 1
     assert (status["stuck"], status["requeued"]) == (0, 0)
+
+
+async def test_a_policy_is_swept_without_a_finalizer_and_deleted_at_once(
+    operator: kmock.KubernetesEmulator,
+) -> None:
+    """Nothing of the operator's may hold a policy: `helm uninstall` deletes the operator
+    and its RBAC together with it, and a finalizer left on it would keep it, and its
+    namespace, Terminating for ever."""
+    await apply_policy(operator)
+    swept = operator.objects[POLICIES, NAMESPACE, "conveyor"]
+    assert not swept["metadata"].get("finalizers")
+    await operator.delete(f"/apis/conveyor.dev/v1/namespaces/{NAMESPACE}/recoverypolicies/conveyor")
+    assert (POLICIES, NAMESPACE, "conveyor") not in operator.objects
 
 
 async def test_a_task_whose_lease_expired_is_requeued_and_completed(

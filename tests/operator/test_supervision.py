@@ -18,7 +18,7 @@ from services.core import supervision
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Recovered
 from services.core.recovery import recover
-from services.operator import handlers
+from services.operator import sweep
 from tests.support.cluster import policy, post, status_with, until
 
 
@@ -52,7 +52,7 @@ async def test_a_sweep_pass_that_raises_is_counted_and_shown_until_one_works(
             raise TypeError(f"injected failure {len(calls)} of the sweep")
         return await recover(store)
 
-    monkeypatch.setattr(handlers, "recover", bad_row_then_fixed)
+    monkeypatch.setattr(sweep, "recover", bad_row_then_fixed)
     errors_before = _sample("conveyor_background_errors_total")
     await post(operator, "recoverypolicies", policy(interval=1))
 
@@ -60,7 +60,7 @@ async def test_a_sweep_pass_that_raises_is_counted_and_shown_until_one_works(
         return _sample("conveyor_background_errors_total") - errors_before >= 3
 
     await until(counted_three, timeout=30)
-    # Still ticking: the timer survived its failed passes, and names the loop as failing.
+    # Still ticking: the sweep survived its failed passes, and names the loop as failing.
     assert _sample("conveyor_loop_failing") == 1
     assert (await asyncio.to_thread(_health, health_port))["failing"] == ["recovery"]
     assert await status_with(operator, "lastSweep") is None
