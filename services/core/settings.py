@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     wait_max_waiters: int = Field(1000, ge=1)
     # The per cent of those places one tenant's requests may hold (at least one); past it
     # that tenant gets 503 tenant-busy while other tenants still find places. With keys
-    # off every request is one tenant's: 100 gives it every place.
+    # off every request is the one tenant's, which then has every place.
     wait_tenant_percent: int = Field(25, ge=1, le=100)
 
     worker_concurrency: int = Field(16, ge=1, le=10_000)
