@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     max_schedules_per_tenant: int = Field(100, ge=1)
     relay_interval_seconds: float = Field(1.0, gt=0)
     relay_batch: int = Field(500, ge=1, le=10_000)
-    # A queued task with no message in an empty queue for this long gets a new message.
+    # A queued task its queue has no message for (queued tasks counted against messages)
+    # gets a new one once it has been queued this long.
     lost_message_seconds: float = Field(30.0, gt=0)
 
     # The namespace the operator watches (its own, from the Downward API in the chart).
