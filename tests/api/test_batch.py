@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
+import pytest
+from sqlalchemy.engine import make_url
 
 from services.core.db.store import SqlTaskStore
 from services.core.domain import TaskFilter
@@ -92,3 +96,93 @@ async def test_a_batch_runs_like_single_submits(settings: Settings, api: httpx.A
     for n, item in enumerate(answered["items"]):
         task = (await api.get(f"/api/v1/tasks/{item['task']['id']}")).json()
         assert (task["status"], task["result"]) == ("COMPLETED", {"n": n})
+
+
+def _keyed(keys: list[str]) -> dict[str, Any]:
+    return {"tasks": [{"title": "t", "kind": "noop", "idempotency_key": key} for key in keys]}
+
+
+# A task of the tenant "default" with the key $1, written as another client would.
+_INSERT_KEYED = (
+    "INSERT INTO tasks (id, tenant, queue, title, description, priority, status, kind, "
+    "payload, attempts, max_attempts, cancel_requested, created_at, updated_at, "
+    "available_at, idempotency_key, request_hash) VALUES (gen_random_uuid(), 'default', "
+    "'default', 'other', '', 2, 'NEW', 'noop', '{}', 0, 3, false, now(), now(), now(), $1, "
+    "'other')"
+)
+
+
+async def _connect(api: httpx.AsyncClient, settings: Settings) -> asyncpg.Connection:
+    """A connection of another client. A task is stored first: the test's recorder of
+    status moves then has the insertion's row, and the other client holds no lock on it."""
+    await submit(api, kind="noop")
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    return await asyncpg.connect(dsn.render_as_string(hide_password=False))
+
+
+async def _until_waiting(connection: asyncpg.Connection, statements: int) -> None:
+    """Return once `statements` statements of the database wait for a lock."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND cardinality(pg_blocking_pids(pid)) > 0"
+    )
+    while await connection.fetchval(query) < statements:
+        await asyncio.sleep(0.01)
+
+
+async def test_concurrent_batches_with_the_same_keys_in_opposite_orders_both_succeed(
+    api: httpx.AsyncClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = sorted(uuid.uuid4().hex for _ in range(20))
+    holder = await _connect(api, settings)
+    try:
+        # Another client holds the middle key: both batches run up to it, then on at once.
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute(_INSERT_KEYED, keys[10])
+        batches = [
+            asyncio.create_task(api.post(BATCH, json=_keyed(order))) for order in (keys, keys[::-1])
+        ]
+        await _until_waiting(holder, 2)
+        await transaction.rollback()
+        one, other = await asyncio.gather(*batches)
+    finally:
+        await holder.close()
+    assert (one.status_code, other.status_code) == (200, 200), (one.text, other.text)
+    ids = [item["task"]["id"] for item in one.json()["items"]]
+    assert [item["task"]["id"] for item in other.json()["items"]] == ids[::-1]
+    assert one.json()["created"] + other.json()["created"] == len(keys)
+    # Both took the keys in one order: neither waited for the other in a cycle.
+    assert "lock conflict" not in caplog.text
+
+
+async def test_a_batch_aborted_by_a_deadlock_is_run_again(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Another client holds one key and then asks for the batch's other one: PostgreSQL
+    aborts the batch's statement, which runs again once that client is gone."""
+    holder = await _connect(api, settings)
+    try:
+        for _ in range(3):  # should the other client be the one aborted: again
+            first, second = sorted(uuid.uuid4().hex for _ in range(2))
+            transaction = holder.transaction()
+            await transaction.start()
+            # Only the batch's backend looks for the deadlock (after its deadlock_timeout).
+            await holder.execute("SET LOCAL deadlock_timeout = '60s'")
+            await holder.execute(_INSERT_KEYED, second)
+            batch = asyncio.create_task(api.post(BATCH, json=_keyed([first, second])))
+            await _until_waiting(holder, 1)
+            try:
+                await holder.execute(_INSERT_KEYED, first)  # a cycle: the batch is aborted
+            except asyncpg.DeadlockDetectedError:
+                await transaction.rollback()
+                await batch
+                continue
+            await transaction.rollback()
+            response = await batch
+            assert response.status_code == 200, response.text
+            assert response.json()["created"] == 2
+            return
+        pytest.fail("the batch's statement was never the one aborted")
+    finally:
+        await holder.close()

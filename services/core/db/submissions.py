@@ -85,13 +85,16 @@ class Submissions(StoreBase):
         release(). A caller that dies first leaves them to the relay's resend_lost().
         """
         keyed = [(s.tenant, s.idempotency_key) for s in submissions if s.idempotency_key]
-        async with self._begin() as connection:
-            rows, stored = await insert_tasks(connection, submissions, reserve=reserve)
-            earlier = {}
-            if len(stored) < len(rows):  # some keys were used before
-                tenants, keys = [list(column) for column in zip(*keyed, strict=True)]
+        rows, params = _insert_params(submissions, reserve)
+        # Another client's statement can still make PostgreSQL abort this one (a deadlock):
+        # it did nothing, and runs again.
+        stored = {row.id: row for row in await self._write(_INSERT_MANY, params)}
+        earlier = {}
+        if len(stored) < len(rows):  # some keys were used before
+            tenants, keys = [list(column) for column in zip(*keyed, strict=True)]
+            async with self._begin() as connection:
                 found = await connection.execute(_BY_KEYS, {"tenants": tenants, "keys": keys})
-                earlier = {(row.tenant, row.idempotency_key): row for row in found}
+            earlier = {(row.tenant, row.idempotency_key): row for row in found}
         outcomes: list[tuple[Task, bool] | IdempotencyConflict] = []
         for row, submission in zip(rows, submissions, strict=True):
             key = submission.idempotency_key
@@ -362,10 +365,27 @@ async def insert_tasks(
 ) -> tuple[list[dict[str, Any]], dict[uuid.UUID, Any]]:
     """Insert the submissions in one statement: the values made for each, in order, and
     the rows stored, by id (none for a key its tenant used before, or that comes twice)."""
-    rows = [_insert_values(submission) for submission in submissions]
-    params: dict[str, Any] = {name: [row[name] for row in rows] for name in _ARRAYS}
-    params["reserve"] = reserve
+    rows, params = _insert_params(submissions, reserve)
     return rows, {row.id: row for row in await connection.execute(_INSERT_MANY, params)}
+
+
+def _insert_params(
+    submissions: Sequence[Submission], reserve: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The values made for each submission, in order, and _INSERT_MANY's parameters: the
+    rows sorted by (tenant, idempotency key), so that every insert takes the keys' locks in
+    one order and two never wait for each other in a cycle. The sort is stable: of a key
+    that comes twice, the first sent is the one stored."""
+    rows = [_insert_values(submission) for submission in submissions]
+    ordered = sorted(rows, key=_lock_order)
+    params: dict[str, Any] = {name: [row[name] for row in ordered] for name in _ARRAYS}
+    params["reserve"] = reserve
+    return rows, params
+
+
+def _lock_order(row: dict[str, Any]) -> tuple[bool, str, str]:
+    key = row["idempotency_key"]
+    return key is None, row["tenant"], key or ""
 
 
 def _insert_values(submission: Submission) -> dict[str, Any]:
