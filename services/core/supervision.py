@@ -2,7 +2,7 @@
 
 Every loop that runs beside the requests or the tasks (the relay, the recovery sweep, a
 worker's heartbeat and consumer) runs its passes through `Supervisor.run`, and the
-operator's kopf timer each of its passes through `Supervisor.run_once`. An outage of
+operator's sweep each of its passes through `Supervisor.run_once`. An outage of
 PostgreSQL or RabbitMQ is expected: it is logged as a warning and waited out with a
 backoff. Any other error is a bug or bad data: it is logged with its stack, counted in
 `conveyor_background_errors_total{loop}`, backed off, and the next pass runs. A loop whose
@@ -73,8 +73,8 @@ class Supervisor:
         back_off: Pause = asyncio.sleep,
     ) -> float | None:
         """One supervised pass of the loop `name`, for a loop that something else repeats
-        (the operator's kopf timer): the rest the pass asked, or None after a failed pass,
-        once backed off. Counted and reported as a pass of `run`."""
+        (the operator's sweep, one pass per due policy): the rest the pass asked, or None
+        after a failed pass, once backed off. Counted and reported as a pass of `run`."""
         if name not in self._errors_in_a_row:
             self._errors_in_a_row[name] = self._outages_in_a_row[name] = 0
             LOOP_FAILING.labels(name).set(0)

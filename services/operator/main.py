@@ -21,7 +21,8 @@ def operator_settings(settings: Settings) -> kopf.OperatorSettings:
     """kopf's settings: peering so that one replica is active, quiet per-tick logs."""
     options = kopf.OperatorSettings()
     if settings.operator_peering:
-        # Replicas of equal priority pause each other: never two sweep at once.
+        # Replicas of equal priority pause each other's pod reactions (the sweep is a loop
+        # of its own, harmless twice: see sweep.py).
         options.peering.name = settings.operator_peering
         options.peering.mandatory = True
     else:

@@ -7,8 +7,10 @@ namespace, Terminating for ever. So the operator learns of policies through a wa
 (`kopf.on.event`, which puts no finalizer on anything), and this loop sweeps each one
 when its interval is due and writes its status. A deleted policy is forgotten.
 
-Two replicas would both sweep: harmless, as every hand-back is one guarded statement (the
-API processes run the same sweep), and the chart runs one.
+The chart runs one replica (Recreate: the old one is gone before the new one starts). Two
+would both sweep, which is harmless to the tasks, as every hand-back is one guarded
+statement (the API processes run the same sweep); each adopts the other's newer status,
+so the totals only lag a little.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ class Policy:
             totals={key: int(status.get(key, 0)) for key in TOTALS.values()},
         )
 
+    def update(self, body: Mapping[str, Any]) -> None:
+        """Take a changed spec, and a status newer than the one kept (another replica's)."""
+        self.spec = dict(body.get("spec") or {})
+        seen = Policy.of(body)
+        if seen.last_sweep is not None and (
+            self.last_sweep is None or seen.last_sweep > self.last_sweep
+        ):
+            self.last_sweep, self.totals = seen.last_sweep, seen.totals
+
     def due(self, now: datetime) -> bool:
         """True when `sweepIntervalSeconds` (a third of `leaseSeconds` by default) has
         passed since the last sweep."""
@@ -91,12 +102,13 @@ async def policy_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_
     if memo.sweeping is None:
         memo.sweeping = asyncio.create_task(sweep_forever(memo), name="recovery-sweep")
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    known = memo.policies.get(key)
     if type == "DELETED":
         memo.policies.pop(key, None)
-    elif key in memo.policies:
-        memo.policies[key].spec = dict(body.get("spec") or {})
+    elif known is None or known.ref["metadata"]["uid"] != body["metadata"]["uid"]:
+        memo.policies[key] = Policy.of(body)  # new, or deleted and made again
     else:
-        memo.policies[key] = Policy.of(body)
+        known.update(body)
 
 
 async def stop_sweeping(memo: kopf.Memo, **_: Any) -> None:

@@ -22,6 +22,7 @@ from tests.support.cluster import (
     status_of,
     status_with,
     until,
+    upgraded_policy,
     worker_pod,
 )
 from tests.support.database import expire_lease
@@ -50,6 +51,20 @@ async def test_a_policy_is_swept_without_a_finalizer_and_deleted_at_once(
     assert not swept["metadata"].get("finalizers")
     await operator.delete(f"/apis/conveyor.dev/v1/namespaces/{NAMESPACE}/recoverypolicies/conveyor")
     assert (POLICIES, NAMESPACE, "conveyor") not in operator.objects
+
+
+async def test_the_finalizer_an_earlier_release_put_on_a_policy_is_taken_off(
+    operator: kmock.KubernetesEmulator,
+) -> None:
+    """A policy swept by a release whose sweep was a kopf timer carries kopf's finalizer:
+    left there, it would hold the policy once the operator is uninstalled."""
+    await post(operator, "recoverypolicies", upgraded_policy())
+
+    async def released() -> bool:
+        found = operator.objects[POLICIES, NAMESPACE, "conveyor"]
+        return not found["metadata"].get("finalizers")
+
+    await until(released)
 
 
 async def test_a_task_whose_lease_expired_is_requeued_and_completed(

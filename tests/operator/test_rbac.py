@@ -14,10 +14,10 @@ from tests.support.cluster import (
     NAMESPACE,
     has_status,
     held_by,
-    policy,
     post,
     status_with,
     until,
+    upgraded_policy,
     worker_pod,
 )
 from tests.support.database import expire_lease
@@ -53,11 +53,11 @@ def _granted() -> set[tuple[str, str, str]]:
 async def test_the_role_grants_exactly_what_the_operator_uses(
     operator: kmock.KubernetesEmulator, store: SqlTaskStore, settings: Settings
 ) -> None:
-    # Everything the operator does: take a policy in, sweep, requeue (with an Event),
-    # and react to a worker pod that is gone.
+    # Everything the operator does: take a policy in (taking off the finalizer an earlier
+    # release left), sweep, requeue (with an Event), and react to a worker pod that is gone.
     expired = await held_by(store, "vanished")
     await expire_lease(settings.database_url, expired)
-    await post(operator, "recoverypolicies", policy())
+    await post(operator, "recoverypolicies", upgraded_policy())  # as an upgrade finds it
     await until(lambda: status_with(operator, "requeued"))
     await post(operator, "pods", worker_pod("worker-a"))
     task_id = await held_by(store, "worker-a")

@@ -41,6 +41,13 @@ def policy(name: str = "conveyor", interval: int = 1) -> dict[str, Any]:
     }
 
 
+def upgraded_policy() -> dict[str, Any]:
+    """A policy as a release whose sweep was a kopf timer left it: with kopf's finalizer."""
+    upgraded = policy()
+    upgraded["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
+    return upgraded
+
+
 def worker_pod(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",

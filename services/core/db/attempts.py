@@ -48,6 +48,8 @@ class Attempts(StoreBase):
         try:
             rows = await self._write(_COMPLETE_MANY, params)
         except DBAPIError as error:
+            if not refused_value(error):
+                raise
             if len(results) > 1:
                 return [(await self.complete_many([one], reported))[0] for one in results]
             return [await self._unstorable(*results[0], reported, error)]
@@ -132,7 +134,7 @@ class Attempts(StoreBase):
         try:
             rows = await self._write(_HEARTBEAT, params)
         except DBAPIError as error:
-            if not reported:
+            if not reported or not refused_value(error):
                 raise
             # A progress value PostgreSQL refused must not cost every held task its
             # lease: renew them all without progress, then keep each progress that fits.
@@ -157,7 +159,21 @@ class Attempts(StoreBase):
             try:
                 await self._write(_PROGRESS, {**params, "progress": json.dumps(progress[task_id])})
             except DBAPIError as error:
+                if not refused_value(error):
+                    raise
                 logger.error("progress refused: %s", error.orig, extra={"task_id": str(task_id)})
+
+
+# SQLSTATE classes that say a value cannot be kept (22: data exception, such as bad JSON
+# text; 54: a program limit, such as a value too large), whatever the moment. Any other
+# error (a timeout, a failover, a deadlock) says nothing of the value: it is raised, and
+# the write is tried again, so that a good result is never failed for it.
+_VALUE_REFUSED = ("22", "54")
+
+
+def refused_value(error: DBAPIError) -> bool:
+    """True when PostgreSQL refused a value of the statement, not the moment."""
+    return str(getattr(error.orig, "sqlstate", "") or "").startswith(_VALUE_REFUSED)
 
 
 def _json_or_none(value: dict[str, Any] | None) -> str | None:
