@@ -147,3 +147,13 @@ def test_retention_and_schedule_values_reach_the_settings(monkeypatch: Any) -> N
     assert settings.retention_days() == {"COMPLETED": 1.0, "CANCELLED": 30.0}  # 0: for ever
     assert (settings.schedule_grace_seconds, settings.max_schedules_per_tenant) == (5, 7)
     assert "/retention/failedDays" in refusal(**{"retention.failedDays": "-1"})
+
+
+def test_the_relay_counts_a_consumer_as_holding_the_largest_pools_concurrency() -> None:
+    """Its lost-message check counts what the consumers hold: too few would send spare
+    messages behind every backlog of a larger pool."""
+    manifests = render(POOLS, **{"workerPools[1].concurrency": "40"})
+    assert one(manifests, "ConfigMap", "-config")["data"]["CONVEYOR_WORKER_CONCURRENCY"] == "40"
+    gpu = one(manifests, "Deployment", "-worker-gpu")
+    assert _env(gpu)["CONVEYOR_WORKER_CONCURRENCY"] == "40"
+    assert one(render(), "ConfigMap", "-config")["data"]["CONVEYOR_WORKER_CONCURRENCY"] == "16"
