@@ -211,9 +211,10 @@ async def test_waits_outlive_a_restart_and_answer_503_only_if_it_is_not_back_by_
         finished, unfinished = [(await submit(api, kind="noop"))["id"] for _ in range(2)]
         await blip.listener()
         # Finished after the restart: answered then.
-        woken = [asyncio.create_task(_timed_wait(api, finished, 30)) for _ in range(20)]
+        woken = [asyncio.create_task(_timed_wait(api, finished, 40)) for _ in range(20)]
         # Ending once the database is back: answered then, with the task as it is.
-        ending = [asyncio.create_task(_timed_wait(api, unfinished, 10)) for _ in range(10)]
+        # (20 s: a restart on a loaded machine takes seconds, and it must be back by then.)
+        ending = [asyncio.create_task(_timed_wait(api, unfinished, 20)) for _ in range(10)]
         # Ending while it is down: 503, but only at the end of the wait.
         failing = [asyncio.create_task(_timed_wait(api, unfinished, 3)) for _ in range(10)]
         await asyncio.sleep(SETTLED)
