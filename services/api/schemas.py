@@ -242,6 +242,11 @@ class FieldProblem(BaseModel):
     msg: str
 
 
+def _absent(value: object) -> bool:
+    """Left out of the JSON rather than null (the fields of problem+json documents)."""
+    return value is None
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document."""
 
@@ -250,10 +255,13 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldProblem] | None = Field(
-        None, description="The fields in question, at most 20 of them"
+        None, description="The fields in question, at most 20 of them", exclude_if=_absent
     )
     more_errors: int | None = Field(
-        None, ge=1, description="How many more errors there were than `errors` lists"
+        None,
+        ge=1,
+        description="How many more errors there were than `errors` lists",
+        exclude_if=_absent,
     )
 
 
@@ -305,6 +313,9 @@ class KeyPage(BaseModel):
 
 
 BATCH_LIMIT = 1000
+# A batch's answer gives the problem of its first so many refused tasks; the others are
+# answered by their outcome and status alone, so refusals cost little whatever is sent.
+BATCH_PROBLEMS = 20
 
 
 class BatchTask(TaskCreate):
@@ -332,8 +343,14 @@ class BatchItem(BaseModel):
 
     outcome: Literal["created", "repeated", "refused"]
     status: int = Field(description="What a single submit would have answered: 201, 200 or 4xx")
-    task: Task | None = None
-    problem: Problem | None = None
+    # Left out rather than null: a refused task's answer stays a few bytes.
+    task: Task | None = Field(None, exclude_if=_absent)
+    problem: Problem | None = Field(
+        None,
+        exclude_if=_absent,
+        description=f"Why this one was refused, for the first {BATCH_PROBLEMS} refused "
+        "tasks (at most 3 errors, texts cut short); absent for the others",
+    )
 
 
 class BatchOut(BaseModel):
@@ -343,6 +360,13 @@ class BatchOut(BaseModel):
     created: int
     repeated: int
     refused: int
+    more_problems: int | None = Field(
+        None,
+        ge=1,
+        exclude_if=_absent,
+        description="Refused tasks whose problem is left out (past the first "
+        f"{BATCH_PROBLEMS}); absent when none is",
+    )
 
 
 class QueueOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -69,7 +70,7 @@ async def test_each_task_is_answered_in_order_and_a_refusal_refuses_only_itself(
     assert items[0]["task"]["payload"] == {"n": 1} and items[8]["task"]["priority"] == "HIGH"
     stored = {task.title for task in await _all(store)}
     assert stored == {"earlier", "keyed", "first", "twice", "last"}
-    assert earlier["id"] not in {item["task"]["id"] for item in items if item["task"]}
+    assert earlier["id"] not in {item["task"]["id"] for item in items if "task" in item}
 
 
 async def test_a_bad_envelope_is_refused_whole_and_stores_nothing(
@@ -186,3 +187,25 @@ async def test_a_batch_aborted_by_a_deadlock_is_run_again(
         pytest.fail("the batch's statement was never the one aborted")
     finally:
         await holder.close()
+
+
+@pytest.mark.parametrize(
+    ("task", "times"),
+    [({}, 16), ("x", 16), ({"title": "t", "kind": "nope"}, 2)],
+    ids=["empty", "not-an-object", "unknown-kind"],
+)
+async def test_refusals_stay_a_small_multiple_of_the_request(
+    api: httpx.AsyncClient, store: SqlTaskStore, task: Any, times: int
+) -> None:
+    body = json.dumps({"tasks": [task] * 1000}, separators=(",", ":"))
+    response = await api.post(BATCH, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert len(response.content) <= times * len(body), (len(response.content), len(body))
+    answer = response.json()
+    assert (answer["refused"], answer["more_problems"]) == (1000, 1000 - 20)
+    assert [item["outcome"] for item in answer["items"]] == ["refused"] * 1000
+    assert {item["status"] for item in answer["items"]} == {422}
+    listed = [item["problem"] for item in answer["items"] if "problem" in item]
+    assert len(listed) == 20  # the first ones, each naming its task and field
+    assert all(p["errors"][0]["loc"][:3] == ["body", "tasks", n] for n, p in enumerate(listed))
+    assert await _all(store) == []

@@ -122,6 +122,20 @@ async def test_schedules_and_queues(api: httpx.AsyncClient) -> None:
             await conveyor.pause_queue("nope")
 
 
+async def test_refusals_past_those_the_answer_details_keep_their_class(
+    api: httpx.AsyncClient,
+) -> None:
+    bad = [{"title": "", "kind": "noop"}] * 21
+    keyed = [{"title": t, "kind": "noop", "idempotency_key": "k"} for t in ("a", "b")]
+    async with AsyncClient(str(api.base_url), retry=FAST) as conveyor:
+        outcomes = await conveyor.submit_many([*bad, *keyed])
+    assert [o.outcome for o in outcomes] == ["refused"] * 21 + ["created", "refused"]
+    assert isinstance(outcomes[0].problem, problems.ValidationFailed)
+    assert outcomes[0].problem.errors[0]["loc"] == ["body", "tasks", 0, "title"]
+    assert isinstance(outcomes[20].problem, problems.ValidationFailed)  # status alone
+    assert isinstance(outcomes[22].problem, problems.IdempotencyKeyReused)
+
+
 async def test_a_rate_limited_client_waits_as_told_and_every_submit_lands(
     settings: Settings, keys: SqlKeyStore
 ) -> None:

@@ -170,6 +170,13 @@ def submit(body: dict[str, Any], idempotency_key: str | None) -> Call[Task]:
 
 def _submitted(item: dict[str, Any]) -> Submitted:
     problem = item.get("problem")
+    if problem is None and item["outcome"] == "refused":
+        # Past the first refusals the API answers a refused task by its status alone; in a
+        # batch, 409 is always a reused idempotency key.
+        problem = {
+            "type": "urn:conveyor:problem:idempotency-key-reused" if item["status"] == 409 else "",
+            "detail": "refused; the answer details only the first refused tasks",
+        }
     return Submitted(
         item["outcome"],
         item["status"],

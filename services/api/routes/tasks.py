@@ -15,6 +15,7 @@ from services.api.deps import ServicesDep, StoreDep
 from services.api.errors import Refused, invalid_body, refused_body
 from services.api.responses import errors, json_response, page_response, task_json
 from services.api.schemas import (
+    BATCH_PROBLEMS,
     TIMES,
     AttemptOut,
     AttemptPage,
@@ -54,6 +55,10 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 PAGE_BYTES = 1024 * 1024
 # {"items":[...],"next_cursor":"..."} around the items, with room for any cursor.
 _ENVELOPE_BYTES = 256
+# A refused task of a batch lists so many errors at most, each text cut at so many
+# characters: the answer stays a small multiple of the request, whatever is sent.
+_ITEM_ERRORS = 3
+_ITEM_TEXT = 160
 
 
 def check_submission(
@@ -144,10 +149,14 @@ async def submit_batch(body: BatchCreate, services: ServicesDep, principal: Subm
     for (n, _), outcome in zip(accepted, outcomes, strict=True):
         items[n] = _answer(outcome)
     answers = [item for item in items if isinstance(item, BatchItem)]
+    refused = [item for item in answers if item.problem is not None]
+    for item in refused[BATCH_PROBLEMS:]:  # answered by its status alone
+        item.problem = None
     return json_response(
         BatchOut(
             items=answers,
             **{kind: sum(a.outcome == kind for a in answers) for kind in BatchOut.COUNTED},
+            more_problems=max(len(refused) - BATCH_PROBLEMS, 0) or None,
         )
     )
 
@@ -180,7 +189,17 @@ def _answer(outcome: tuple[Task, bool] | IdempotencyConflict) -> BatchItem:
 
 
 def _refused(problem: dict[str, Any]) -> BatchItem:
-    return BatchItem(outcome="refused", status=problem["status"], problem=Problem(**problem))
+    """A task's refusal, its problem brief: at most _ITEM_ERRORS errors, texts cut short."""
+    errors = problem.get("errors") or []
+    more = max(len(errors) - _ITEM_ERRORS, 0) + (problem.get("more_errors") or 0)
+    brief = {**problem, "detail": _brief(problem["detail"]), "more_errors": more or None}
+    if errors:
+        brief["errors"] = [{**e, "msg": _brief(e["msg"])} for e in errors[:_ITEM_ERRORS]]
+    return BatchItem(outcome="refused", status=problem["status"], problem=Problem(**brief))
+
+
+def _brief(text: str) -> str:
+    return text if len(text) <= _ITEM_TEXT else text[:_ITEM_TEXT] + "…"
 
 
 @router.post(":cancel", response_model=BulkOut, responses=errors(422))
