@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import parse
 from limits.aio.storage import MemoryStorage
@@ -27,6 +27,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from services.api.deps import ServicesDep
 from services.api.errors import Refused
+from services.api.schemas import BATCH_LIMIT
 from services.core.auth import DEFAULT_TENANT, ApiKey, Principal, Scope, matches, parse_key
 from services.core.db.keys import SqlKeyStore
 from services.core.settings import Settings
@@ -56,13 +57,17 @@ class Authenticator:
         self._known: dict[str, tuple[float, Found]] = {}
         self._unknown: dict[str, float] = {}
         self._flights: dict[str, asyncio.Task[Found | None]] = {}
-        self._rate = parse(settings.rate_limit) if settings.rate_limit else None
+        self._rate = Rate.parse(settings.rate_limit) if settings.rate_limit else None
+        self._buckets = _LocalBuckets()
         self._lookups = parse(settings.auth_lookup_limit) if settings.auth_lookup_limit else None
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.lines = TenantLines(settings.tenant_max_requests)
 
-    async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-        """The principal of a request; Refused (401, 429, 503) without one or asking too often."""
+    async def authenticate(
+        self, credentials: HTTPAuthorizationCredentials | None, cost: int = 1
+    ) -> Principal:
+        """The principal of a request that counts as `cost` requests against its key's rate
+        limit; Refused (401, 429, 503) without one or asking too often."""
         if not self._enabled:
             return _EVERYTHING
         if credentials is None:
@@ -74,14 +79,8 @@ class Authenticator:
         key = found[0]
         if key.revoked_at is not None:
             raise _unauthenticated("revoked", "the API key was revoked")
-        await self._spend(key.id)
+        await self._spend(key.id, cost)
         return Principal(key.tenant, key.scopes, key.id)
-
-    async def charge(self, principal: Principal, requests: int) -> None:
-        """Count `requests` more against the principal's key (a batch is metered per task:
-        authenticate counted the first); 429 when they do not fit, and nothing is spent."""
-        if self._enabled and principal.key_id is not None and requests > 0:
-            await self._spend(principal.key_id, requests)
 
     def forget(self, key_id: str) -> None:
         """Look `key_id` up again on its next use (it was just revoked here); a lookup under
@@ -141,18 +140,68 @@ class Authenticator:
             headers={"Retry-After": "1"},
         )
 
-    async def _spend(self, key_id: str, cost: int = 1) -> None:
-        if self._rate is None or await self._limiter.hit(self._rate, key_id, cost=cost):
+    async def _spend(self, key_id: str, cost: int) -> None:
+        if self._rate is None:
+            return
+        wait = await self._buckets.spend(key_id, cost, self._rate)
+        if wait <= 0:
             return
         AUTH_REFUSALS.labels("rate_limited").inc()
-        reset_at, _ = await self._limiter.get_window_stats(self._rate, key_id)
-        wait = max(1, math.ceil(reset_at - time.time()))
+        seconds = max(1, math.ceil(wait))  # whole seconds, never less than the wait
         raise Refused(
             429,
             "rate-limited",
-            f"over {self._rate} for this key; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
+            f"over {self._rate} for this key; retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """RATE_LIMIT as a bucket: `burst` requests at once (a window's worth), refilled one
+    every `interval` seconds.
+
+    A request costing `cost` (a batch: one per task) passes when the bucket holds
+    min(cost, burst): a batch larger than a window passes once the bucket is full, and
+    leaves the key owing the rest, which the following requests wait for. So a key gets
+    no more than its rate over time whatever the sizes of its batches, any batch passes
+    once its wait is over, and a refused request spends nothing.
+    """
+
+    burst: int
+    interval: float
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        item = parse(text)
+        return cls(item.amount, item.get_expiry() / item.amount, str(item))
+
+    def __str__(self) -> str:
+        return self.text
+
+    def wait(self, ahead: float, cost: int) -> float:
+        """Seconds until a request costing `cost` passes, when the key's spending runs
+        `ahead` seconds into the future (the bucket is full at 0); <= 0: it passes now."""
+        return ahead - (self.burst - min(cost, self.burst)) * self.interval
+
+
+class _LocalBuckets:
+    """Each key's bucket, as the time its spending runs to (generic cell rate algorithm)."""
+
+    def __init__(self) -> None:
+        self._spent_until: dict[str, float] = {}
+
+    async def spend(self, key_id: str, cost: int, rate: Rate) -> float:
+        """Spend `cost` of the key's bucket and answer 0; or spend nothing and answer the
+        seconds to wait."""
+        now = time.monotonic()
+        until = max(self._spent_until.get(key_id, now), now)
+        wait = rate.wait(until - now, cost)
+        if wait > 0:
+            return wait
+        _remember(self._spent_until, key_id, until + cost * rate.interval)
+        return 0.0
 
 
 def _remember(cache: dict[str, Any], key_id: str, entry: Any) -> None:
@@ -245,15 +294,29 @@ def _tenant_busy() -> Refused:
     )
 
 
-def authorize(scope: Scope | None) -> object:
+async def _tasks_sent(request: Request) -> int:
+    """How many tasks a batch's body holds (1 for a body that is not a batch: it is refused
+    whole). FastAPI has read the body already: request.json() answers it again."""
+    try:
+        tasks = (await request.json()).get("tasks")
+    except (ValueError, AttributeError):
+        return 1
+    return len(tasks) if isinstance(tasks, list) and 0 < len(tasks) <= BATCH_LIMIT else 1
+
+
+def authorize(scope: Scope | None, *, per_task: bool = False) -> object:
     """A dependency answering the request's Principal (401, 403, 429 or 503 otherwise), and
-    holding one of its tenant's places while the route runs; `scope` None takes any key."""
+    holding one of its tenant's places while the route runs; `scope` None takes any key.
+    With `per_task`, the request counts against the rate limit as many times as its body
+    holds tasks (a batch)."""
 
     async def principal(
+        request: Request,
         services: ServicesDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> AsyncIterator[Principal]:
-        found = await services.auth.authenticate(credentials)
+        cost = await _tasks_sent(request) if per_task else 1
+        found = await services.auth.authenticate(credentials, cost)
         if scope is not None and not found.may(scope):
             AUTH_REFUSALS.labels("forbidden").inc()
             raise Refused(403, "forbidden", f"this API key lacks the {scope.value!r} scope")
@@ -267,6 +330,7 @@ def authorize(scope: Scope | None) -> object:
 
 Anyone = Annotated[Principal, authorize(None)]
 Submitter = Annotated[Principal, authorize(Scope.SUBMIT)]
+BatchSubmitter = Annotated[Principal, authorize(Scope.SUBMIT, per_task=True)]
 Reader = Annotated[Principal, authorize(Scope.READ)]
 Canceller = Annotated[Principal, authorize(Scope.CANCEL)]
 Admin = Annotated[Principal, authorize(Scope.ADMIN)]

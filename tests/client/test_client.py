@@ -161,6 +161,33 @@ async def test_a_rate_limited_client_waits_as_told_and_every_submit_lands(
             assert limited.value.retry_after is not None and limited.value.retry_after > 0
 
 
+async def test_a_client_waits_as_long_as_retry_after_says_within_its_timeout(
+    settings: Settings, keys: SqlKeyStore
+) -> None:
+    settings = settings.model_copy(
+        update={"rate_limit": "4/2seconds", "auth_enabled": True, "auth_cache_seconds": 0.0}
+    )
+    key, _ = await keys.create("acme", parse_scopes("submit,read"))
+    four = [{"title": "t", "kind": "noop"}] * 4
+    async with running_api(settings) as api:
+        counting = Counting()
+        # One more try, and a backoff of at most 1 s: but the server says 2 s.
+        patient = AsyncClient(
+            str(api.base_url), key, retry=Retry(attempts=2, cap=1.0), transport=counting
+        )
+        async with patient:
+            await patient.submit_many(four)
+            assert len(await patient.submit_many(four)) == 4  # refused, waited 2 s, sent again
+        assert counting.statuses == [200, 429, 200]
+        # A wait longer than the client's timeout is not waited for: the call fails at once.
+        counting = Counting()
+        hasty = AsyncClient(str(api.base_url), key, timeout=1.0, transport=counting)
+        async with hasty:
+            with pytest.raises(problems.RateLimited) as limited:
+                await hasty.submit_many(four)
+        assert counting.statuses == [429] and limited.value.retry_after == 2
+
+
 def test_the_blocking_client_retries_until_the_api_comes_up(settings: Settings) -> None:
     port = free_port()
     settings = settings.model_copy(update={"api_port": port})

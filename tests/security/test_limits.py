@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 
+from services.api.schemas import BATCH_LIMIT
 from services.core.db.store import SqlTaskStore
 from services.core.domain import TaskFilter
 from services.core.settings import Settings
@@ -101,14 +103,36 @@ async def test_a_batch_is_metered_per_task(
     limited: httpx.AsyncClient, caller: Callable[..., Awaitable[Caller]], store: SqlTaskStore
 ) -> None:
     alice = Caller(limited, "alice", (await caller("alice")).key)
-    six = {"tasks": [{"title": "t", "kind": "noop"}] * 6}
-    refused = await alice.request("POST", "/api/v1/tasks:batch", json=six)
-    assert refused.status_code == 429 and await _stored(store) == 0  # 6 tasks > 5/minute
-    assert "retry-after" in refused.headers
-    # The refused batch spent one request (its own), not six: three tasks still fit...
     three = {"tasks": [{"title": "t", "kind": "noop"}] * 3}
     assert (await alice.request("POST", "/api/v1/tasks:batch", json=three)).status_code == 200
-    # ... then one more request, and no more.
+    # Six tasks wait for a full window (5 of 5/minute): 3 more requests, 12 s each.
+    six = {"tasks": [{"title": "t", "kind": "noop"}] * 6}
+    refused = await alice.request("POST", "/api/v1/tasks:batch", json=six)
+    assert refused.status_code == 429 and await _stored(store) == 3
+    assert 35 <= int(refused.headers["retry-after"]) <= 36
+    # The refused batch spent nothing: two requests still fit, and no more.
+    assert (await alice.request("GET", "/api/v1/tasks")).status_code == 200
     assert (await alice.request("GET", "/api/v1/tasks")).status_code == 200
     assert (await alice.request("GET", "/api/v1/tasks")).status_code == 429
     assert await _stored(store) == 3
+
+
+async def test_a_batch_of_any_size_passes_the_default_limit_once_retry_after_has_passed(
+    secured: Settings, caller: Callable[..., Awaitable[Caller]], store: SqlTaskStore
+) -> None:
+    default = Settings.model_fields["rate_limit"].default
+    async with running_api(secured.model_copy(update={"rate_limit": default})) as client:
+        largest = {"tasks": [{"title": "t", "kind": "noop"}] * BATCH_LIMIT}
+        alice = Caller(client, "alice", (await caller("alice")).key)
+        answer = await alice.request("POST", "/api/v1/tasks:batch", json=largest)
+        assert answer.status_code == 200, answer.text  # more than a window's worth
+        bob = Caller(client, "bob", (await caller("bob")).key)
+        batch = {"tasks": [{"title": "t", "kind": "noop"}] * 150}
+        assert (await bob.request("POST", "/api/v1/tasks:batch", json=batch)).status_code == 200
+        # Bob's key owes 50 requests now: his next batch waits for them and a full window.
+        refused = await bob.request("POST", "/api/v1/tasks:batch", json=batch)
+        assert refused.status_code == 429
+        await asyncio.sleep(int(refused.headers["retry-after"]))
+        again = await bob.request("POST", "/api/v1/tasks:batch", json=batch)
+        assert again.status_code == 200, again.text
+    assert len((await store.page(TaskFilter(), 100)).items) == 100  # a page of the 1,300

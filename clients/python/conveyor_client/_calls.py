@@ -34,10 +34,11 @@ LONGEST_WAIT = 60.0
 class Retry:
     """How calls are tried again: on a connection that could not be made, and on 429 and
     503 answers (which the server gives before acting), up to `attempts` tries in all,
-    waiting `Retry-After` when the server says, else an exponential backoff from `base`
-    up to `cap` seconds with full jitter. Calls whose repeat is harmless (reads, submits
-    with their idempotency key, cancels) are also tried again after a connection lost
-    mid-call."""
+    waiting as long as `Retry-After` says when the server says (the client gives up at
+    once when that is longer than its timeout: sooner would be refused again), else an
+    exponential backoff from `base` up to `cap` seconds with full jitter. Calls whose
+    repeat is harmless (reads, submits with their idempotency key, cancels) are also
+    tried again after a connection lost mid-call."""
 
     attempts: int = 6
     base: float = 0.2
@@ -45,7 +46,7 @@ class Retry:
 
     def delay(self, tried: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.cap)
+            return retry_after
         return random.uniform(0, min(self.cap, self.base * 2 ** (tried - 1)))
 
 

@@ -22,17 +22,20 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class _Base:
-    def __init__(self, retry: Retry | None) -> None:
+    def __init__(self, retry: Retry | None, timeout: float) -> None:
         self._policy = retry or Retry()
+        # The longest Retry-After waited for: a call fails at once when told to wait longer.
+        self._patience = timeout
 
     def _again(self, call: Call[Any], error: Exception, tried: int) -> float | None:
         """How long to wait before trying `call` again after `error`; None: give up."""
         if tried >= self._policy.attempts:
             return None
         if isinstance(error, ProblemError):
-            return (
-                self._policy.delay(tried, error.retry_after) if error.status in (429, 503) else None
-            )
+            told = error.retry_after
+            if error.status not in (429, 503) or (told is not None and told > self._patience):
+                return None
+            return self._policy.delay(tried, told)
         if isinstance(error, _NOT_SENT) or (
             call.harmless and isinstance(error, httpx.TransportError)
         ):
@@ -65,7 +68,7 @@ class Client(_Base):
         retry: Retry | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(retry)
+        super().__init__(retry, timeout)
         base, headers = _calls.settings(url, key)
         self._http = httpx.Client(
             base_url=base, headers=headers, timeout=timeout, transport=transport
@@ -207,7 +210,7 @@ class AsyncClient(_Base):
         retry: Retry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(retry)
+        super().__init__(retry, timeout)
         base, headers = _calls.settings(url, key)
         self._http = httpx.AsyncClient(
             base_url=base, headers=headers, timeout=timeout, transport=transport
