@@ -134,4 +134,5 @@ def validate_custom(manifest: Manifest, schemas: dict[tuple[str, str], Any]) -> 
 def validate_skaffold(path: Path) -> None:
     need(f"the skaffold schema in {SCHEMAS}", (SCHEMAS / "skaffold-v4beta13.json").exists())
     schema = json.loads((SCHEMAS / "skaffold-v4beta13.json").read_text())
-    jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    for config in yaml.safe_load_all(path.read_text()):
+        jsonschema.validate(config, schema)

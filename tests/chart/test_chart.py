@@ -219,6 +219,16 @@ def test_skaffold_yaml_is_valid() -> None:
     validate_skaffold(ROOT / "skaffold.yaml")
 
 
+def test_skaffold_deploys_postgresql_and_rabbitmq_before_the_release() -> None:
+    """One config's helm deployer runs before its kubectl one: the release's migration hook
+    would wait for a database not yet applied. A required config is deployed first."""
+    services, app = yaml.safe_load_all((ROOT / "skaffold.yaml").read_text())
+    assert services["manifests"]["rawYaml"] == ["k8s/postgres.yaml", "k8s/rabbitmq.yaml"]
+    assert set(services["deploy"]) == {"kubectl"}
+    assert app["requires"] == [{"configs": [services["metadata"]["name"]]}]
+    assert "manifests" not in app and set(app["deploy"]) == {"helm"}
+
+
 def test_the_chart_crds_are_valid_kubernetes_objects() -> None:
     for path in sorted((CHART / "crds").glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
