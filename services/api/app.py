@@ -21,6 +21,7 @@ from services.api.openapi import document, operation_id
 from services.api.routes import console, health, keys, overview, queues, schedules, tasks
 from services.api.waiting import Waiters
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
+from services.core.db.limits import RateLimits
 from services.core.db.schema import plain_dsn, wait_for_schema
 from services.core.errors import StoreUnavailable
 from services.core.kinds import check_queues, load_kinds
@@ -80,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                 kinds=kinds,
                 queues=settings.queue_map(),
                 keys=key_store,
-                auth=Authenticator(key_store, settings),
+                auth=Authenticator(key_store, settings, RateLimits(clients.engine)),
                 schema_ready=asyncio.Event(),
                 supervisor=Supervisor(),
             )

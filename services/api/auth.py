@@ -30,6 +30,7 @@ from services.api.errors import Refused
 from services.api.schemas import BATCH_LIMIT
 from services.core.auth import DEFAULT_TENANT, ApiKey, Principal, Scope, matches, parse_key
 from services.core.db.keys import SqlKeyStore
+from services.core.db.limits import RateLimits
 from services.core.settings import Settings
 from services.core.telemetry.metrics import AUTH_REFUSALS
 
@@ -47,7 +48,9 @@ Found = tuple[ApiKey, str]
 class Authenticator:
     """Turns a bearer key into a Principal: checked against its stored digest, rate-limited."""
 
-    def __init__(self, keys: SqlKeyStore, settings: Settings) -> None:
+    def __init__(
+        self, keys: SqlKeyStore, settings: Settings, limits: RateLimits | None = None
+    ) -> None:
         self._keys = keys
         self._enabled = settings.auth_enabled
         self._cache_seconds = settings.auth_cache_seconds
@@ -58,16 +61,19 @@ class Authenticator:
         self._unknown: dict[str, float] = {}
         self._flights: dict[str, asyncio.Task[Found | None]] = {}
         self._rate = Rate.parse(settings.rate_limit) if settings.rate_limit else None
-        self._buckets = _LocalBuckets()
+        if self._rate is not None and self._enabled and limits is None:
+            raise ValueError("a rate limit needs its table in PostgreSQL (RateLimits)")
+        self._limits = limits
+        # Each key's spending as this process last saw it: (monotonic time, seconds ahead).
+        # Others only move it further, so a request it shows cannot pass is refused here,
+        # without a statement: a flood of one key costs PostgreSQL nothing past its 429.
+        self._ahead: dict[str, tuple[float, float]] = {}
         self._lookups = parse(settings.auth_lookup_limit) if settings.auth_lookup_limit else None
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self.lines = TenantLines(settings.tenant_max_requests)
 
-    async def authenticate(
-        self, credentials: HTTPAuthorizationCredentials | None, cost: int = 1
-    ) -> Principal:
-        """The principal of a request that counts as `cost` requests against its key's rate
-        limit; Refused (401, 429, 503) without one or asking too often."""
+    async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+        """The principal of a request; Refused (401, 503) without one."""
         if not self._enabled:
             return _EVERYTHING
         if credentials is None:
@@ -79,8 +85,33 @@ class Authenticator:
         key = found[0]
         if key.revoked_at is not None:
             raise _unauthenticated("revoked", "the API key was revoked")
-        await self._spend(key.id, cost)
         return Principal(key.tenant, key.scopes, key.id)
+
+    async def spend(self, principal: Principal, cost: int = 1) -> None:
+        """Count a request as `cost` requests against its key's rate limit, across every
+        API process (one statement); Refused 429, spending nothing, when it does not fit."""
+        key_id, rate = principal.key_id, self._rate
+        if rate is None or self._limits is None or key_id is None:
+            return
+        now = time.monotonic()
+        seen = self._ahead.get(key_id)
+        wait = seen[1] - (now - seen[0]) - rate.slack(cost) if seen is not None else 0.0
+        if wait <= 0:
+            spent, ahead = await self._limits.spend(key_id, cost * rate.interval, rate.slack(cost))
+            _remember(self._ahead, key_id, (now, ahead))
+            if spent:
+                return
+            wait = ahead - rate.slack(cost)
+        AUTH_REFUSALS.labels("rate_limited").inc()
+        # Whole seconds, never less than the wait (a concurrent request of the key may have
+        # moved its spending since the statement read it: then at least 1 s).
+        seconds = max(1, math.ceil(wait))
+        raise Refused(
+            429,
+            "rate-limited",
+            f"over {rate} for this key; retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
 
     def forget(self, key_id: str) -> None:
         """Look `key_id` up again on its next use (it was just revoked here); a lookup under
@@ -140,21 +171,6 @@ class Authenticator:
             headers={"Retry-After": "1"},
         )
 
-    async def _spend(self, key_id: str, cost: int) -> None:
-        if self._rate is None:
-            return
-        wait = await self._buckets.spend(key_id, cost, self._rate)
-        if wait <= 0:
-            return
-        AUTH_REFUSALS.labels("rate_limited").inc()
-        seconds = max(1, math.ceil(wait))  # whole seconds, never less than the wait
-        raise Refused(
-            429,
-            "rate-limited",
-            f"over {self._rate} for this key; retry in {seconds} s",
-            headers={"Retry-After": str(seconds)},
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Rate:
@@ -180,28 +196,10 @@ class Rate:
     def __str__(self) -> str:
         return self.text
 
-    def wait(self, ahead: float, cost: int) -> float:
-        """Seconds until a request costing `cost` passes, when the key's spending runs
-        `ahead` seconds into the future (the bucket is full at 0); <= 0: it passes now."""
-        return ahead - (self.burst - min(cost, self.burst)) * self.interval
-
-
-class _LocalBuckets:
-    """Each key's bucket, as the time its spending runs to (generic cell rate algorithm)."""
-
-    def __init__(self) -> None:
-        self._spent_until: dict[str, float] = {}
-
-    async def spend(self, key_id: str, cost: int, rate: Rate) -> float:
-        """Spend `cost` of the key's bucket and answer 0; or spend nothing and answer the
-        seconds to wait."""
-        now = time.monotonic()
-        until = max(self._spent_until.get(key_id, now), now)
-        wait = rate.wait(until - now, cost)
-        if wait > 0:
-            return wait
-        _remember(self._spent_until, key_id, until + cost * rate.interval)
-        return 0.0
+    def slack(self, cost: int) -> float:
+        """How far ahead of now a key's spending may run for a request costing `cost` to
+        pass (0: the bucket must be full); a key's spending runs `interval` per request."""
+        return (self.burst - min(cost, self.burst)) * self.interval
 
 
 def _remember(cache: dict[str, Any], key_id: str, entry: Any) -> None:
@@ -315,12 +313,14 @@ def authorize(scope: Scope | None, *, per_task: bool = False) -> object:
         services: ServicesDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> AsyncIterator[Principal]:
-        cost = await _tasks_sent(request) if per_task else 1
-        found = await services.auth.authenticate(credentials, cost)
+        found = await services.auth.authenticate(credentials)
         if scope is not None and not found.may(scope):
             AUTH_REFUSALS.labels("forbidden").inc()
             raise Refused(403, "forbidden", f"this API key lacks the {scope.value!r} scope")
         async with services.auth.lines.admit(found.tenant):
+            # Metered in line: a tenant's flood reaches PostgreSQL's limit table no faster
+            # than its places in line let it.
+            await services.auth.spend(found, await _tasks_sent(request) if per_task else 1)
             yield found
 
     # "function": the place is given back once the answer is made, not after a slow client

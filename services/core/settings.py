@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     # Key lookups in PostgreSQL per API process (keys not in the cache): past it, 503 with
     # Retry-After, so a flood of made-up keys cannot take the database pool.
     auth_lookup_limit: str = "200/second"
-    # Requests per key and API process, as "100/second" or "6000/minute"; empty: no limit.
+    # Requests per key across every API process (counted in PostgreSQL), as "100/second"
+    # or "6000/minute"; a batch counts one per task; empty: no limit.
     rate_limit: str = "100/second"
     # Requests of one tenant handled at once by an API process; more wait in the tenant's
     # own line (503 + Retry-After past a short wait), so one tenant cannot take the pool:

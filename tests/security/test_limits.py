@@ -136,3 +136,20 @@ async def test_a_batch_of_any_size_passes_the_default_limit_once_retry_after_has
         again = await bob.request("POST", "/api/v1/tasks:batch", json=batch)
         assert again.status_code == 200, again.text
     assert len((await store.page(TaskFilter(), 100)).items) == 100  # a page of the 1,300
+
+
+async def test_a_key_s_limit_holds_across_api_processes(
+    secured: Settings, caller: Callable[..., Awaitable[Caller]]
+) -> None:
+    settings = secured.model_copy(update={"rate_limit": "5/minute"})
+    key = (await caller("alice")).key
+    async with running_api(settings) as one, running_api(settings) as other:
+        alice = [Caller(one, "alice", key), Caller(other, "alice", key)]
+        answers = [
+            (await alice[n % 2].request("GET", "/api/v1/tasks")).status_code for n in range(5)
+        ]
+        assert answers == [200] * 5
+        for api in alice:  # five in all, wherever they were answered
+            refused = await api.request("GET", "/api/v1/tasks")
+            assert refused.status_code == 429
+            assert 11 <= int(refused.headers["retry-after"]) <= 12
