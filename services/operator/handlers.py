@@ -28,6 +28,7 @@ from services.operator.sweep import (
     GROUP,
     PLURAL,
     VERSION,
+    Sweeping,
     policy_changed,
     post_events,
     reference,
@@ -48,10 +49,11 @@ def build_registry() -> kopf.OperatorRegistry:
 
 
 def new_memo(store: SqlTaskStore, settings: kopf.OperatorSettings) -> kopf.Memo:
-    """What the handlers share: the store, the policies to sweep, the Supervisor of the
-    sweep's passes, and kopf's settings (its status writes need them)."""
+    """What the handlers share: the store, the policies to sweep, the sweep loop, the
+    Supervisor of its passes, and kopf's settings (its status writes need them). Each
+    object's handlers get a shallow copy: what they change must be a shared container."""
     return kopf.Memo(
-        store=store, supervisor=Supervisor(), policies={}, sweeping=None, settings=settings
+        store=store, supervisor=Supervisor(), policies={}, sweeping=Sweeping(), settings=settings
     )
 
 

@@ -95,12 +95,23 @@ def reference(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Sweeping:
+    """The operator's one sweep loop. kopf gives each object's handlers a shallow copy of
+    the operator's memo, so the loop's task is kept in this holder, which every copy
+    shares: set as an attribute of a copy, each policy would start a loop of its own, and
+    the cleanup (given the operator's memo) would stop none."""
+
+    task: asyncio.Task[None] | None = None
+
+
 async def policy_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the policies the loop sweeps: a new one is swept at once, a deleted one no more.
     The first one starts the loop, from here: a handler's task carries kopf's login and
     its Event queue, which the loop's status writes and Events need."""
-    if memo.sweeping is None:
-        memo.sweeping = asyncio.create_task(sweep_forever(memo), name="recovery-sweep")
+    sweeping: Sweeping = memo.sweeping
+    if sweeping.task is None:
+        sweeping.task = asyncio.create_task(sweep_forever(memo), name="recovery-sweep")
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     known = memo.policies.get(key)
     if type == "DELETED":
@@ -113,9 +124,10 @@ async def policy_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_
 
 async def stop_sweeping(memo: kopf.Memo, **_: Any) -> None:
     """Stop the loop when the operator stops."""
-    if memo.sweeping is not None:
-        memo.sweeping.cancel()
-        await asyncio.gather(memo.sweeping, return_exceptions=True)
+    sweeping: Sweeping = memo.sweeping
+    if sweeping.task is not None:
+        sweeping.task.cancel()
+        await asyncio.gather(sweeping.task, return_exceptions=True)
 
 
 async def sweep_forever(memo: kopf.Memo) -> None:
