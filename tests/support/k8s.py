@@ -1,7 +1,8 @@
 """A Kubernetes control plane for the cluster tests, as local processes on free loopback
 ports in a temporary folder: etcd, kube-apiserver (RBAC and Node authorization, client
-certificates of its own CA), kube-controller-manager, kube-scheduler and kwok, which plays
-the kubelet for fake nodes: their pods become Running, a Job's pods complete.
+certificates of its own CA, an audit log of every request), kube-controller-manager,
+kube-scheduler and kwok, which plays the kubelet for fake nodes: their pods become
+Running, a Job's pods complete.
 .ci/install-k8s builds the binaries.
 
 kwok acts only through Stages: the ones in tests/cluster/kwok are kwok's own defaults (the
@@ -46,6 +47,13 @@ BINARIES = (
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"  # the pods' IPs, given by kwok
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Every request's user, verb, object and answer code, once answered (a watch: once started).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
 # kwok manages the nodes with this annotation; the tests make no other kind.
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 
@@ -76,6 +84,8 @@ class ControlPlane:
         self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
         self.pki = folder / "pki"
         self.kubeconfig = folder / "admin.kubeconfig"
+        # JSON lines of audit.k8s.io/v1 Events: who was allowed or denied what (AUDIT_POLICY).
+        self.audit_log = folder / "audit.log"
 
     # -- the processes -------------------------------------------------------------------
 
@@ -160,6 +170,8 @@ class ControlPlane:
             # No kubelet runs here, and 127.0.0.1 may not be an endpoint of `kubernetes`.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
         )
         with self.client() as client:
             self._wait("kube-apiserver", lambda: client.get("/readyz").status_code == 200, timeout)
@@ -198,6 +210,11 @@ class ControlPlane:
                 ),
                 timeout,
             )
+
+    def _audit_policy(self) -> Path:
+        path = self.folder / "audit-policy.json"  # JSON is YAML
+        path.write_text(json.dumps(AUDIT_POLICY) + "\n")
+        return path
 
     def _component_flags(self, name: str, port: int) -> list[str]:
         kubeconfig = self._kubeconfig(name)
