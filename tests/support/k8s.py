@@ -43,6 +43,7 @@ BINARIES = (
     "kube-scheduler",
     "kwok",
     "kubectl",
+    "skaffold",  # not the control plane's: tests/cluster/test_skaffold.py runs it
 )
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"  # the pods' IPs, given by kwok
