@@ -88,8 +88,16 @@ class Drill:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _load: asyncio.Task[None] | None = None
 
-    def start_workers(self, count: int) -> None:
-        self.workers += [start_worker_process(self.settings) for _ in range(count)]
+    async def start_workers(self, count: int) -> None:
+        """Start `count` worker processes; return once each has its signal handlers (on a
+        loaded machine, a worker still importing would die of a SIGTERM, not drain)."""
+        started = [start_worker_process(self.settings) for _ in range(count)]
+        self.workers += started
+        for worker in started:
+            async with asyncio.timeout(60):
+                while "taking up to" not in worker_log(worker):
+                    assert worker.poll() is None, worker_log(worker)
+                    await asyncio.sleep(0.1)
 
     async def signal_workers(self, signum: int, count: int | None = None) -> list[int]:
         """Send `signum` to the first `count` live workers; answer their exit codes."""

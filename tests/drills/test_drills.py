@@ -18,12 +18,12 @@ logger = logging.getLogger(__name__)
 
 async def test_sigkill_a_worker(drill: Callable[[], Drill]) -> None:
     run = drill()
-    run.start_workers(2)
+    await run.start_workers(2)
     run.start_load()
     await run.run_load(3)
     assert await run.signal_workers(signal.SIGKILL, 1) == [-signal.SIGKILL]
     await run.run_load(3)
-    run.start_workers(1)
+    await run.start_workers(1)
     await run.run_load(2)
     report = await run.finish()
     logger.warning("SIGKILL a worker: %s", report)
@@ -34,7 +34,7 @@ async def _restart_under_load(
     run: Drill, stop: Callable[[], None], start: Callable[[], None]
 ) -> dict[str, int]:
     """Two workers and a steady load; the server goes away for a while, and comes back."""
-    run.start_workers(2)
+    await run.start_workers(2)
     run.start_load()
     await run.run_load(3)
     await asyncio.to_thread(stop)
@@ -65,12 +65,12 @@ async def test_restart_postgresql(
 
 async def test_scale_workers_to_zero_and_back(drill: Callable[[], Drill]) -> None:
     run = drill()
-    run.start_workers(2)
+    await run.start_workers(2)
     run.start_load()
     await run.run_load(3)
     assert await run.signal_workers(signal.SIGTERM) == [0, 0]
     await run.run_load(2)
-    run.start_workers(2)
+    await run.start_workers(2)
     await run.run_load(3)
     report = await run.finish()
     logger.warning("scale 2 -> 0 -> 2: %s", report)
