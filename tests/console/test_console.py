@@ -138,6 +138,9 @@ async def test_a_deep_link_holds_the_filters(
     _until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == 3)
 
 
+ROW_IDS = "return [...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id || '')"
+
+
 async def test_two_hundred_fifty_tasks_are_paged_through(
     browser: WebDriver, console: Console, keys: SqlKeyStore
 ) -> None:
@@ -149,14 +152,15 @@ async def test_two_hundred_fifty_tasks_are_paged_through(
     _sign_in(browser, console, key, "/ui/tasks?limit=100")
     seen: list[str] = []
     for expected in (100, 100, 50):
-        _until(
-            browser,
-            lambda b, n=expected: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == n,
-        )
-        seen += [
-            row.get_attribute("data-id") or ""
-            for row in browser.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
-        ]
+        # The ids read in one step: the live page may redraw its rows between two reads.
+        page: list[str] = []
+
+        def shown(b: WebDriver, n: int = expected) -> bool:
+            page[:] = b.execute_script(ROW_IDS)
+            return len(page) == n and not set(page) & set(seen)
+
+        _until(browser, shown)
+        seen += page
         following = browser.find_elements(By.LINK_TEXT, "Next page")
         if expected == 50:
             assert not following
