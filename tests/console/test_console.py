@@ -141,6 +141,13 @@ async def test_a_deep_link_holds_the_filters(
 ROW_IDS = "return [...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id || '')"
 
 
+def _page(browser: WebDriver, size: int, seen: frozenset[str]) -> list[str] | None:
+    """The ids of the rows shown, once they are `size` new ones. Read in one step: the
+    live page may redraw its rows between two reads."""
+    ids: list[str] = browser.execute_script(ROW_IDS)
+    return ids if len(ids) == size and not seen.intersection(ids) else None
+
+
 async def test_two_hundred_fifty_tasks_are_paged_through(
     browser: WebDriver, console: Console, keys: SqlKeyStore
 ) -> None:
@@ -152,15 +159,7 @@ async def test_two_hundred_fifty_tasks_are_paged_through(
     _sign_in(browser, console, key, "/ui/tasks?limit=100")
     seen: list[str] = []
     for expected in (100, 100, 50):
-        # The ids read in one step: the live page may redraw its rows between two reads.
-        page: list[str] = []
-
-        def shown(b: WebDriver, n: int = expected) -> bool:
-            page[:] = b.execute_script(ROW_IDS)
-            return len(page) == n and not set(page) & set(seen)
-
-        _until(browser, shown)
-        seen += page
+        seen += _until(browser, lambda b, n=expected, old=frozenset(seen): _page(b, n, old))
         following = browser.find_elements(By.LINK_TEXT, "Next page")
         if expected == 50:
             assert not following
