@@ -44,6 +44,8 @@ BINARIES = (
     "kwok",
     "kubectl",
     "skaffold",  # not the control plane's: tests/cluster/test_skaffold.py runs it
+    "keda-operator",  # nor KEDA: tests/support/keda.py runs it for test_autoscaling.py
+    "keda-adapter",
 )
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"  # the pods' IPs, given by kwok
@@ -173,6 +175,15 @@ class ControlPlane:
             "--profiling=false",
             f"--audit-policy-file={self._audit_policy()}",
             f"--audit-log-path={self.audit_log}",
+            # The aggregation layer, for APIs other servers serve (KEDA's external metrics):
+            # it calls them with the front proxy's certificate and says who asked in headers.
+            f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
         )
         with self.client() as client:
             self._wait("kube-apiserver", lambda: client.get("/readyz").status_code == 200, timeout)
@@ -186,6 +197,8 @@ class ControlPlane:
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             # Every controller on by default: the ones that needed a cloud are gone from it.
             "--controllers=*",
+            # Autoscalers act within a second or two of their metric, not 15 s.
+            "--horizontal-pod-autoscaler-sync-period=1s",
         )
         self._start(
             "kube-scheduler", *self._component_flags("kube-scheduler", self.ports["scheduler"])
@@ -367,6 +380,7 @@ class ControlPlane:
             "kube-controller-manager", ca, ca_key, common_name="system:kube-controller-manager"
         )
         self._issue("kube-scheduler", ca, ca_key, common_name="system:kube-scheduler")
+        self._issue("front-proxy-client", ca, ca_key, common_name="front-proxy-client")
         sa = _key()
         (self.pki / "sa.key").write_bytes(_private_pem(sa))
         (self.pki / "sa.pub").write_bytes(
@@ -385,9 +399,15 @@ class ControlPlane:
         common_name: str,
         groups: tuple[str, ...] = (),
         server: bool = False,
+        client: bool | None = None,
         dns: tuple[str, ...] = (),
         ips: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (),
     ) -> None:
+        """pki/<stem>.crt and .key, signed by the CA: for a server, a client (the default
+        when not a server), or both."""
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        if client if client is not None else not server:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         key = _key()
         now = datetime.datetime.now(datetime.UTC)
         subject = x509.Name(
@@ -404,9 +424,7 @@ class ControlPlane:
             .not_valid_after(now + datetime.timedelta(days=7))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
+                x509.ExtendedKeyUsage(usages),
                 critical=False,
             )
             .add_extension(
@@ -419,6 +437,13 @@ class ControlPlane:
             names += [x509.IPAddress(ip) for ip in ips]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         self._save(stem, builder.sign(ca_key, hashes.SHA256()), key)
+
+    def issue(self, stem: str, **kwargs: Any) -> None:
+        """pki/<stem>.crt and .key, signed by the cluster's CA (see _issue)."""
+        ca = x509.load_pem_x509_certificate((self.pki / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        self._issue(stem, ca, ca_key, **kwargs)
 
     def _save(self, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
         (self.pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
