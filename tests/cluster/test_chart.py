@@ -149,7 +149,7 @@ class Release:
 
 def base_values(database_url: str, amqp_url: str) -> dict[str, Any]:
     """The machine's PostgreSQL and RabbitMQ; workers at a fixed count (KEDA's CRDs may be
-    served here, but no KEDA runs to scale them)."""
+    served here; test_autoscaling.py runs KEDA itself)."""
     return {
         "database": {"url": database_url},
         "broker": {"url": amqp_url},
