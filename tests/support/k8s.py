@@ -244,16 +244,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop what was started, newest first, by process id; remove a temporary folder."""
-        for name, process in reversed(self.processes.items()):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            self.logs[name].close()
-        self.processes.clear()
+        stop_all(self.processes, self.logs)
         if self.remove_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -481,6 +472,21 @@ class ControlPlane:
         path.write_text(json.dumps(config, indent=2) + "\n")
         path.chmod(0o600)
         return path
+
+
+def stop_all(processes: dict[str, subprocess.Popen[bytes]], logs: dict[str, IO[bytes]]) -> None:
+    """Stop `processes`, newest first, by process id (SIGTERM, then SIGKILL after 15 s),
+    and close their `logs`."""
+    for name, process in reversed(processes.items()):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        logs[name].close()
+    processes.clear()
 
 
 def _key() -> ec.EllipticCurvePrivateKey:

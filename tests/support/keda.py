@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import yaml
 
-from tests.support.k8s import ControlPlane
+from tests.support.k8s import ControlPlane, stop_all
 from tests.support.services import free_port
 
 NAMESPACE = "keda"
@@ -193,16 +193,7 @@ class Keda:
         gone fails every client's discovery), then stop the adapter and the operator, by
         process id."""
         self.plane.kubectl("delete", "apiservice", API_SERVICE, "--ignore-not-found", check=False)
-        for name, process in reversed(self.processes.items()):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            self.logs[name].close()
-        self.processes.clear()
+        stop_all(self.processes, self.logs)
 
 
 def start(plane: ControlPlane, timeout: float = 90) -> Keda:
