@@ -25,8 +25,11 @@ from tests.support.database import fetch
 from tests.support.services import running_api, running_worker, submit, wait_for
 from tests.support.store import create
 
-# A lease that a failing heartbeat loses within a second, swept back every 0.2 s.
-SHORT_LEASE = {"task_modules": ["tests.support.hostile"], "lease_seconds": 1.0}
+# A lease that a failing heartbeat loses within STEADY_SECONDS / 2, swept back every 0.2 s;
+# long enough that a loaded machine's stalls between two heartbeats (0.2 s apart) do not.
+SHORT_LEASE = {"task_modules": ["tests.support.hostile"], "lease_seconds": 2.5}
+# How long the other tenant's tasks run: two leases, so a lost lease cannot go unseen.
+STEADY_SECONDS = 5
 
 
 @pytest.fixture
@@ -64,11 +67,17 @@ async def test_a_note_that_is_not_utf8_costs_no_other_task_its_lease(
 ) -> None:
     errors = _heartbeat_errors()
     async with running_api(hostile_settings), running_worker(hostile_settings):
-        bad, _ = await create(store, NewTask(title="m", kind="bad_note", payload={"seconds": 3}))
+        bad, _ = await create(
+            store, NewTask(title="m", kind="bad_note", payload={"seconds": STEADY_SECONDS})
+        )
         others = [
             (await create(store, new, tenant="alice"))[0]
             for new in (
-                NewTask(title="a", kind="steady", payload={"key": uuid.uuid4().hex, "seconds": 3})
+                NewTask(
+                    title="a",
+                    kind="steady",
+                    payload={"key": uuid.uuid4().hex, "seconds": STEADY_SECONDS},
+                )
                 for _ in range(6)
             )
         ]
@@ -196,7 +205,11 @@ async def test_hostile_outputs_never_cost_another_tenant_a_lease_a_result_or_a_r
         theirs = [
             (await create(store, new, tenant="alice"))[0]
             for new in (
-                NewTask(title="a", kind="steady", payload={"key": uuid.uuid4().hex, "seconds": 2})
+                NewTask(
+                    title="a",
+                    kind="steady",
+                    payload={"key": uuid.uuid4().hex, "seconds": STEADY_SECONDS},
+                )
                 for _ in range(6)
             )
         ]
