@@ -63,7 +63,9 @@ OPERATOR_APIS = (
 )
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 CONVEYOR = [sys.executable, "-m", "services.cli"]  # the images' entrypoint
-HELM_TIMEOUT = "90s"
+# A bound on liveness (a loaded machine once took over 90 s for an install's --wait).
+HELM_TIMEOUT = "180s"
+COMMAND_TIMEOUT = 240  # a helm or kubectl command given HELM_TIMEOUT, seconds
 COMPONENTS = ("api", "worker", "operator")
 # What a namespace holds of its own, without any release.
 NAMESPACE_OWN = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
@@ -94,7 +96,7 @@ class Release:
             [tool("helm"), f"--kubeconfig={self.cluster.kubeconfig}", "-n", self.namespace, *args],
             capture_output=True,
             text=True,
-            timeout=150,
+            timeout=COMMAND_TIMEOUT,
         )
         if check:
             assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stderr}"
@@ -686,7 +688,11 @@ def test_an_uninstall_leaves_nothing_and_the_namespace_can_go_and_come_back(
         ) from None
     release.cluster.kubectl("delete", "namespace", release.namespace, "--wait=false")
     release.cluster.kubectl(
-        "wait", "--for=delete", f"namespace/{release.namespace}", f"--timeout={HELM_TIMEOUT}"
+        "wait",
+        "--for=delete",
+        f"namespace/{release.namespace}",
+        f"--timeout={HELM_TIMEOUT}",
+        timeout=COMMAND_TIMEOUT,
     )
 
     release.cluster.kubectl("create", "namespace", release.namespace)
