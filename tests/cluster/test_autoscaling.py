@@ -73,9 +73,7 @@ def replicas(release: Release) -> int:
 
 def becomes(release: Release, wanted: int, timeout: float = 60) -> None:
     wait_until(
-        lambda: replicas(release) == wanted,
-        f"the worker Deployment at {wanted} replicas (now {replicas(release)})",
-        timeout,
+        lambda: replicas(release) == wanted, f"the worker Deployment at {wanted} replicas", timeout
     )
 
 
