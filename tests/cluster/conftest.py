@@ -28,6 +28,15 @@ ROOT = Path(__file__).parents[2]
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
 NODE = "fake-0"
+# A cluster test's own time limit: above the longest wait it gives helm or kubectl
+# (test_chart.HELM_TIMEOUT and COMMAND_TIMEOUT), so a slow wait fails with its own message.
+TEST_TIMEOUT = 600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.path).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

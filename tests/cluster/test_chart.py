@@ -99,8 +99,16 @@ class Release:
             timeout=COMMAND_TIMEOUT,
         )
         if check:
-            assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stderr}"
+            assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stderr}\n{self.state()}"
         return done
+
+    def state(self) -> str:
+        """What the namespace holds and what happened in it, to explain a failed wait."""
+        shown = self.cluster.kubectl(
+            "-n", self.namespace, "get", "pods,replicasets,deployments,jobs,events",
+            "-o", "wide", check=False,
+        )  # fmt: skip
+        return shown.stdout + shown.stderr
 
     def values_file(self) -> Path:
         path = self.folder / f"values-{uuid.uuid4().hex[:6]}.yaml"
