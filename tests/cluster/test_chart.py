@@ -108,7 +108,8 @@ class Release:
             "-n", self.namespace, "get", "pods,replicasets,deployments,jobs,events",
             "-o", "wide", check=False,
         )  # fmt: skip
-        return shown.stdout + shown.stderr
+        nodes = self.cluster.kubectl("get", "nodes", "-o", "wide", check=False)
+        return shown.stdout + shown.stderr + nodes.stdout + nodes.stderr
 
     def values_file(self) -> Path:
         path = self.folder / f"values-{uuid.uuid4().hex[:6]}.yaml"
