@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from migrations import concurrently
+from services.migrations import concurrently
 
 revision = "0003"
 down_revision = "0002"

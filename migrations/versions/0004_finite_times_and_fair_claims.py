@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from migrations import concurrently
+from services.migrations import concurrently
 
 revision = "0004"
 down_revision = "0003"

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from migrations import concurrently
+from services.migrations import concurrently
 
 revision = "0008"
 down_revision = "0007"

@@ -6,7 +6,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-SCRIPT_LOCATION = "migrations:"
+SCRIPT_LOCATION = "services.migrations:"
 
 
 def alembic_config(database_url: str) -> Config:
