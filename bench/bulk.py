@@ -7,10 +7,15 @@ POST /api/v1/tasks:batch makes them), NEW and not yet handed to the broker.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 
 import asyncpg
 import httpx
+
+from bench import database
+from bench.context import Bench
 
 _PRELOAD = """
     INSERT INTO tasks (id, tenant, title, priority, status, kind, queue, created_at,
@@ -22,6 +27,23 @@ _PRELOAD = """
     FROM generate_series(1, $1::integer) AS n,
          LATERAL (SELECT now() - ($1::integer - n) / 1000 * interval '1 second' AS at) AS made
 """
+
+
+def run(bench: Bench, count: int = 300_000) -> None:
+    """One POST /api/v1/tasks:cancel by filter over a backlog of `count` queued tasks."""
+    print("bulk actions", file=sys.stderr)
+    asyncio.run(database.truncate(bench.dsn))
+    asyncio.run(preload(bench.dsn, count))
+    asyncio.run(database.analyze(bench.dsn))
+    with bench.process("api", API_RUN_RELAY="false", API_RUN_RECOVERY="false"):
+        bench.wait_ready()
+        seconds, cancelled = asyncio.run(cancel(bench.api, bench.auth, {"kind": "noop"}))
+    bench.row(
+        f"bulk cancel by filter, {count:,} queued tasks, one request",
+        f"{seconds:.1f} s ({cancelled / seconds:,.0f} tasks/s), {cancelled:,} cancelled",
+        goal="all cancelled in < 60 s (clients give up at 300 s)",
+        met=cancelled == count and seconds < 60,
+    )
 
 
 async def preload(dsn: str, count: int) -> None:

@@ -1,0 +1,36 @@
+"""The API's creates: single ones at 1, 8 and 32 connections, then the bulk path."""
+
+from __future__ import annotations
+
+import sys
+
+from bench.context import Bench, peak_rss_mb
+from bench.wrk import ms, wrk
+
+
+def run(bench: Bench) -> None:
+    """Leaves the rate at 32 connections and the API's peak memory in the figures."""
+    print("API", file=sys.stderr)
+    inserts = bench.figures.inserts
+    with bench.process("api") as api:
+        bench.wait_ready()
+        for connections in (1, 8, 32):
+            rate, p50, p99 = wrk(bench, "/api/v1/tasks", connections, post="post.lua")
+            at_32 = connections == 32
+            bench.row(
+                f"API create, {connections} connection(s)",
+                f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
+                f"{rate / inserts:.0%} of PostgreSQL inserts",
+                "≥ 2,500/s, p99 < 50 ms" if at_32 else "",
+                rate >= 2500 and ms(p99) < 50,
+            )
+            bench.figures.single_create = rate
+        rate, p50, p99 = wrk(bench, "/api/v1/tasks:batch", 4, post="batch.lua")
+        bench.row(
+            "API bulk submit, 1,000 tasks a request, 4 connections",
+            f"{rate * 1000:,.0f} tasks/s, p50 {p50}, p99 {p99} a request",
+            f"{rate * 1000 / inserts:.0%} of PostgreSQL inserts",
+            "≥ 20,000 tasks/s",
+            rate * 1000 >= 20_000,
+        )
+        bench.figures.api_peak_mb = peak_rss_mb(api)
