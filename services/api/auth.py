@@ -27,6 +27,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from services.api.deps import ServicesDep
 from services.api.errors import Refused
+from services.api.problems import ProblemType
 from services.api.schemas import BATCH_LIMIT
 from services.core.auth import DEFAULT_TENANT, ApiKey, Principal, Scope, matches, parse_key
 from services.core.db.keys import SqlKeyStore
@@ -108,7 +109,7 @@ class Authenticator:
         seconds = max(1, math.ceil(wait))
         raise Refused(
             429,
-            "rate-limited",
+            ProblemType.RATE_LIMITED,
             f"over {rate} for this key; retry in {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
@@ -166,7 +167,7 @@ class Authenticator:
         AUTH_REFUSALS.labels("lookup_limited").inc()
         raise Refused(
             503,
-            "auth-busy",
+            ProblemType.AUTH_BUSY,
             "too many keys to look up at once; retry shortly",
             headers={"Retry-After": "1"},
         )
@@ -210,7 +211,7 @@ def _remember(cache: dict[str, Any], key_id: str, entry: Any) -> None:
 
 def _unauthenticated(reason: str, detail: str) -> Refused:
     AUTH_REFUSALS.labels(reason).inc()
-    return Refused(401, "unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
+    return Refused(401, ProblemType.UNAUTHENTICATED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 @dataclass(slots=True)
@@ -286,7 +287,7 @@ def _tenant_busy() -> Refused:
     AUTH_REFUSALS.labels("tenant_busy").inc()
     return Refused(
         503,
-        "tenant-busy",
+        ProblemType.TENANT_BUSY,
         "too many requests of this tenant at once; retry shortly",
         headers={"Retry-After": "1"},
     )
@@ -316,7 +317,9 @@ def authorize(scope: Scope | None, *, per_task: bool = False) -> object:
         found = await services.auth.authenticate(credentials)
         if scope is not None and not found.may(scope):
             AUTH_REFUSALS.labels("forbidden").inc()
-            raise Refused(403, "forbidden", f"this API key lacks the {scope.value!r} scope")
+            raise Refused(
+                403, ProblemType.FORBIDDEN, f"this API key lacks the {scope.value!r} scope"
+            )
         async with services.auth.lines.admit(found.tenant):
             # Metered in line: a tenant's flood reaches PostgreSQL's limit table no faster
             # than its places in line let it.

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.problems import ProblemType
 from services.core.errors import (
     ConveyorError,
     IdempotencyConflict,
@@ -47,14 +48,14 @@ class Refused(Exception):
     def __init__(
         self,
         status: int,
-        slug: str,
+        problem_type: ProblemType,
         detail: str,
         headers: dict[str, str] | None = None,
         loc: Sequence[str | int] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
-        self.slug = slug
+        self.problem_type = problem_type
         self.headers = headers
         self.loc = list(loc) if loc is not None else None
 
@@ -63,13 +64,15 @@ def problem(
     status: int,
     detail: str,
     *,
-    slug: str | None = None,
+    problem_type: ProblemType | None = None,
     headers: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
     more_errors: int = 0,
 ) -> JSONResponse:
     """A problem+json response; `more_errors` counts the errors left out of `errors`."""
-    body = problem_body(status, detail, slug=slug, errors=errors, more_errors=more_errors)
+    body = problem_body(
+        status, detail, problem_type=problem_type, errors=errors, more_errors=more_errors
+    )
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
@@ -77,13 +80,13 @@ def problem_body(
     status: int,
     detail: str,
     *,
-    slug: str | None = None,
+    problem_type: ProblemType | None = None,
     errors: list[dict[str, Any]] | None = None,
     more_errors: int = 0,
 ) -> dict[str, Any]:
     """An RFC 9457 problem document, as a response body or one item of a batch's answer."""
     body: dict[str, Any] = {
-        "type": f"urn:conveyor:problem:{slug}" if slug else "about:blank",
+        "type": problem_type.uri if problem_type else "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
@@ -101,19 +104,25 @@ def invalid_body(every: Sequence[Any], prefix: Sequence[str | int] = ()) -> dict
     errors = _field_problems(located)
     more = len(every) - len(errors)
     return problem_body(
-        422, _detail(errors, more), slug="validation", errors=errors, more_errors=more
+        422,
+        _detail(errors, more),
+        problem_type=ProblemType.VALIDATION,
+        errors=errors,
+        more_errors=more,
     )
 
 
 def refused_body(error: Refused | ConveyorError) -> dict[str, Any]:
     """The problem of a refusal or of a domain error (a reused idempotency key, ...)."""
     if isinstance(error, ConveyorError):
-        status, slug = _DOMAIN[type(error)]
-        return problem_body(status, str(error), slug=slug)
+        status, problem_type = _DOMAIN[type(error)]
+        return problem_body(status, str(error), problem_type=problem_type)
     if error.loc is None:
-        return problem_body(error.status, str(error), slug=error.slug)
+        return problem_body(error.status, str(error), problem_type=error.problem_type)
     errors = _field_problems([{"loc": error.loc, "msg": str(error)}])
-    return problem_body(error.status, _detail(errors), slug=error.slug, errors=errors)
+    return problem_body(
+        error.status, _detail(errors), problem_type=error.problem_type, errors=errors
+    )
 
 
 def _cut(text: str, limit: int) -> str:
@@ -136,17 +145,17 @@ def _detail(errors: list[dict[str, Any]], more: int = 0) -> str:
     return f"{listed}; and {more} more errors" if more else listed
 
 
-# Domain errors -> (status, slug). The only place that knows both sides.
-_DOMAIN: dict[type[Exception], tuple[int, str]] = {
-    TaskNotFound: (404, "task-not-found"),
-    KeyNotFound: (404, "key-not-found"),
-    TaskAlreadyTerminal: (409, "task-terminal"),
-    TaskNotRerunnable: (409, "task-not-rerunnable"),
-    IdempotencyConflict: (409, "idempotency-key-reused"),
-    TooManyKeys: (409, "too-many-keys"),
-    ScheduleNotFound: (404, "schedule-not-found"),
-    ScheduleNameTaken: (409, "schedule-name-taken"),
-    TooManySchedules: (409, "too-many-schedules"),
+# Domain errors -> (status, problem type). The only place that knows both sides.
+_DOMAIN: dict[type[Exception], tuple[int, ProblemType]] = {
+    TaskNotFound: (404, ProblemType.TASK_NOT_FOUND),
+    KeyNotFound: (404, ProblemType.KEY_NOT_FOUND),
+    TaskAlreadyTerminal: (409, ProblemType.TASK_TERMINAL),
+    TaskNotRerunnable: (409, ProblemType.TASK_NOT_RERUNNABLE),
+    IdempotencyConflict: (409, ProblemType.IDEMPOTENCY_KEY_REUSED),
+    TooManyKeys: (409, ProblemType.TOO_MANY_KEYS),
+    ScheduleNotFound: (404, ProblemType.SCHEDULE_NOT_FOUND),
+    ScheduleNameTaken: (409, ProblemType.SCHEDULE_NAME_TAKEN),
+    TooManySchedules: (409, ProblemType.TOO_MANY_SCHEDULES),
 }
 
 
@@ -156,13 +165,13 @@ async def _on_domain(_: Request, error: Exception) -> JSONResponse:
         return problem(
             503,
             "the database is unavailable; try again shortly",
-            slug="database-unavailable",
+            problem_type=ProblemType.DATABASE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    status, slug = _DOMAIN.get(type(error), (500, "internal"))
+    status, problem_type = _DOMAIN.get(type(error), (500, ProblemType.INTERNAL))
     if status == 500:
         return await _on_unexpected(_, error)
-    return problem(status, str(error), slug=slug)
+    return problem(status, str(error), problem_type=problem_type)
 
 
 async def _on_validation(_: Request, error: Exception) -> JSONResponse:
@@ -226,7 +235,7 @@ def allowed_methods(request: Request) -> list[str]:
 
 async def _on_unexpected(_: Request, error: Exception) -> JSONResponse:
     logger.error("unhandled error", exc_info=error)
-    return problem(500, "an unexpected error occurred", slug="internal")
+    return problem(500, "an unexpected error occurred", problem_type=ProblemType.INTERNAL)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -295,10 +304,14 @@ class RequestLimits:
             detail = (
                 "with API keys off, this API answers only at a loopback address or ALLOWED_HOSTS"
             )
-            return await problem(403, detail, slug="loopback-only")(scope, receive, send)
+            return await problem(403, detail, problem_type=ProblemType.LOOPBACK_ONLY)(
+                scope, receive, send
+            )
         if scope["method"] not in _SAFE_METHODS and cross_site(named):
             detail = "a page of another site may not change anything here"
-            return await problem(403, detail, slug="cross-site")(scope, receive, send)
+            return await problem(403, detail, problem_type=ProblemType.CROSS_SITE)(
+                scope, receive, send
+            )
         declared = named.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.body_bytes:
             return await self._refuse(scope, receive, send, 413, "body", self.body_bytes)
@@ -325,7 +338,7 @@ class RequestLimits:
         response = problem(
             status,
             detail,
-            slug="too-large",
+            problem_type=ProblemType.TOO_LARGE,
             errors=[{"loc": [part], "msg": f"at most {limit} bytes"}],
         )
         await response(scope, receive, send)

@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from services.api.problems import ProblemType
+
 # Operation ids where the route function's name would not say it as clients expect.
 _NAMED = {
     "submit_batch": "submitTasks",
@@ -176,7 +178,7 @@ _QUEUE = {
 }
 _FIELD = {"loc": ["body", "title"], "msg": "String should have at least 1 character"}
 _PROBLEM_EXAMPLE = {
-    "type": "urn:conveyor:problem:validation",
+    "type": ProblemType.VALIDATION.uri,
     "title": "Unprocessable Content",
     "status": 422,
     "detail": "body.title: String should have at least 1 character",

@@ -45,6 +45,7 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from services.api.errors import RETRY_AFTER_SECONDS, problem
+from services.api.problems import ProblemType
 from services.core.settings import Settings
 
 
@@ -82,7 +83,7 @@ async def overloaded(scope: Scope, receive: Receive, send: Send) -> None:
     response = problem(
         503,
         "too many open connections; retry later",
-        slug="overloaded",
+        problem_type=ProblemType.OVERLOADED,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Connection": "close"},
     )
     await response(scope, receive, send)

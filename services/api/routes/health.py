@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from services.api.deps import Services
 from services.api.errors import problem
+from services.api.problems import ProblemType
 from services.core.errors import StoreUnavailable
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -49,5 +50,7 @@ async def ready(request: Request) -> JSONResponse:
         failed.append("rabbitmq")
     if failed:
         detail = f"unreachable: {', '.join(failed)}"
-        return problem(503, detail, slug="not-ready", headers={"Retry-After": "5"})
+        return problem(
+            503, detail, problem_type=ProblemType.NOT_READY, headers={"Retry-After": "5"}
+        )
     return JSONResponse({"status": "ok", "postgresql": "ok", "rabbitmq": "ok"})

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Response
 from services.api.auth import Platform
 from services.api.deps import ServicesDep
 from services.api.errors import Refused
+from services.api.problems import ProblemType
 from services.api.responses import errors, json_response
 from services.api.schemas import QueueOut, QueuePage
 from services.core.db.queues import QueueState
@@ -47,7 +48,7 @@ async def _set_paused(name: str, paused: bool, services: ServicesDep) -> Respons
     queue = services.queues.get(name)
     if queue is None:
         detail = f"no queue {name!r}; known: {', '.join(sorted(services.queues))}"
-        raise Refused(404, "queue-not-found", detail, loc=["path", "name"])
+        raise Refused(404, ProblemType.QUEUE_NOT_FOUND, detail, loc=["path", "name"])
     await services.store.set_paused(name, paused)
     (state,) = await services.store.queue_states([name])
     return json_response(_out(queue, state, datetime.now(UTC)))

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from services.api.auth import BatchSubmitter, Canceller, Reader, Submitter
 from services.api.deps import ServicesDep, StoreDep
 from services.api.errors import Refused, invalid_body, refused_body
+from services.api.problems import ProblemType
 from services.api.responses import errors, json_response, page_response, task_json
 from services.api.schemas import (
     BATCH_PROBLEMS,
@@ -71,13 +72,13 @@ def check_submission(
     if kind is None:
         known = ", ".join(sorted(services.kinds))
         detail = f"unknown kind {body.kind!r}; known: {known}"
-        raise Refused(422, "validation", detail, loc=[*at, "kind"])
+        raise Refused(422, ProblemType.VALIDATION, detail, loc=[*at, "kind"])
     queue = body.queue or kind.queue
     _known_queue(queue, services, (*at, "queue"))
     problem = payload_problem(body.payload, services.settings.max_payload_depth)
     if problem is not None:
-        slug = "too-large" if problem[0] == 413 else "validation"
-        raise Refused(problem[0], slug, problem[1], loc=[*at, "payload"])
+        problem_type = ProblemType.TOO_LARGE if problem[0] == 413 else ProblemType.VALIDATION
+        raise Refused(problem[0], problem_type, problem[1], loc=[*at, "payload"])
     return body.to_new_task(queue)
 
 
@@ -85,7 +86,9 @@ def _known_queue(queue: str | None, services: ServicesDep, at: tuple[str | int, 
     """422 naming `at` for a queue the installation does not have."""
     if queue is not None and queue not in services.queues:
         known = ", ".join(sorted(services.queues))
-        raise Refused(422, "validation", f"unknown queue {queue!r}; known: {known}", loc=list(at))
+        raise Refused(
+            422, ProblemType.VALIDATION, f"unknown queue {queue!r}; known: {known}", loc=list(at)
+        )
 
 
 def _bounded(page: Page) -> Response:
@@ -274,7 +277,7 @@ async def list_tasks(
     try:
         page = await services.store.page(where, limit, cursor)
     except InvalidCursor as error:
-        raise Refused(422, "validation", str(error), loc=["query", "cursor"]) from error
+        raise Refused(422, ProblemType.VALIDATION, str(error), loc=["query", "cursor"]) from error
     return _bounded(page)
 
 
@@ -307,9 +310,9 @@ async def _until_finished(task: Task, wait: float, services: ServicesDep, tenant
         with services.waiters.waiting_for(task.id, tenant, percent) as waiter:
             return await _watch(task, wait, waiter, services, tenant)
     except TenantWaitersFull as error:
-        raise Refused(503, "tenant-busy", str(error), {"Retry-After": "1"}) from error
+        raise Refused(503, ProblemType.TENANT_BUSY, str(error), {"Retry-After": "1"}) from error
     except TooManyWaiters as error:
-        raise Refused(503, "overloaded", str(error), {"Retry-After": "1"}) from error
+        raise Refused(503, ProblemType.OVERLOADED, str(error), {"Retry-After": "1"}) from error
 
 
 async def _watch(
