@@ -43,12 +43,21 @@ OPERATOR_APIS = [
 def render(*values_files: Path, bare: bool = False, **sets: str) -> list[Manifest]:
     """`helm template` of the chart, as a list of objects (tests included), for a cluster
     with KEDA and prometheus-operator, or with neither (`bare`)."""
+    # The same values render the same objects: helm runs once for them, and each test
+    # gets a copy of its own to change.
+    return copy.deepcopy(_rendered(values_files, bare, tuple(sets.items())))
+
+
+@cache
+def _rendered(
+    values_files: tuple[Path, ...], bare: bool, sets: tuple[tuple[str, str], ...]
+) -> list[Manifest]:
     args = [helm(), "template", "conveyor", str(CHART), "--namespace", "tasks"]
     for api in [] if bare else OPERATOR_APIS:
         args += ["--api-versions", api]
     for path in values_files:
         args += ["--values", str(path)]
-    for key, value in sets.items():
+    for key, value in sets:
         args += ["--set", f"{key}={value}"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
