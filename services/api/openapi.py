@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from services.api.problems import ProblemType
+from services.core.domain import Priority, Status
 
 # Operation ids where the route function's name would not say it as clients expect.
 _NAMED = {
@@ -82,10 +83,6 @@ def document(app: FastAPI, kinds: list[str], queues: list[str]) -> dict[str, Any
             schema["properties"]["queue"]["anyOf"][0]["enum"] = queues
         if name in EXAMPLES:
             schema["examples"] = [EXAMPLES[name]]
-        for field, prop in (schema.get("properties") or {}).items():
-            text = FIELDS.get(f"{name}.{field}") or FIELDS.get(field)
-            if text and "description" not in prop:
-                prop["description"] = text
     for path in spec["paths"].values():
         for operation in path.values():
             _finish(operation)
@@ -114,8 +111,8 @@ _TASK = {
     "id": _ID,
     "title": "Resize image 42",
     "description": "",
-    "priority": "HIGH",
-    "status": "COMPLETED",
+    "priority": Priority.HIGH,
+    "status": Status.COMPLETED,
     "kind": "echo",
     "queue": "default",
     "payload": {"url": "s3://images/42.png", "width": 320},
@@ -135,7 +132,7 @@ _TASK = {
 _BODY = {
     "title": "Resize image 42",
     "kind": "echo",
-    "priority": "HIGH",
+    "priority": Priority.HIGH,
     "payload": {"url": "s3://images/42.png"},
 }
 _SCHEDULE = {
@@ -172,7 +169,7 @@ _QUEUE = {
     "paused": False,
     "max_running": None,
     "rate": None,
-    "queued": {"LOW": 0, "MEDIUM": 12, "HIGH": 3},
+    "queued": {Priority.LOW: 0, Priority.MEDIUM: 12, Priority.HIGH: 3},
     "running": 16,
     "oldest_ready_seconds": 0.4,
 }
@@ -201,13 +198,13 @@ EXAMPLES: dict[str, Any] = {
     "TaskPage": {"items": [_TASK], "next_cursor": "MjAyNi0xMi0wMlQwOTowMDowMCswMDowMHww"},
     "TaskStatusOut": {
         "id": _ID,
-        "status": "IN_PROGRESS",
+        "status": Status.IN_PROGRESS,
         "attempts": 1,
         "updated_at": _TIME,
         "cancel_requested": False,
     },
     "TaskSelection": {
-        "status": ["FAILED"],
+        "status": [Status.FAILED],
         "kind": "echo",
         "created_after": "2026-12-01T00:00:00Z",
     },
@@ -263,7 +260,7 @@ EXAMPLES: dict[str, Any] = {
     "QueueActivityOut": {
         "name": "default",
         "paused": False,
-        "ready": {"LOW": 0, "MEDIUM": 12, "HIGH": 3},
+        "ready": {Priority.LOW: 0, Priority.MEDIUM: 12, Priority.HIGH: 3},
         "running": 16,
         "oldest_ready_seconds": 0.4,
         "minutes": [{"at": "2026-12-02T09:00:00Z", "started": 120, "completed": 118, "failed": 2}],
@@ -271,70 +268,4 @@ EXAMPLES: dict[str, Any] = {
     "OverviewOut": {"queues": [], "window_complete": True},
     "Problem": _PROBLEM_EXAMPLE,
     "FieldProblem": _FIELD,
-}
-
-
-# What each field means, where its model does not say: by name, or by schema and name.
-FIELDS = {
-    "id": "The task's id (a UUIDv7: ids sort by creation time)",
-    "title": "A short name for people: listings and the console show it",
-    "description": "Longer text for people; the service does nothing with it",
-    "priority": "LOW, MEDIUM or HIGH: among ready tasks of a queue and tenant, higher starts first",
-    "status": "NEW, PENDING, IN_PROGRESS, COMPLETED, FAILED or CANCELLED",
-    "kind": "Which handler runs the task",
-    "queue": "The queue whose workers take the task",
-    "payload": "The handler's input, as submitted",
-    "result": "What the handler returned; null until it COMPLETED",
-    "error": "Why the last attempt failed; null when none did",
-    "attempts": "Attempts started so far",
-    "max_attempts": "Attempts allowed, from the last submit or re-run on",
-    "timeout_seconds": "Seconds an attempt may run; null: the kind's limit, else the default",
-    "created_at": "When it was created",
-    "updated_at": "When it last changed",
-    "scheduled_at": "Not started before this time; null: at once",
-    "started_at": "When its latest attempt started",
-    "finished_at": "When it reached its final status (or the attempt ended); null before",
-    "cancel_requested": "True once a cancel was asked for while it ran",
-    "progress": "What its handler last reported: {fraction 0-1, note}",
-    "attempt": "The attempt's number, from 1",
-    "outcome": "How it ended",
-    "items": "This page's entries",
-    "next_cursor": "Pass as `cursor` for the next page; null on the last one",
-    "tenant": "The tenant the key acts for",
-    "scopes": "What the key may do",
-    "revoked_at": "When it was revoked; null while in use",
-    "auth_enabled": "False when the installation runs without API keys (a laptop)",
-    "paused": "True while paused: nothing of it starts",
-    "running": "Tasks running now",
-    "oldest_ready_seconds": "How long the longest-waiting ready task has waited; null for none",
-    "queues": "Every queue of the installation",
-    "started": "Attempts that started in the minute",
-    "completed": "Tasks that completed in the minute",
-    "failed": "Tasks that failed for good in the minute",
-    "created": "Tasks stored",
-    "repeated": "Tasks sent before with the same idempotency key (answered, not stored again)",
-    "refused": "Tasks refused (the first 20 with their problem)",
-    "problem": "Why this one was refused",
-    "task": "The task",
-    "cron": "The cron expression",
-    "timezone": "The IANA time zone the expression is read in",
-    "missed": "What happens to due times missed while no scheduler ran: skip or run_once",
-    "msg": "What is wrong with it",
-    "name": "Its name",
-    "KeyCreate.name": "What the key is for, for people",
-    "KeyOut.name": "What the key is for, for people",
-    "KeyCreated.name": "What the key is for, for people",
-    "KeyOut.id": "The key's public id (the part after cvk_)",
-    "KeyCreated.id": "The key's public id (the part after cvk_)",
-    "ScheduleOut.id": "The schedule's id",
-    "ScheduleOut.task": "The task each due time makes",
-    "BatchItem.task": "The task stored (created) or found (repeated); absent when refused",
-    "TaskSelection.status": "Any of these statuses",
-    "TaskSelection.priority": "Any of these priorities",
-    "TaskSelection.kind": "This kind only",
-    "TaskSelection.queue": "This queue only",
-    "Problem.type": "The problem, as urn:conveyor:problem:<name> (about:blank for plain HTTP ones)",
-    "Problem.title": "The HTTP status's phrase",
-    "Problem.status": "The HTTP status",
-    "Problem.detail": "What happened, in a sentence",
 }

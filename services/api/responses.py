@@ -21,7 +21,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, object]]:
 
 
 # A task as clients see it is the domain's Task, every field as stored: its fields are
-# declared once, in the dataclass.
+# declared and described once, in the dataclass.
 _TASK = TypeAdapter(Task)
 
 

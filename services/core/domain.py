@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -109,31 +110,62 @@ class Submission:
     trace_context: dict[str, str] | None = None
 
 
+def either(values: Iterable[str]) -> str:
+    """`values` as a sentence's list: "A, B or C"."""
+    *most, last = values
+    return f"{', '.join(most)} or {last}" if most else last
+
+
+def about(text: str) -> dict[str, str]:
+    """A dataclass field's metadata that says what the field holds: the API's documents
+    show it as the field's description."""
+    return {"description": text}
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """A task as stored."""
 
-    id: uuid.UUID
-    title: str
-    description: str
-    priority: Priority
-    status: Status
-    kind: str
-    queue: str
-    payload: dict[str, Any]
-    result: Any
-    error: str | None
-    attempts: int
-    max_attempts: int
-    timeout_seconds: float | None
-    created_at: datetime
-    updated_at: datetime
-    scheduled_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    cancel_requested: bool
-    # What the handler last reported ({"fraction", "note"}), kept once it finished.
-    progress: dict[str, Any] | None = None
+    # Clients see it as it is: each field's metadata says what it holds, for the API's
+    # documents.
+
+    id: uuid.UUID = field(metadata=about("The task's id (a UUIDv7: ids sort by creation time)"))
+    title: str = field(metadata=about("A short name for people: listings and the console show it"))
+    description: str = field(
+        metadata=about("Longer text for people; the service does nothing with it")
+    )
+    priority: Priority = field(
+        metadata=about(
+            f"{either(Priority)}: among ready tasks of a queue and tenant, higher starts first"
+        )
+    )
+    status: Status = field(metadata=about(either(Status)))
+    kind: str = field(metadata=about("Which handler runs the task"))
+    queue: str = field(metadata=about("The queue whose workers take the task"))
+    payload: dict[str, Any] = field(metadata=about("The handler's input, as submitted"))
+    result: Any = field(
+        metadata=about(f"What the handler returned; null until it {Status.COMPLETED}")
+    )
+    error: str | None = field(metadata=about("Why the last attempt failed; null when none did"))
+    attempts: int = field(metadata=about("Attempts started so far"))
+    max_attempts: int = field(metadata=about("Attempts allowed, from the last submit or re-run on"))
+    timeout_seconds: float | None = field(
+        metadata=about("Seconds an attempt may run; null: the kind's limit, else the default")
+    )
+    created_at: datetime = field(metadata=about("When it was created"))
+    updated_at: datetime = field(metadata=about("When it last changed"))
+    scheduled_at: datetime | None = field(
+        metadata=about("Not started before this time; null: at once")
+    )
+    started_at: datetime | None = field(metadata=about("When its latest attempt started"))
+    finished_at: datetime | None = field(
+        metadata=about("When it reached its final status (or the attempt ended); null before")
+    )
+    cancel_requested: bool = field(metadata=about("True once a cancel was asked for while it ran"))
+    # Kept once it finished.
+    progress: dict[str, Any] | None = field(
+        default=None, metadata=about("What its handler last reported: {fraction 0-1, note}")
+    )
 
 
 @dataclass(frozen=True, slots=True)
