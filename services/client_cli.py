@@ -24,14 +24,16 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from services.core.domain import Missed, Priority, Status
+
 if TYPE_CHECKING:  # imported when a client command runs: the servers never need it
     from conveyor_client import Client
 
 EXIT_TASK_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_REFUSED, EXIT_SERVER, EXIT_UNREACHABLE = range(
     1, 7
 )
-STATUSES = ["NEW", "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
-PRIORITIES = ["LOW", "MEDIUM", "HIGH"]
+STATUSES = [status.value for status in Status]
+PRIORITIES = [priority.value for priority in Priority]
 TASK_COLUMNS = ["id", "status", "priority", "kind", "queue", "attempts", "created_at", "title"]
 
 
@@ -81,10 +83,10 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     create.add_argument("name")
     create.add_argument("cron", help="five fields, or six with the seconds first")
     create.add_argument("--timezone", default="UTC", help="an IANA name, such as Europe/Berlin")
-    create.add_argument("--missed", default="skip", choices=["skip", "run_once"])
+    create.add_argument("--missed", default=Missed.SKIP.value, choices=[m.value for m in Missed])
     create.add_argument("--title", help="the tasks' title (default: the name)")
     create.add_argument("--kind", default="demo")
-    create.add_argument("--priority", default="MEDIUM", choices=PRIORITIES)
+    create.add_argument("--priority", default=Priority.MEDIUM.value, choices=PRIORITIES)
     create.add_argument("--payload", default="{}", type=_json_object, help="a JSON object")
     schedules.set_defaults(action="list", url=None, output="table", debug=False, retries=6)
 
@@ -113,7 +115,7 @@ def _common(output: str) -> argparse.ArgumentParser:
 def _task_fields(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("title")
     parser.add_argument("--kind", default="demo")
-    parser.add_argument("--priority", default="MEDIUM", choices=PRIORITIES)
+    parser.add_argument("--priority", default=Priority.MEDIUM.value, choices=PRIORITIES)
     parser.add_argument("--payload", default="{}", type=_json_object, help="a JSON object")
     parser.add_argument("--queue")
     parser.add_argument("--max-attempts", type=int)
@@ -230,7 +232,7 @@ def _show(args: argparse.Namespace, value: Any, columns: Sequence[str] | None = 
 
 
 def _outcome(task: Any) -> int:
-    if task.status == "COMPLETED":
+    if task.status == Status.COMPLETED:
         return 0
     return EXIT_TASK_FAILED if task.is_terminal else EXIT_TIMEOUT
 

@@ -27,6 +27,7 @@ import kopf
 from kopf._cogs.clients.patching import patch_obj  # kopf's own status write, with its login
 from kopf._cogs.structs.references import Resource
 
+from services.core.domain import Status
 from services.core.recovery import recover
 from services.core.supervision import Supervisor
 
@@ -41,8 +42,8 @@ RESOURCE = Resource(
 )
 # How often the loop looks for a policy whose interval is due.
 TICK_SECONDS = 1.0
-TOTALS = {"PENDING": "requeued", "CANCELLED": "cancelled", "FAILED": "failed"}
-REASONS = {"PENDING": "Requeued", "CANCELLED": "Cancelled", "FAILED": "Failed"}
+TOTALS = {Status.PENDING: "requeued", Status.CANCELLED: "cancelled", Status.FAILED: "failed"}
+REASONS = {Status.PENDING: "Requeued", Status.CANCELLED: "Cancelled", Status.FAILED: "Failed"}
 
 
 @dataclass

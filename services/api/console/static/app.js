@@ -2,11 +2,14 @@
 // Everything shown is built with textContent and DOM nodes, never parsed as HTML.
 
 const KEY = "conveyor.key";
-const STATUSES = ["NEW", "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"];
-const PRIORITIES = ["HIGH", "MEDIUM", "LOW"];
+// Statuses with a meaning of their own here: a finished task changes no more, and only
+// some finished ones run again. Every list of all statuses comes from the API (`known`).
+const FINISHED = ["COMPLETED", "FAILED", "CANCELLED"];
+const RERUNNABLE = ["FAILED", "CANCELLED"];
 const LIVE_SECONDS = 5;
 const main = document.getElementById("main");
 let me = null; // {tenant, key_id, scopes, auth_enabled}
+let known = null; // {statuses, priorities, defaultPriority, scopes}: see readContract
 let timer = null; // the current page's live refresh
 
 // --- small helpers -------------------------------------------------------------------
@@ -133,8 +136,21 @@ async function signIn(key) {
   await start();
 }
 
+// What the API's OpenAPI document says of its statuses, priorities and scopes, read once.
+async function readContract() {
+  const schemas = (await api("/openapi.json")).components.schemas;
+  return {
+    statuses: schemas.Status.enum,
+    // Listed lowest first, as the domain ranks them; shown highest first.
+    priorities: [...schemas.Priority.enum].reverse(),
+    defaultPriority: schemas.TaskTemplate.properties.priority.default,
+    scopes: schemas.KeyCreate.properties.scopes.items.enum,
+  };
+}
+
 async function start() {
   try {
+    known = known || await readContract();
     me = await api("/api/v1/whoami");
   } catch (error) {
     if (!(error instanceof Problem && error.status === 401)) notify(error.message);
@@ -236,10 +252,10 @@ async function overview() {
         h("h2", { id: `q-${queue.name}` }, queue.name, " ",
           queue.paused ? h("span", { class: "badge paused" }, "paused") : null),
         h("div", { class: "scroll" }, h("table", {},
-          h("thead", {}, h("tr", {}, ...PRIORITIES.map((p) => h("th", { class: "num" }, p)),
+          h("thead", {}, h("tr", {}, ...known.priorities.map((p) => h("th", { class: "num" }, p)),
             h("th", { class: "num" }, "running"), h("th", { class: "num" }, "oldest ready"))),
           h("tbody", {}, h("tr", {},
-            ...PRIORITIES.map((p) => h("td", { class: "num" },
+            ...known.priorities.map((p) => h("td", { class: "num" },
               queue.ready[p] >= 10000 ? "10,000+" : queue.ready[p].toLocaleString())),
             h("td", { class: "num" }, queue.running.toLocaleString()),
             h("td", { class: "num" }, age(queue.oldest_ready_seconds)))))),
@@ -291,8 +307,8 @@ function filterForm(params) {
     h("label", { class: "field" }, "Per page",
       h("select", { name: "limit" }, ...["20", "50", "100"].map((n) =>
         h("option", { value: n, selected: (params.get("limit") || "50") === n }, n)))),
-    checks("status", STATUSES),
-    checks("priority", PRIORITIES),
+    checks("status", known.statuses),
+    checks("priority", known.priorities),
     h("div", { class: "actions" },
       h("button", { type: "submit" }, "Apply"),
       h("button", { type: "button", class: "secondary", onclick: () => go("/ui/tasks") }, "Clear")));
@@ -375,7 +391,7 @@ async function taskPage(id) {
     api(`/api/v1/tasks/${id}/attempts`),
     api(`/api/v1/tasks/${id}/trace`),
   ]);
-  const terminal = ["COMPLETED", "FAILED", "CANCELLED"].includes(task.status);
+  const terminal = FINISHED.includes(task.status);
   const buttons = [];
   if (may("cancel") && !terminal && !task.cancel_requested) {
     buttons.push(h("button", { type: "button", class: "danger", id: "cancel", onclick: () => act(async () => {
@@ -384,7 +400,7 @@ async function taskPage(id) {
       await route();
     }) }, "Cancel task"));
   }
-  if (may("submit") && ["FAILED", "CANCELLED"].includes(task.status)) {
+  if (may("submit") && RERUNNABLE.includes(task.status)) {
     buttons.push(h("button", { type: "button", id: "rerun", onclick: () => act(async () => {
       if (!(await confirmed("Run this task again?", `“${task.title}” goes back in its queue with a fresh attempt budget.`))) return;
       await api(`/api/v1/tasks/${id}:retry`, { method: "POST" });
@@ -459,7 +475,7 @@ function scheduleForm() {
     input("name", "Name"), input("cron", "Cron (5 fields, or 6 with seconds first)"),
     input("timezone", "Time zone", "UTC"), input("title", "Task title"), input("kind", "Kind", "demo"),
     h("label", { class: "field" }, "Priority", h("select", { name: "priority" },
-      ...PRIORITIES.map((p) => h("option", { value: p, selected: p === "MEDIUM" }, p)))),
+      ...known.priorities.map((p) => h("option", { value: p, selected: p === known.defaultPriority }, p)))),
     h("label", { class: "field" }, "Payload (JSON)", h("textarea", { name: "payload", rows: "2" }, "{}")),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Create schedule")));
   form.addEventListener("submit", (event) => {
@@ -484,11 +500,11 @@ async function queues() {
   }
   const page = await api("/api/v1/queues");
   show(h("h1", {}, "Queues"), h("div", { class: "scroll" }, h("table", {},
-    h("thead", {}, h("tr", {}, ...["Queue", "State", ...PRIORITIES, "Running", "Oldest ready", "Limits", ""].map((t) =>
+    h("thead", {}, h("tr", {}, ...["Queue", "State", ...known.priorities, "Running", "Oldest ready", "Limits", ""].map((t) =>
       h("th", { scope: "col" }, t)))),
     h("tbody", {}, page.items.map((q) => h("tr", {},
       h("td", {}, q.name), h("td", {}, q.paused ? h("span", { class: "badge paused" }, "paused") : "running"),
-      ...PRIORITIES.map((p) => h("td", { class: "num" }, q.queued[p].toLocaleString())),
+      ...known.priorities.map((p) => h("td", { class: "num" }, q.queued[p].toLocaleString())),
       h("td", { class: "num" }, q.running), h("td", { class: "num" }, age(q.oldest_ready_seconds)),
       h("td", {}, [q.max_running ? `${q.max_running} at once` : "", q.rate ? `${q.rate}/s` : ""].filter(Boolean).join(", ") || "—"),
       h("td", {}, h("button", { type: "button", class: q.paused ? "" : "secondary", onclick: () => act(async () => {
@@ -500,7 +516,7 @@ async function queues() {
 
 async function keys() {
   const page = await api("/api/v1/keys");
-  const scopes = ["submit", "read", "cancel", "admin"];
+  const scopes = known.scopes;
   const form = h("form", { class: "filters card", "aria-label": "New key" },
     h("label", { class: "field" }, "Name", h("input", { type: "text", name: "name" })),
     h("fieldset", {}, h("legend", {}, "Scopes"), ...scopes.map((s) =>
