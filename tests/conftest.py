@@ -1,7 +1,11 @@
-"""Fixtures only: a fresh database per run, a private queue namespace, clean state per test.
+"""Fixtures: a fresh database per run, a private queue namespace, clean state per test;
+and the unit tier's marker.
 
 Integration tests talk to the real PostgreSQL and RabbitMQ. When one cannot be reached
-the tests fail in CI (CI=true) and are skipped elsewhere.
+the tests fail in CI (CI=true) and are skipped elsewhere. The unit tier
+(`python -m pytest -m unit`) is the tests that need none of those, no cluster and no
+browser: every test under tests/unit and tests/chart that asks for no server's fixture,
+and any test elsewhere marked `@pytest.mark.unit`.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -33,6 +38,28 @@ from tests.support.env import (
 from tests.support.moves import outside_the_table, record_moves, recorded_moves
 from tests.support.rabbit import PrivateRabbit, rabbitmq_available
 from tests.support.services import free_port, running_api
+
+UNIT_FOLDERS = ("unit", "chart")
+# Every fixture that reaches PostgreSQL or RabbitMQ asks for one of these.
+SERVER_FIXTURES = frozenset({"database_url", "amqp_prefix", "private_rabbit"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the unit tier; refuse a test marked unit that asks for a server."""
+    for item in items:
+        servers = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("unit") is not None:
+            if servers:
+                names = ", ".join(sorted(servers))
+                raise pytest.UsageError(f"{item.nodeid} is marked unit but asks for {names}")
+        elif _in_unit_folder(item) and not servers:
+            item.add_marker(pytest.mark.unit)
+
+
+def _in_unit_folder(item: pytest.Item) -> bool:
+    here = Path(__file__).parent
+    return any(Path(item.path).is_relative_to(here / folder) for folder in UNIT_FOLDERS)
 
 
 @pytest.fixture(scope="session")

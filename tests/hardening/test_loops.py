@@ -56,6 +56,7 @@ def _failing_first(
     return calls
 
 
+@pytest.mark.unit
 async def test_a_pass_that_raises_is_counted_backed_off_and_reported_until_one_works() -> None:
     supervisor = Supervisor()
     passes: Iterator[str] = iter(["bug", "bug", "bug", "works", "stop"])
@@ -90,6 +91,7 @@ async def test_a_pass_that_raises_is_counted_backed_off_and_reported_until_one_w
     assert flagged == [0, 0, 0, 1, 0]
 
 
+@pytest.mark.unit
 async def test_an_outage_is_waited_out_and_is_not_a_failing_loop() -> None:
     supervisor = Supervisor()
     passes: list[int] = []

@@ -52,6 +52,7 @@ def _blocking_builds(sql: str) -> list[str]:
     return found
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("direction", "revisions"), [("upgrade", "base:head"), ("downgrade", "head:base")]
 )
@@ -63,6 +64,7 @@ def test_no_migration_builds_an_index_that_blocks_writes_to_a_table_with_rows(
     assert "CREATE INDEX CONCURRENTLY" in sql
 
 
+@pytest.mark.unit
 def test_the_check_finds_a_plain_index_build() -> None:
     """The check itself: an index built in place on an existing table is found."""
     sql = (

@@ -51,6 +51,7 @@ async def test_stairway(database_url: str) -> None:
             await engine.dispose()
 
 
+@pytest.mark.unit
 def test_the_code_expects_the_newest_revision() -> None:
     assert head_revision() == SCHEMA_REVISION, "update SCHEMA_REVISION with each migration"
 

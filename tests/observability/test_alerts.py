@@ -15,6 +15,8 @@ import yaml
 from tests.chart.render import CHART, one, render
 from tests.support.tools import tool
 
+# Offline: helm renders the chart, promtool checks and runs the rules.
+pytestmark = pytest.mark.unit
 RUNBOOKS = CHART.parents[1] / "docs" / "runbooks.md"
 MONITORING = {
     "metrics.prometheusRule.enabled": "true",

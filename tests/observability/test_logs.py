@@ -6,10 +6,13 @@ import io
 import json
 import logging
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.core.logs import JsonFormatter, TextFormatter, TraceIdFilter
 from services.core.telemetry.tracing import tracer
+
+pytestmark = pytest.mark.unit
 
 
 def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:

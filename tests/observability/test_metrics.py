@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -134,6 +135,7 @@ async def test_the_gauges_say_when_postgresql_cannot_be_read(settings: Settings)
     ]
 
 
+@pytest.mark.unit
 def test_kind_labels_stay_bounded_whatever_kinds_clients_make_up() -> None:
     labels = {kind_label(uuid.uuid4().hex) for _ in range(KIND_LABELS * 3)}
     assert len(labels) <= KIND_LABELS + 1 and "other" in labels
@@ -172,6 +174,7 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(settings: S
     assert used <= names, used - names
 
 
+@pytest.mark.unit
 def test_promtool_accepts_the_alert_rules() -> None:
     done = subprocess.run(
         [tool("promtool"), "check", "rules", str(CHART_FILES / "alerts.yaml")],
@@ -181,6 +184,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.unit
 def test_promtool_accepts_every_dashboard_expression(tmp_path: Path) -> None:
     dashboard = json.loads((CHART_FILES / "dashboard.json").read_text())
     rules = [

@@ -70,6 +70,7 @@ def _destinations(settings: Settings) -> tuple[str, str]:
     return topology.sent_to(), topology.taken_from()
 
 
+@pytest.mark.unit
 def test_a_failed_publish_names_its_error_type(spans: InMemorySpanExporter) -> None:
     with (
         pytest.raises(ConnectionError),

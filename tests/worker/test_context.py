@@ -55,6 +55,7 @@ async def test_the_last_progress_is_kept_when_the_handler_returns_before_a_heart
     assert (done["status"], done["progress"]) == ("COMPLETED", {"fraction": 1.0, "note": "done"})
 
 
+@pytest.mark.unit
 def test_a_handler_of_one_argument_keeps_working_and_bad_progress_is_refused() -> None:
     @kind("one_argument")
     async def plain(payload: dict[str, object]) -> None:
