@@ -39,9 +39,7 @@ async def _burst(api: httpx.AsyncClient) -> None:
                 # after Retry-After, as the project's client does.
                 assert response.json()["type"].endswith("tenant-busy"), response.text
                 await asyncio.sleep(float(response.headers["retry-after"]))
-                response = await api.post(
-                    "/api/v1/tasks", json={"title": "burst", "kind": "noop"}
-                )
+                response = await api.post("/api/v1/tasks", json={"title": "burst", "kind": "noop"})
             assert response.status_code == 201, response.text
 
     await asyncio.gather(*(sender() for _ in range(SENDERS)))
