@@ -62,13 +62,13 @@ def _worker(settings: Settings) -> None:
 
 
 def _relay(settings: Settings) -> None:
-    from services.core.relay import run_relay
+    from services.core.loops.processes import run_relay
 
     asyncio.run(run_relay(settings))
 
 
 def _recover(settings: Settings) -> None:
-    from services.core.recovery import run_recovery
+    from services.core.loops.processes import run_recovery
 
     asyncio.run(run_recovery(settings))
 

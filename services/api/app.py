@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import observability
 from services.api.auth import Authenticator
@@ -25,10 +26,9 @@ from services.core.db.limits import RateLimits
 from services.core.db.schema import plain_dsn, wait_for_schema
 from services.core.errors import StoreUnavailable
 from services.core.kinds import check_queues, load_kinds
-from services.core.recovery import sweep_forever
+from services.core.loops import Parts, loops_of, run_loops
 from services.core.relay import Relay
-from services.core.retention import retain_forever
-from services.core.runtime import Clients, open_clients
+from services.core.runtime import open_clients
 from services.core.scheduler import Scheduler
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
                 schema_ready=asyncio.Event(),
                 supervisor=Supervisor(),
             )
-            background = asyncio.create_task(_background(settings, clients, services, seed))
+            background = asyncio.create_task(_background(clients.engine, services, seed))
             background.add_done_callback(_report_crash)
             try:
                 yield {"services": services}
@@ -135,30 +135,26 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _background(
-    settings: Settings, clients: Clients, services: Services, seed: list[SeedKey]
-) -> None:
-    """Once the schema is at the expected revision: take requests, relay, and recover."""
-    await wait_for_schema(clients.engine)
+async def _background(engine: AsyncEngine, services: Services, seed: list[SeedKey]) -> None:
+    """Once the schema is at the expected revision: take requests, and run the API's loops."""
+    await wait_for_schema(engine)
     await _seed(services.keys, seed)
     services.schema_ready.set()
-    async with asyncio.TaskGroup() as group:
-        group.create_task(services.supervisor.run("listen", services.waiters.listen_once))
-        if settings.api_run_relay:
-            group.create_task(services.relay.run(services.supervisor))
-            group.create_task(services.scheduler.run(services.supervisor))
-        if settings.api_run_recovery:
-            group.create_task(
-                sweep_forever(
-                    clients.store, settings.recovery_interval_seconds, services.supervisor
-                )
-            )
-        if settings.api_run_retention and settings.retention_days():
-            group.create_task(retain_forever(clients.store, settings, services.supervisor))
+    await run_loops(loops_of("api", _parts(services)), services.supervisor)
+
+
+def _parts(services: Services) -> Parts:
+    return Parts(
+        services.settings,
+        services.store,
+        relay=services.relay,
+        scheduler=services.scheduler,
+        listener=services.waiters,
+    )
 
 
 def _report_crash(background: asyncio.Task[None]) -> None:
-    """The relay, recovery and seeding stopped for good: say so, loudly."""
+    """The API's loops or its seeding stopped for good: say so, loudly."""
     if not background.cancelled() and background.exception() is not None:
         logger.critical("the API's background work stopped", exc_info=background.exception())
 

@@ -15,9 +15,6 @@ from datetime import datetime
 
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Recovered
-from services.core.runtime import open_clients
-from services.core.settings import Settings
-from services.core.supervision import Supervisor
 from services.core.telemetry.metrics import RECOVERIES, STATUS_CHANGES
 from services.core.telemetry.tracing import trace_id_of
 
@@ -62,19 +59,3 @@ def _count(recovered: list[Recovered], why: str, reason: str) -> None:
     if recovered:
         counts = Counter(task.status.value for task in recovered)
         logger.info("recovery (%s): %s", why, dict(counts))
-
-
-async def sweep_forever(store: SqlTaskStore, interval: float, supervisor: Supervisor) -> None:
-    """Run `recover` every `interval` seconds until cancelled."""
-
-    async def sweep() -> float:
-        await recover(store)
-        return interval
-
-    await supervisor.run("recovery", sweep)
-
-
-async def run_recovery(settings: Settings) -> None:
-    """The sweep as a process of its own (`conveyor recover`), until cancelled."""
-    async with open_clients(settings) as clients:
-        await sweep_forever(clients.store, settings.recovery_interval_seconds, Supervisor())

@@ -18,10 +18,8 @@ from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Outgoing, Status
-from services.core.runtime import open_clients
-from services.core.scheduler import Scheduler
 from services.core.settings import Settings
-from services.core.supervision import Alarm, Supervisor, rest_until
+from services.core.supervision import Alarm, rest_until
 from services.core.telemetry.metrics import MESSAGES_RESENT, STATUS_CHANGES
 from services.core.telemetry.tracing import publish_spans
 
@@ -124,9 +122,9 @@ class Relay:
         the messages one check sends are counted by the next."""
         return min(self._stale_after / 2, 2 * self._broker.confirm_timeout)
 
-    async def run(self, supervisor: Supervisor) -> None:
-        """Relay until cancelled, waking on kick(), when a task falls due, or each interval."""
-        await supervisor.run("relay", self.step, self._alarm.pause)
+    async def pause(self, seconds: float) -> None:
+        """The rest after a pass, which kick() cuts short."""
+        await self._alarm.pause(seconds)
 
     async def step(self) -> float:
         """One pass: resend what was lost, publish a batch; answer how long to rest."""
@@ -194,15 +192,3 @@ class Handover:
         finally:
             self._owed -= len(items)
         return [None] * len(items)
-
-
-async def run_relay(settings: Settings) -> None:
-    """The relay and the scheduler as a process of their own (`conveyor relay`), until
-    cancelled."""
-    async with open_clients(settings) as clients:
-        relay = Relay.from_settings(clients.store, clients.broker, settings)
-        scheduler = Scheduler.from_settings(clients.store, settings, relay.kick)
-        supervisor = Supervisor()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(relay.run(supervisor))
-            group.create_task(scheduler.run(supervisor))

@@ -6,8 +6,6 @@ import logging
 
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Status
-from services.core.settings import Settings
-from services.core.supervision import Supervisor
 from services.core.telemetry.metrics import TASKS_DELETED
 
 logger = logging.getLogger(__name__)
@@ -32,13 +30,3 @@ async def delete_expired(
     if deleted:
         logger.info("retention deleted %s", {status.value: n for status, n in deleted.items()})
     return deleted
-
-
-async def retain_forever(store: SqlTaskStore, settings: Settings, supervisor: Supervisor) -> None:
-    """Run delete_expired every RETENTION_INTERVAL_SECONDS until cancelled."""
-
-    async def sweep() -> float:
-        await delete_expired(store, settings.retention_days(), settings.retention_batch)
-        return settings.retention_interval_seconds
-
-    await supervisor.run("retention", sweep)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Status
 from services.core.settings import Settings
-from services.core.supervision import Alarm, Supervisor, rest_until
+from services.core.supervision import Alarm, rest_until
 from services.core.telemetry.metrics import SCHEDULE_MISSED, SCHEDULE_TASKS, STATUS_CHANGES
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ class Scheduler:
         """Look again now: a schedule was made or resumed, and may be due before the rest ends."""
         self._alarm.kick()
 
-    async def run(self, supervisor: Supervisor) -> None:
-        await supervisor.run("schedules", self.step, self._alarm.pause)
+    async def pause(self, seconds: float) -> None:
+        """The rest after a pass, which kick() cuts short."""
+        await self._alarm.pause(seconds)
 
     async def step(self) -> float:
         """Fire what is due; answer how long to rest (until the next due time, at most

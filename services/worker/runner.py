@@ -19,14 +19,15 @@ import uuid
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import AMQPError
 
-from services.core.amqp.broker import Broker, BrokerUnavailable
+from services.core.amqp.broker import Broker
 from services.core.batching import Batcher
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Claim, Queue, Status
 from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
+from services.core.loops import Parts, loops_of, running
+from services.core.loops.consume import Consumer
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
 from services.core.telemetry.metrics import QUEUE_HELD_BACK, WORKER_SLOTS
@@ -42,8 +43,6 @@ CLAIM_PATIENCE = 2.0
 HELD_PATIENCE = 60.0
 # How long a worker reuses what it read of a queue's pause and limits.
 BLOCKED_CACHE_SECONDS = 0.1
-# What ends a consumer that the broker or the network dropped: reopened after a pause.
-_CONSUMER_OUTAGES = (OSError, AMQPError, RuntimeError, BrokerUnavailable, StoreUnavailable)
 
 
 def default_worker_id() -> str:
@@ -99,22 +98,14 @@ class Worker:
     async def run(self) -> None:
         """Work until stop(), then drain: finish within the grace period, hand back the rest."""
         WORKER_SLOTS.inc(self._settings.worker_concurrency)
-        heartbeat = asyncio.create_task(
-            self.supervisor.run("heartbeat", self._beat), name="heartbeat"
-        )
-        consuming = asyncio.create_task(
-            self.supervisor.run("consume", self._consume_once, outages=_CONSUMER_OUTAGES),
-            name="consume",
-        )
-        await self._stopping.wait()
-        consuming.cancel()
-        await asyncio.gather(consuming, return_exceptions=True)
-        await self._drain()
-        # Only now: no job acks or rejects a ticket on this channel any more. A frame
-        # sent after Channel.Close makes RabbitMQ close the whole connection (504).
-        await self._close_channels()
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        parts = Parts(self._settings, self._store, worker=self)
+        async with running(loops_of("worker", parts), self.supervisor) as loops:
+            await self._stopping.wait()
+            await loops.stop(Consumer.name)
+            await self._drain()
+            # Only now: no job acks or rejects a ticket on this channel any more. A frame
+            # sent after Channel.Close makes RabbitMQ close the whole connection (504).
+            await self._close_channels()
         WORKER_SLOTS.dec(self._settings.worker_concurrency)
         logger.info("worker %s stopped", self.worker_id)
 
@@ -150,7 +141,7 @@ class Worker:
         """Tickets waiting in this worker's queues."""
         return sum([await self._broker.ready_messages(name) for name in self._queues])
 
-    async def _consume_once(self) -> float:
+    async def consume_once(self) -> float:
         """Consume each queue on a channel of its own until the broker drops one; reopen
         them all in a second.
 
@@ -359,10 +350,6 @@ class Worker:
             finally:
                 del self._held[task.id]
             telemetry.recorded(claim, outcome, status)
-
-    async def _beat(self) -> float:
-        await self.heartbeat()
-        return self._settings.heartbeat_seconds
 
     async def heartbeat(self) -> None:
         """Renew every held lease in one statement; stop what was cancelled or taken over."""
