@@ -64,7 +64,8 @@ def normalize(name: str) -> str:
 
 
 def test_every_folder_of_code_is_a_package_the_wheel_installs() -> None:
-    assert tree_packages() == set(SETUPTOOLS["packages"])
+    packages = SETUPTOOLS["packages"]
+    assert tree_packages() == set(packages) and len(set(packages)) == len(packages)
 
 
 def test_the_wheel_installs_two_import_names() -> None:

@@ -151,7 +151,14 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run a client command; every failure becomes one line on stderr and an exit code."""
-    from conveyor_client import Client, ProblemError, Retry, Unreachable
+    try:
+        from conveyor_client import Client, ProblemError, Retry, Unreachable
+    except ImportError:
+        print(
+            "conveyor: the client commands need conveyor-client: pip install 'conveyor[client]'",
+            file=sys.stderr,
+        )
+        return EXIT_SERVER
 
     try:
         with Client(args.url, retry=Retry(attempts=max(args.retries, 1))) as client:

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 
 import argcomplete
 
-from services.client_cli import add_client_commands
+from services.cli.client import add_client_commands
+from services.cli.keys import add_key_commands, run_keys
 from services.core.db.schema import ensure_database
 from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
 from services.core.settings import Settings
 from services.core.telemetry.tracing import configure_tracing
-from services.keys_cli import add_key_commands, run_keys
 
 logger = logging.getLogger("conveyor")
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if args.command in CLIENT_COMMANDS:
-        from services.client_cli import run_client_command
+        from services.cli.client import run_client_command
 
         sys.exit(run_client_command(args))
     if args.command == "keys":
@@ -174,7 +174,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_tracing(f"conveyor-{args.command}")
     tune_gc()
     _SERVICES[args.command](settings)
-
-
-if __name__ == "__main__":
-    main()
