@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from conveyor_client.errors import problem_of
+from conveyor_client.errors import PREFIX, IdempotencyKeyReused, problem_of
 from conveyor_client.models import (
     Attempt,
     Caller,
@@ -175,7 +175,7 @@ def _submitted(item: dict[str, Any]) -> Submitted:
         # Past the first refusals the API answers a refused task by its status alone; in a
         # batch, 409 is always a reused idempotency key.
         problem = {
-            "type": "urn:conveyor:problem:idempotency-key-reused" if item["status"] == 409 else "",
+            "type": f"{PREFIX}{IdempotencyKeyReused.problem}" if item["status"] == 409 else "",
             "detail": "refused; the answer details only the first refused tasks",
         }
     return Submitted(

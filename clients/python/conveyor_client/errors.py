@@ -1,8 +1,13 @@
-"""One exception class per problem type the API answers (RFC 9457 problem details)."""
+"""One exception class per problem type the API answers (RFC 9457 problem details): each
+class names its problem type where it is declared (`problem="..."`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+# A problem document's `type` is this and the problem's name.
+PREFIX = "urn:conveyor:problem:"
+_BY_NAME: dict[str, type[ProblemError]] = {}
 
 
 class ConveyorError(Exception):
@@ -15,6 +20,15 @@ class Unreachable(ConveyorError):
 
 class ProblemError(ConveyorError):
     """The API answered with a problem: its status, type, detail and the fields in question."""
+
+    # The name of the problem type this class stands for; None for a class of a status.
+    problem: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, problem: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.problem = problem
+        if problem is not None:
+            _BY_NAME[problem] = cls
 
     def __init__(self, status: int, body: dict[str, Any], retry_after: float | None = None):
         self.status = status
@@ -30,43 +44,48 @@ class BadRequest(ProblemError):
     """400: the body is not JSON the API can read."""
 
 
-class ValidationFailed(BadRequest):
+class ValidationFailed(BadRequest, problem="validation"):
     """422: a field is wrong; `errors` names each (`loc`, `msg`)."""
 
 
-class TooLarge(BadRequest):
+class TooLarge(BadRequest, problem="too-large"):
     """413, 431: a body, payload or headers over their limit."""
 
 
-class Unauthenticated(ProblemError):
+class Unauthenticated(ProblemError, problem="unauthenticated"):
     """401: no key, or a key that is malformed, unknown or revoked."""
 
 
-class Forbidden(ProblemError):
+class Forbidden(ProblemError, problem="forbidden"):
     """403: the key lacks the call's scope."""
 
 
-class CrossSite(Forbidden):
+class CrossSite(Forbidden, problem="cross-site"):
     """403: a change asked for by a page of another origin."""
+
+
+class LoopbackOnly(Forbidden, problem="loopback-only"):
+    """403: with API keys off, the API answers only at a loopback address or the host names
+    it was told of."""
 
 
 class NotFound(ProblemError):
     """404."""
 
 
-class TaskNotFound(NotFound):
+class TaskNotFound(NotFound, problem="task-not-found"):
     pass
 
 
-class ScheduleNotFound(NotFound):
+class ScheduleNotFound(NotFound, problem="schedule-not-found"):
     pass
 
 
-class QueueNotFound(NotFound):
+class QueueNotFound(NotFound, problem="queue-not-found"):
     pass
 
 
-class KeyNotFound(NotFound):
+class KeyNotFound(NotFound, problem="key-not-found"):
     pass
 
 
@@ -74,31 +93,31 @@ class Conflict(ProblemError):
     """409."""
 
 
-class TaskTerminal(Conflict):
+class TaskTerminal(Conflict, problem="task-terminal"):
     """The task is finished: it cannot be cancelled."""
 
 
-class TaskNotRerunnable(Conflict):
+class TaskNotRerunnable(Conflict, problem="task-not-rerunnable"):
     """Only a FAILED or CANCELLED task runs again."""
 
 
-class IdempotencyKeyReused(Conflict):
+class IdempotencyKeyReused(Conflict, problem="idempotency-key-reused"):
     """The idempotency key was used with another body."""
 
 
-class TooManyKeys(Conflict):
+class TooManyKeys(Conflict, problem="too-many-keys"):
     pass
 
 
-class ScheduleNameTaken(Conflict):
+class ScheduleNameTaken(Conflict, problem="schedule-name-taken"):
     pass
 
 
-class TooManySchedules(Conflict):
+class TooManySchedules(Conflict, problem="too-many-schedules"):
     pass
 
 
-class RateLimited(ProblemError):
+class RateLimited(ProblemError, problem="rate-limited"):
     """429: the key is over its rate limit; `retry_after` says when to try again."""
 
 
@@ -106,54 +125,30 @@ class Unavailable(ProblemError):
     """503: try again after `retry_after` seconds."""
 
 
-class Overloaded(Unavailable):
+class Overloaded(Unavailable, problem="overloaded"):
     pass
 
 
-class TenantBusy(Unavailable):
+class TenantBusy(Unavailable, problem="tenant-busy"):
     pass
 
 
-class AuthBusy(Unavailable):
+class AuthBusy(Unavailable, problem="auth-busy"):
     pass
 
 
-class DatabaseUnavailable(Unavailable):
+class DatabaseUnavailable(Unavailable, problem="database-unavailable"):
     pass
 
 
-class NotReady(Unavailable):
+class NotReady(Unavailable, problem="not-ready"):
     pass
 
 
-class ServerError(ProblemError):
+class ServerError(ProblemError, problem="internal"):
     """500: a fault of the server."""
 
 
-_BY_TYPE: dict[str, type[ProblemError]] = {
-    "validation": ValidationFailed,
-    "too-large": TooLarge,
-    "unauthenticated": Unauthenticated,
-    "forbidden": Forbidden,
-    "cross-site": CrossSite,
-    "task-not-found": TaskNotFound,
-    "schedule-not-found": ScheduleNotFound,
-    "queue-not-found": QueueNotFound,
-    "key-not-found": KeyNotFound,
-    "task-terminal": TaskTerminal,
-    "task-not-rerunnable": TaskNotRerunnable,
-    "idempotency-key-reused": IdempotencyKeyReused,
-    "too-many-keys": TooManyKeys,
-    "schedule-name-taken": ScheduleNameTaken,
-    "too-many-schedules": TooManySchedules,
-    "rate-limited": RateLimited,
-    "overloaded": Overloaded,
-    "tenant-busy": TenantBusy,
-    "auth-busy": AuthBusy,
-    "database-unavailable": DatabaseUnavailable,
-    "not-ready": NotReady,
-    "internal": ServerError,
-}
 _BY_STATUS: dict[int, type[ProblemError]] = {
     400: BadRequest,
     401: Unauthenticated,
@@ -171,8 +166,13 @@ _BY_STATUS: dict[int, type[ProblemError]] = {
 def problem_of(status: int, body: Any, retry_after: float | None = None) -> ProblemError:
     """The exception for an answer of `status` with the problem document `body`."""
     document = body if isinstance(body, dict) else {}
-    slug = str(document.get("type", "")).rpartition(":")[2]
-    kind = _BY_TYPE.get(slug) or _BY_STATUS.get(status)
+    kind = _BY_NAME.get(str(document.get("type", "")).removeprefix(PREFIX))
+    kind = kind or _BY_STATUS.get(status)
     if kind is None:
         kind = ServerError if status >= 500 else ProblemError
     return kind(status, document, retry_after)
+
+
+def problem_names() -> frozenset[str]:
+    """The names of every problem type this client has a class for."""
+    return frozenset(_BY_NAME)

@@ -6,9 +6,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+# A task's statuses and priorities, as the API's document lists them (a test holds them to
+# the server's); priorities lowest first.
+Status = Literal["NEW", "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
+Priority = Literal["LOW", "MEDIUM", "HIGH"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+# The statuses a task never leaves.
+TERMINAL: frozenset[Status] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 T = TypeVar("T")
 
 
@@ -35,8 +42,8 @@ class Task:
     id: str
     title: str
     description: str
-    priority: str
-    status: str
+    priority: Priority
+    status: Status
     kind: str
     queue: str
     payload: dict[str, Any]
