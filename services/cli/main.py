@@ -22,8 +22,6 @@ from services.core.settings import Settings
 from services.core.telemetry.tracing import configure_tracing
 
 logger = logging.getLogger("conveyor")
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-ACTIVE = {"NEW", "PENDING", "IN_PROGRESS"}
 MIGRATE_PATIENCE = 120.0
 
 
