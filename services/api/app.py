@@ -26,7 +26,7 @@ from services.core.db.limits import RateLimits
 from services.core.db.schema import plain_dsn, wait_for_schema
 from services.core.errors import StoreUnavailable
 from services.core.kinds import check_queues, load_kinds
-from services.core.loops import Parts, loops_of, run_loops
+from services.core.loops import Parts, loops_of, run_loops, subscribe
 from services.core.relay import Relay
 from services.core.runtime import open_clients
 from services.core.scheduler import Scheduler
@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
                 clients.store,
                 clients.broker,
                 relay,
-                Scheduler.from_settings(clients.store, settings, relay.kick),
+                Scheduler.from_settings(clients.store, settings),
                 Intake(
                     clients.store,
                     clients.broker,
@@ -85,7 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
                 schema_ready=asyncio.Event(),
                 supervisor=Supervisor(),
             )
-            background = asyncio.create_task(_background(clients.engine, services, seed))
+            parts = _parts(services)
+            subscribe(parts)
+            background = asyncio.create_task(_background(clients.engine, services, parts, seed))
             background.add_done_callback(_report_crash)
             try:
                 yield {"services": services}
@@ -135,15 +137,18 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _background(engine: AsyncEngine, services: Services, seed: list[SeedKey]) -> None:
+async def _background(
+    engine: AsyncEngine, services: Services, parts: Parts, seed: list[SeedKey]
+) -> None:
     """Once the schema is at the expected revision: take requests, and run the API's loops."""
     await wait_for_schema(engine)
     await _seed(services.keys, seed)
     services.schema_ready.set()
-    await run_loops(loops_of("api", _parts(services)), services.supervisor)
+    await run_loops(loops_of("api", parts), services.supervisor)
 
 
 def _parts(services: Services) -> Parts:
+    """What the API's loops and the subscribers to its store's status changes use."""
     return Parts(
         services.settings,
         services.store,

@@ -19,7 +19,7 @@ from services.core.db.store import SqlTaskStore
 from services.core.domain import Submission, Task
 from services.core.errors import IdempotencyConflict, StoreUnavailable
 from services.core.relay import Handover, Relay
-from services.core.telemetry.metrics import STATUS_CHANGES, TASKS_SUBMITTED, kind_label
+from services.core.telemetry.metrics import TASKS_SUBMITTED, kind_label
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ class Intake:
         self._store = store
         self._broker = broker
         self._publish = publish
-        self._relay = relay
         self._handover = Handover(relay, batch)
         self._singles: Batcher[Submission, Outcome | Exception] = Batcher(self._group, GROUP_LIMIT)
 
@@ -87,16 +86,13 @@ class Intake:
 
     async def _store_all(self, submissions: Sequence[Submission]) -> list[Outcome]:
         reserve = self._publish and self._broker.ready and self._handover.has_room
+        # The store announces the new tasks; the relay, told, sends those not reserved here
+        # (for later, or the broker is away or behind).
         stored = await self._store.create_many(submissions, reserve=reserve)
-        waiting = False
         for outcome in stored.outcomes:
             if isinstance(outcome, tuple) and outcome[1]:
                 task = outcome[0]
                 TASKS_SUBMITTED.labels(task.priority, kind_label(task.kind)).inc()
-                STATUS_CHANGES.labels(task.status).inc()
-                waiting = waiting or task.id not in stored.reserved
         if stored.reserved:
             self._handover.send_soon(stored.reserved)
-        if waiting:  # for later, or the broker is away or behind: the relay's to send
-            self._relay.kick()
         return stored.outcomes

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Recovered
-from services.core.telemetry.metrics import RECOVERIES, STATUS_CHANGES
+from services.core.telemetry.metrics import RECOVERIES
 from services.core.telemetry.tracing import trace_id_of
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ async def recover_worker(
 def _count(recovered: list[Recovered], why: str, reason: str) -> None:
     for task in recovered:
         RECOVERIES.labels(reason, task.status).inc()
-        STATUS_CHANGES.labels(task.status).inc()
         logger.warning(
             "recovered (%s): now %s after %d attempt(s)",
             why,

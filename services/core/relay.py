@@ -17,10 +17,11 @@ import uuid
 from services.core.amqp.broker import Broker, BrokerUnavailable
 from services.core.batching import Batcher
 from services.core.db.store import SqlTaskStore
-from services.core.domain import Outgoing, Status
+from services.core.domain import Outgoing
+from services.core.events import TasksMoved
 from services.core.settings import Settings
 from services.core.supervision import Alarm, rest_until
-from services.core.telemetry.metrics import MESSAGES_RESENT, STATUS_CHANGES
+from services.core.telemetry.metrics import MESSAGES_RESENT
 from services.core.telemetry.tracing import publish_spans
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ class Relay:
         """Ask for a pass now, for example right after a task was committed."""
         self._alarm.kick()
 
+    def moved(self, moved: TasksMoved) -> None:
+        """A subscriber to the store's status changes: look now for tasks owed a message."""
+        if moved.owed:
+            self.kick()
+
     async def relay_once(self) -> int:
         """Publish and mark one batch of due tasks; answer how many were queued."""
         traces = await self._store.reserve_due(self._batch)
@@ -77,7 +83,7 @@ class Relay:
         except Exception:  # not confirmed: owed a message again at once
             await self._store.release(list(traces))
             raise
-        STATUS_CHANGES.labels(Status.PENDING).inc(await self._store.confirm_queued(list(traces)))
+        await self._store.confirm_queued(list(traces))
 
     async def _publish(self, traces: Outgoing) -> None:
         """Publish each task's message in a PRODUCER span of the task's own trace."""

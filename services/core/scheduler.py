@@ -4,14 +4,12 @@ runs a relay (any number of them: each schedule is fired by one at a time)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 
 from services.core.db.store import SqlTaskStore
-from services.core.domain import Status
 from services.core.settings import Settings
 from services.core.supervision import Alarm, rest_until
-from services.core.telemetry.metrics import SCHEDULE_MISSED, SCHEDULE_TASKS, STATUS_CHANGES
+from services.core.telemetry.metrics import SCHEDULE_MISSED, SCHEDULE_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -27,24 +25,18 @@ class Scheduler:
         *,
         grace: float,
         interval: float,
-        on_fired: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._grace = timedelta(seconds=grace)
         self._interval = interval
-        # Told when tasks were made: the relay then sends their messages at once.
-        self._on_fired = on_fired
         self._alarm = Alarm()
 
     @classmethod
-    def from_settings(
-        cls, store: SqlTaskStore, settings: Settings, on_fired: Callable[[], None]
-    ) -> Scheduler:
+    def from_settings(cls, store: SqlTaskStore, settings: Settings) -> Scheduler:
         return cls(
             store,
             grace=settings.schedule_grace_seconds,
             interval=settings.relay_interval_seconds,
-            on_fired=on_fired,
         )
 
     def kick(self) -> None:
@@ -59,10 +51,8 @@ class Scheduler:
         """Fire what is due; answer how long to rest (until the next due time, at most
         the interval, which also bounds how late another process's new schedule is seen)."""
         fired = await self._store.fire_due(self._grace, BATCH, MOST_RUNS)
-        if fired.tasks:
-            SCHEDULE_TASKS.inc(fired.tasks)
-            STATUS_CHANGES.labels(Status.NEW).inc(fired.tasks)
-            self._on_fired()
+        # The store announces the tasks made: the relay, told, sends their messages at once.
+        SCHEDULE_TASKS.inc(fired.tasks)
         if fired.missed:
             SCHEDULE_MISSED.inc(fired.missed)
             logger.warning("%d due time(s) missed while no scheduler ran", fired.missed)

@@ -11,6 +11,7 @@ import kopf
 from services.core.db.engine import create_engine
 from services.core.db.schema import wait_for_schema
 from services.core.db.store import SqlTaskStore
+from services.core.loops import Parts, subscribe
 from services.core.settings import Settings
 from services.operator.handlers import build_registry, new_memo
 
@@ -59,11 +60,13 @@ async def run_operator(
     try:
         await wait_for_schema(engine)
         options = operator_settings(settings)
+        store = SqlTaskStore(engine)
+        subscribe(Parts(settings, store))  # its recoveries are counted as every process's
         await kopf.operator(
             registry=registry,
             settings=options,
             namespaces=[settings.operator_namespace],
-            memo=new_memo(SqlTaskStore(engine), options),
+            memo=new_memo(store, options),
             liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
             stop_flag=stop,
             ready_flag=ready,

@@ -16,6 +16,7 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from services.core.kinds import check_queues, load_kinds
+from services.core.loops import Parts, subscribe
 from services.core.runtime import open_clients
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
@@ -32,6 +33,7 @@ async def open_worker(
     kinds = load_kinds(settings.task_modules)
     check_queues(kinds, settings.queue_map())
     async with open_clients(settings) as clients:
+        subscribe(Parts(settings, clients.store))
         yield Worker(settings, clients.store, clients.broker, kinds, supervisor)
 
 

@@ -2,7 +2,8 @@
 
 The runner says what happens (an attempt starts, its handler runs, its outcome is
 recorded); this module turns each event into the trace of the task, the Prometheus
-series and the log, so the runner reads as the job it does.
+series and the log, so the runner reads as the job it does. The status changes themselves
+are counted where the store announces them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from services.core.telemetry.metrics import (
     QUEUE_STARTED,
     QUEUE_WAIT,
     RETRIES,
-    STATUS_CHANGES,
     TASKS_IN_PROGRESS,
     kind_label,
 )
@@ -98,7 +98,6 @@ def attempt(
 @contextlib.contextmanager
 def _running(claim: Claim) -> Iterator[None]:
     task = claim.task
-    STATUS_CHANGES.labels(Status.IN_PROGRESS).inc()
     QUEUE_STARTED.labels(task.queue).inc()
     QUEUE_WAIT.labels(task.priority).observe(claim.waited_seconds)
     logger.info("started %s attempt %d", task.kind, claim.attempt, extra=_log(claim))
@@ -126,7 +125,6 @@ async def handler_run(kind: str, running: Awaitable[Outcome]) -> Outcome:
 def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
     """The attempt's outcome is stored (status None: a newer attempt or a cancel won)."""
     if status is not None:
-        STATUS_CHANGES.labels(status).inc()
         OUTCOMES.labels(kind_label(claim.task.kind), status).inc()
         if status is Status.PENDING and outcome.action == "fail":
             RETRIES.labels(kind_label(claim.task.kind)).inc()

@@ -48,7 +48,6 @@ from services.core.domain import (
     TaskFilter,
 )
 from services.core.errors import IdempotencyConflict, StoreUnavailable
-from services.core.telemetry.metrics import STATUS_CHANGES
 from services.core.telemetry.tracing import current_carrier, db_span
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -216,7 +215,6 @@ async def cancel_matching(
     hold no lock long; a repeat changes nothing."""
     _known_queue(body.queue, services, ("body", "queue"))
     cancelled, requested = await services.store.cancel_matching(body.to_filter(principal.tenant))
-    STATUS_CHANGES.labels(Status.CANCELLED).inc(cancelled)
     return json_response(BulkOut(changed=cancelled, cancel_requested=requested))
 
 
@@ -228,9 +226,6 @@ async def rerun_matching(
     as POST /api/v1/tasks/{id}:retry does, in batches; a repeat changes nothing."""
     _known_queue(body.queue, services, ("body", "queue"))
     changed = await services.store.rerun_matching(body.to_filter(principal.tenant))
-    STATUS_CHANGES.labels(Status.PENDING).inc(changed)
-    if changed:
-        services.relay.kick()
     return json_response(BulkOut(changed=changed))
 
 
@@ -356,8 +351,6 @@ async def rerun_task(task_id: uuid.UUID, services: ServicesDep, principal: Submi
     keeping its id, its attempt history (numbers go on) and its trace. 409 from any other
     status."""
     task = await services.store.rerun(task_id, principal.tenant)
-    STATUS_CHANGES.labels(task.status).inc()
-    services.relay.kick()
     return json_response(task)
 
 
@@ -390,7 +383,5 @@ async def list_attempts(task_id: uuid.UUID, store: StoreDep, principal: Reader) 
 async def cancel_task(task_id: uuid.UUID, store: StoreDep, principal: Canceller) -> Response:
     """Cancel a queued task at once (200), or ask a running one to stop (202)."""
     task = await store.cancel(task_id, principal.tenant)
-    if task.status is Status.CANCELLED:
-        STATUS_CHANGES.labels(Status.CANCELLED).inc()
     status = 200 if task.status is Status.CANCELLED else 202
     return json_response((task), status)

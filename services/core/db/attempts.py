@@ -54,6 +54,7 @@ class Attempts(StoreBase):
                 return [(await self.complete_many([one], reported))[0] for one in results]
             return [await self._unstorable(*results[0], reported, error)]
         done = {(row.id, row.attempts): Status(row.status) for row in rows}
+        self.events.moved_each(done.values())
         return [done.get((task_id, attempt)) for task_id, attempt, _ in results]
 
     async def _unstorable(
@@ -107,7 +108,10 @@ class Attempts(StoreBase):
     async def _finish(self, statement: sa.TextClause, params: dict[str, Any]) -> Status | None:
         async with self._begin() as connection:
             status = (await connection.execute(statement, params)).scalar()
-        return Status(status) if status is not None else None
+        if status is None:
+            return None
+        self.events.moved(Status(status))
+        return Status(status)
 
     async def heartbeat(
         self,

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.core.db.engine import connect
 from services.core.db.tables import tasks
 from services.core.domain import Priority, Status, Task
+from services.core.events import Events
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,13 @@ def in_id_order(ids: str) -> str:
 
 class StoreBase:
     """A connection to PostgreSQL for each statement. Raises StoreUnavailable when the
-    server cannot be reached."""
+    server cannot be reached. Every change of status it makes is announced on `events`."""
 
-    def __init__(self, engine: AsyncEngine, tenant_cap: int = 0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, tenant_cap: int = 0, events: Events | None = None
+    ) -> None:
         self._engine = engine
+        self.events = events or Events()
         # TENANT_MAX_RUNNING: a tenant at it gets no claim, and its tasks no new message.
         self._cap = tenant_cap
         # Every write is one guarded statement, atomic on its own: no BEGIN and COMMIT

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
-from services.core.domain import DEFAULT_QUEUE, Claim, Queue
+from services.core.domain import DEFAULT_QUEUE, Claim, Queue, Status
 
 _DEFAULT = Queue(DEFAULT_QUEUE)
 
@@ -47,7 +47,7 @@ class Claims(StoreBase):
             "aging": aging_seconds,
             "limit": limit,
         }
-        rows = await self._claim_rows(_CLAIM_MANY, params, queue)
+        rows = await self._claimed(_CLAIM_MANY, params, queue)
         return sorted((_claim(row) for row in rows), key=lambda claim: claim.rank)
 
     async def claim_named(
@@ -56,8 +56,15 @@ class Claims(StoreBase):
         """Take the task a message names, waiting if a relay still holds its row; not when
         its tenant runs TENANT_MAX_RUNNING tasks already, nor past `queue`'s limits."""
         params = {"worker": worker_id, "lease": lease_seconds, "id": task_id, "limit": 1}
-        rows = await self._claim_rows(_CLAIM_NAMED, params, queue)
+        rows = await self._claimed(_CLAIM_NAMED, params, queue)
         return _claim(rows[0]) if rows else None
+
+    async def _claimed(
+        self, statement: sa.TextClause, params: dict[str, Any], queue: Queue
+    ) -> list[Any]:
+        rows = await self._claim_rows(statement, params, queue)
+        self.events.moved(Status.IN_PROGRESS, len(rows))
+        return rows
 
     async def _claim_rows(
         self, statement: sa.TextClause, params: dict[str, Any], queue: Queue

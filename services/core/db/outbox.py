@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from services.core.db.base import StoreBase, in_id_order
-from services.core.domain import Outgoing
+from services.core.domain import Outgoing, Status
 
 
 class Outbox(StoreBase):
@@ -31,7 +31,9 @@ class Outbox(StoreBase):
         """The broker confirmed their messages: NEW becomes PENDING. Answers how many did."""
         if not ids:
             return 0
-        return len(await self._write(_CONFIRM, {"ids": list(ids)}))
+        confirmed = len(await self._write(_CONFIRM, {"ids": list(ids)}))
+        self.events.moved(Status.PENDING, confirmed)
+        return confirmed
 
     async def release(self, ids: Sequence[uuid.UUID]) -> None:
         """Their messages were not confirmed: the relay owes them one again."""

@@ -38,9 +38,11 @@ class Recovery(StoreBase):
 
     async def _recover(self, statement: sa.TextClause, params: dict[str, Any]) -> list[Recovered]:
         rows = await self._write(statement, params)
-        return [
+        recovered = [
             Recovered(row.id, Status(row.status), row.attempts, row.trace_context) for row in rows
         ]
+        self.events.moved_each(task.status for task in recovered)
+        return recovered
 
 
 # The attempt budget is spent (counted since the task was last run again).

@@ -24,7 +24,7 @@ from services.core import cron
 from services.core.db.base import StoreBase
 from services.core.db.submissions import insert_tasks
 from services.core.db.tables import schedules
-from services.core.domain import Missed, NewTask, Priority, Schedule, Submission
+from services.core.domain import Missed, NewTask, Priority, Schedule, Status, Submission
 from services.core.errors import ScheduleNameTaken, ScheduleNotFound, TooManySchedules
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class Schedules(StoreBase):
             for row, plan in plans:
                 await connection.execute(_after_pass(row, plan, last_task.get(row.id), now))
         missed = sum(plan.missed for _, plan in plans if plan is not None)
+        self.events.moved(Status.NEW, len(stored), owed=True)
         return Fired(len(due), len(stored), missed)
 
 

@@ -1,4 +1,5 @@
-"""The PostgreSQL task store. Every status change is one guarded UPDATE, never read-then-write.
+"""The PostgreSQL task store. Every status change is one guarded UPDATE, never read-then-write,
+and is announced once on the store's `events` (services/core/events.py).
 
 Each part lives beside its SQL, in a module named after who uses it: submissions (the API),
 outbox (the relay), claims and attempts (workers), recovery (the sweep and the operator),

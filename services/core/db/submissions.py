@@ -23,6 +23,7 @@ from services.core.domain import (
     Attempt,
     Outgoing,
     Page,
+    Status,
     Submission,
     Task,
     TaskFilter,
@@ -108,7 +109,18 @@ class Submissions(StoreBase):
         reserved = {
             row.id: (row.queue, row.trace_context) for row in stored.values() if row.reserved
         }
+        self._announce_created(outcomes, reserved)
         return Stored(outcomes, reserved)
+
+    def _announce_created(
+        self, outcomes: list[tuple[Task, bool] | IdempotencyConflict], reserved: Outgoing
+    ) -> None:
+        """New tasks, by status; the relay owes a message to those the caller does not send."""
+        created = [outcome[0] for outcome in outcomes if isinstance(outcome, tuple) and outcome[1]]
+        for status in {task.status for task in created}:
+            these = [task for task in created if task.status is status]
+            owed = any(task.id not in reserved for task in these)
+            self.events.moved(status, len(these), owed=owed)
 
     async def get(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """The task `task_id`, or TaskNotFound; also when it belongs to another `tenant`."""
@@ -168,11 +180,15 @@ class Submissions(StoreBase):
         async with self._begin() as connection:
             row = (await connection.execute(rerun)).first()
             if row is not None:
-                return task_of(row)
+                return self._run_again(task_of(row))
             row = (await connection.execute(_by_id(task_id, tenant))).first()
         if row is None:
             raise TaskNotFound(task_id)
         raise TaskNotRerunnable(task_id, row.status)
+
+    def _run_again(self, task: Task) -> Task:
+        self.events.moved(task.status, owed=True)
+        return task
 
     async def cancel_matching(self, where: TaskFilter, batch: int = 1000) -> tuple[int, int]:
         """Cancel every task matching `where`: queued ones at once, running ones by asking
@@ -189,15 +205,18 @@ class Submissions(StoreBase):
             {"cancel_requested": True},
             sa.not_(tasks.c.cancel_requested),
         )
+        self.events.moved(Status.CANCELLED, cancelled)
         return cancelled, requested
 
     async def rerun_matching(self, where: TaskFilter, batch: int = 1000) -> int:
         """Queue again every FAILED or CANCELLED task matching `where`, as rerun() does,
         in batches; answers how many."""
         # Finished before the request: a task that fails again meanwhile is not taken twice.
-        return await self._in_batches(
+        changed = await self._in_batches(
             where, batch, ("FAILED", "CANCELLED"), _RERUN_VALUES, since=tasks.c.updated_at
         )
+        self.events.moved(Status.PENDING, changed, owed=True)
+        return changed
 
     async def _in_batches(
         self,
@@ -241,6 +260,11 @@ class Submissions(StoreBase):
             moment: datetime = (await connection.execute(sa.select(sa.func.now()))).scalar_one()
             return moment
 
+    def _cancelled(self, task: Task) -> Task:
+        if task.status is Status.CANCELLED:
+            self.events.moved(Status.CANCELLED)
+        return task
+
     async def cancel(self, task_id: uuid.UUID, tenant: str | None = None) -> Task:
         """Cancel a queued task at once, or ask the holder of a running one to stop.
 
@@ -252,7 +276,7 @@ class Submissions(StoreBase):
             for statement in (_CANCEL_QUEUED, _REQUEST_CANCEL):
                 row = (await connection.execute(statement, params)).first()
                 if row is not None:
-                    return task_of(row)
+                    return self._cancelled(task_of(row))
             row = (await connection.execute(_by_id(task_id, tenant))).first()
         if row is None:
             raise TaskNotFound(task_id)

@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.core.events import TasksMoved
+
 # Seconds, from a no-op to a long task.
 _DURATION_BUCKETS = (
     0.001,
@@ -199,3 +201,8 @@ for _loop in (
     "consume",
 ):
     BACKGROUND_ERRORS.labels(_loop)
+
+
+def count_moves(moved: TasksMoved) -> None:
+    """A subscriber to a store's status changes: each counted by the status reached."""
+    STATUS_CHANGES.labels(moved.to).inc(moved.count)
