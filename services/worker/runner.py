@@ -30,8 +30,6 @@ from services.core.loops import Parts, loops_of, running
 from services.core.loops.consume import Consumer
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
-from services.core.telemetry.metrics import QUEUE_HELD_BACK, WORKER_SLOTS
-from services.core.telemetry.tracing import db_span, trace_id_of
 from services.worker import telemetry
 from services.worker.execution import Held, record, run_attempt
 
@@ -97,16 +95,15 @@ class Worker:
 
     async def run(self) -> None:
         """Work until stop(), then drain: finish within the grace period, hand back the rest."""
-        WORKER_SLOTS.inc(self._settings.worker_concurrency)
         parts = Parts(self._settings, self._store, worker=self)
-        async with running(loops_of("worker", parts), self.supervisor) as loops:
-            await self._stopping.wait()
-            await loops.stop(Consumer.name)
-            await self._drain()
-            # Only now: no job acks or rejects a ticket on this channel any more. A frame
-            # sent after Channel.Close makes RabbitMQ close the whole connection (504).
-            await self._close_channels()
-        WORKER_SLOTS.dec(self._settings.worker_concurrency)
+        with telemetry.slots(self._settings.worker_concurrency):
+            async with running(loops_of("worker", parts), self.supervisor) as loops:
+                await self._stopping.wait()
+                await loops.stop(Consumer.name)
+                await self._drain()
+                # Only now: no job acks or rejects a ticket on this channel any more. A frame
+                # sent after Channel.Close makes RabbitMQ close the whole connection (504).
+                await self._close_channels()
         logger.info("worker %s stopped", self.worker_id)
 
     async def idle(self, poll: float = 0.02) -> None:
@@ -212,9 +209,7 @@ class Worker:
             task_id, carrier = ticket.message_id, dict[str, Any](ticket.headers)
             if claim is not None:
                 task_id, carrier = str(claim.task.id), claim.trace_context or {}
-            logger.exception(
-                "job failed", extra={"task_id": task_id, "trace_id": trace_id_of(carrier)}
-            )
+            logger.exception("job failed", extra=telemetry.about(task_id, carrier))
         finally:
             self._slots.release()
 
@@ -255,7 +250,7 @@ class Worker:
                 if wait is not None:
                     if held_back >= HELD_PATIENCE:
                         break
-                    QUEUE_HELD_BACK.labels(queue.name).inc()
+                    telemetry.held_back(queue.name)
                     started = loop.time()
                     await self._wait_for_room(wait)
                     held_back += loop.time() - started
@@ -343,7 +338,7 @@ class Worker:
                     held, kind, self._settings.default_timeout_seconds, self._limits
                 )
                 outcome = await telemetry.handler_run(task.kind, running)
-                with db_span("UPDATE", outcome.action):
+                with telemetry.recording(outcome.action):
                     status = await record(
                         self._store, self._settings, claim, outcome, self._complete
                     )

@@ -1,9 +1,9 @@
-"""What an attempt tells the outside: its spans, metrics and log lines.
+"""What a worker tells the outside: its spans, metrics and log lines.
 
-The runner says what happens (an attempt starts, its handler runs, its outcome is
-recorded); this module turns each event into the trace of the task, the Prometheus
-series and the log, so the runner reads as the job it does. The status changes themselves
-are counted where the store announces them.
+The runner says what happens (its slots open, a claim is held back by its queue, an
+attempt starts, its handler runs, its outcome is recorded); this module turns each event
+into the trace of the task, the Prometheus series and the log, so the runner reads as the
+job it does. The status changes themselves are counted where the store announces them.
 """
 
 from __future__ import annotations
@@ -13,31 +13,51 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from services.core.domain import Claim, Status
 from services.core.telemetry.metrics import (
     ATTEMPT_DURATION,
     OUTCOMES,
+    QUEUE_HELD_BACK,
     QUEUE_STARTED,
     QUEUE_WAIT,
     RETRIES,
     TASKS_IN_PROGRESS,
+    WORKER_SLOTS,
     kind_label,
 )
 from services.core.telemetry.tracing import (
     context_of,
     db_attributes,
+    db_span,
     messaging_attributes,
+    trace_id_of,
     tracer,
     tracing_enabled,
 )
 from services.worker.execution import Outcome
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def slots(concurrency: int) -> Iterator[None]:
+    """A worker's `concurrency` slots are open for the block."""
+    WORKER_SLOTS.inc(concurrency)
+    try:
+        yield
+    finally:
+        WORKER_SLOTS.dec(concurrency)
+
+
+def held_back(queue: str) -> None:
+    """A claim waits: the queue is paused or at one of its limits."""
+    QUEUE_HELD_BACK.labels(queue).inc()
 
 
 @contextlib.contextmanager
@@ -122,6 +142,11 @@ async def handler_run(kind: str, running: Awaitable[Outcome]) -> Outcome:
     return outcome
 
 
+def recording(action: str) -> AbstractContextManager[Span]:
+    """The write of an attempt's outcome (`action`), in a span of its own."""
+    return db_span("UPDATE", action)
+
+
 def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
     """The attempt's outcome is stored (status None: a newer attempt or a cancel won)."""
     if status is not None:
@@ -129,6 +154,11 @@ def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
         if status is Status.PENDING and outcome.action == "fail":
             RETRIES.labels(kind_label(claim.task.kind)).inc()
     logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=_log(claim))
+
+
+def about(task_id: str | None, carrier: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """What a log line about a task carries: its id and its trace's."""
+    return {"task_id": task_id, "trace_id": trace_id_of(carrier)}
 
 
 def _log(claim: Claim) -> dict[str, str]:
