@@ -7,7 +7,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 import httpx
@@ -22,6 +21,8 @@ from tests.support.env import make_settings, unreachable
 from tests.support.postgres import PrivatePostgres, postgres_available
 from tests.support.services import free_port, running_api, running_worker, submit
 
+WAIT = 60  # seconds a waiter may wait: far beyond the one-second task
+
 
 async def test_two_hundred_waiters_on_two_api_processes_answer_when_the_task_finishes(
     settings: Settings,
@@ -31,19 +32,17 @@ async def test_two_hundred_waiters_on_two_api_processes_answer_when_the_task_fin
         task = await submit(one, kind="sleep", payload={"seconds": 1.0})
         url = f"/api/v1/tasks/{task['id']}"
 
-        async def waiter(api: httpx.AsyncClient) -> tuple[float, dict[str, object]]:
-            response = await api.get(url, params={"wait": 30}, timeout=40)
-            return time.time(), response.json()
+        async def waiter(api: httpx.AsyncClient) -> dict[str, object]:
+            response = await api.get(url, params={"wait": WAIT}, timeout=WAIT + 10)
+            return dict(response.json())
 
         waiters = [asyncio.create_task(waiter((one, two)[n % 2])) for n in range(200)]
         await asyncio.sleep(0.5)  # every waiter is waiting before the task starts
         async with running_worker(settings):
-            answers = await asyncio.gather(*waiters)
-    finished = datetime.fromisoformat(answers[0][1]["finished_at"]).timestamp()  # type: ignore[arg-type]
-    assert {body["status"] for _, body in answers} == {"COMPLETED"}
-    late = sorted(received - finished for received, _ in answers)
-    print(f"200 waiters answered {late[0] * 1000:.0f}-{late[-1] * 1000:.0f} ms after the finish")
-    assert late[-1] < 0.5  # the figure the README states comes from the print above
+            # Woken by the finish, not by their deadline: the gather ends long before it.
+            # How soon after the finish is a figure of the bench (--only wait).
+            answers = await asyncio.wait_for(asyncio.gather(*waiters), timeout=WAIT / 2)
+    assert {body["status"] for body in answers} == {"COMPLETED"}
 
 
 async def test_a_wait_ends_at_its_deadline_with_the_state_then(api: httpx.AsyncClient) -> None:
