@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from services.core.settings import Settings
 from services.worker.main import open_worker
 from tests.support.database import fetch
@@ -24,9 +22,7 @@ async def test_a_bulk_cancel_of_ten_thousand_queued_tasks_leaves_none_queued_and
         for _ in range(10):
             body = {"tasks": [{"title": "t", "kind": "noop"} for _ in range(1000)]}
             assert (await api.post("/api/v1/tasks:batch", json=body)).json()["created"] == 1000
-        started = time.monotonic()
         response = await api.post("/api/v1/tasks:cancel", json={})
-        took = time.monotonic() - started
         assert response.status_code == 200, response.text
         assert response.json() == {"changed": 10_000, "cancel_requested": 0}
         assert (await api.post("/api/v1/tasks:cancel", json={})).json()["changed"] == 0
@@ -36,7 +32,6 @@ async def test_a_bulk_cancel_of_ten_thousand_queued_tasks_leaves_none_queued_and
     assert await _counts(settings) == {"CANCELLED": 10_000}
     attempts = await fetch(settings.database_url, "SELECT count(*) AS n FROM task_attempts")
     assert attempts[0]["n"] == 0
-    assert took < 60
 
 
 async def test_filters_choose_what_is_cancelled_and_running_tasks_are_asked_to_stop(

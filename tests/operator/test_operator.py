@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -93,11 +92,10 @@ async def test_deleting_a_worker_pod_requeues_its_tasks_and_no_one_else_s(
         await post(operator, "pods", worker_pod(pod))
     mine = [await held_by(store, "worker-a") for _ in range(2)]
     theirs = await held_by(store, "worker-b")
-    started = time.monotonic()
     await operator.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/worker-a")
+    # Their leases have 300 s to run: back in the queue at once means by the pod's deletion.
     for task_id in mine:
-        await until(lambda t=task_id: has_status(store, t, Status.PENDING), timeout=1.0)
-    assert time.monotonic() - started < 1.0
+        await until(lambda t=task_id: has_status(store, t, Status.PENDING))
     assert await status_of(store, theirs) is Status.IN_PROGRESS
 
 
