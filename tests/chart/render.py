@@ -18,7 +18,7 @@ from tests.support.tools import need, tool
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "conveyor"
 # The CRD and skaffold schemas live beside the checkout, not in it.
-SCHEMAS = Path(os.environ.get("CONVEYOR_SCHEMAS", ROOT.parent / "shared" / "schemas"))
+SCHEMAS = Path(os.environ.get("CONVEYOR_SCHEMAS", ROOT / "tests" / "schemas"))
 # Every ci/ file, and the values skaffold deploys to kind.
 VALUES_FILES = [*sorted((CHART / "ci").glob("*-values.yaml")), ROOT / "k8s" / "dev-values.yaml"]
 Manifest = dict[str, Any]
@@ -121,7 +121,7 @@ def _strict(schema: Any) -> Any:
 @cache
 def crd_schemas(shared: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> JSON schema, from the chart's own CRDs and, with `shared`,
-    from every CRD in the shared schemas folder (KEDA, prometheus-operator)."""
+    from every CRD in the schemas folder (KEDA, prometheus-operator)."""
     paths = list((CHART / "crds").glob("*.yaml"))
     if shared:
         need(f"the CRD schemas folder {SCHEMAS}", SCHEMAS.is_dir())

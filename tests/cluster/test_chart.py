@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "conveyor"
 # KEDA's and the Prometheus operator's CRDs live beside the checkout, not in it.
-SCHEMAS = Path(os.environ.get("CONVEYOR_SCHEMAS", ROOT.parent / "shared" / "schemas"))
+SCHEMAS = Path(os.environ.get("CONVEYOR_SCHEMAS", ROOT / "tests" / "schemas"))
 OPERATOR_CRDS = (
     "keda.sh_scaledobjects.yaml",
     "keda.sh_triggerauthentications.yaml",
