@@ -147,10 +147,16 @@ async def fail(payload: dict[str, Any]) -> None:
     )
 
 
+def kind_of(handler: object) -> Kind | None:
+    """The kind `handler` was marked with by `@kind`, or None for any other object."""
+    found = getattr(handler, _MARK, None)
+    return found if isinstance(found, Kind) else None
+
+
 def _kinds_in(module: ModuleType) -> Iterable[Kind]:
     for value in vars(module).values():
-        found = getattr(value, _MARK, None)
-        if isinstance(found, Kind):
+        found = kind_of(value)
+        if found is not None:
             yield found
 
 
