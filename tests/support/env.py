@@ -92,7 +92,9 @@ async def empty(database_url: str, amqp_prefix: str) -> None:
     """Empty the tables and the task queue of a run, for the next test."""
     connection = await asyncpg.connect(_dsn(make_url(database_url).database or ""))
     try:
-        await connection.execute("TRUNCATE tasks, task_attempts, api_keys, queues, schedules")
+        await connection.execute(
+            "TRUNCATE tasks, task_attempts, api_keys, queues, schedules, workers"
+        )
     finally:
         await connection.close()
     broker = await aio_pika.connect(AMQP_URL)
