@@ -8,11 +8,11 @@ them with max(), not sum().
 from __future__ import annotations
 
 import platform
-from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.core.events import TasksMoved
+from services.core.version import VERSION
 
 # Seconds, from a no-op to a long task.
 _DURATION_BUCKETS = (
@@ -35,10 +35,6 @@ _DURATION_BUCKETS = (
     3600,
 )
 
-try:
-    VERSION = version("conveyor")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    VERSION = "unknown"
 BUILD_INFO = Gauge(
     "conveyor_build_info",
     "Always 1; the labels say which Conveyor and Python this process runs.",
