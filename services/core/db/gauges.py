@@ -26,8 +26,19 @@ class Gauges:
     lease_expired: int
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerGauges:
+    """The registered workers that are not gone, by the queues they consume."""
+
+    # (queue, "alive" | "draining") -> workers; only pairs that have some.
+    workers: dict[tuple[str, str], int]
+    # queue -> slots of its alive workers (draining ones take no more work).
+    slots: dict[str, int]
+
+
 class GaugeReads(StoreBase):
-    """Counts over every tenant: depth by priority, outbox backlog, expired leases."""
+    """Counts over every tenant: depth by priority, outbox backlog, expired leases; and
+    the workers."""
 
     async def count_in_progress(self) -> int:
         """How many tasks are running now."""
@@ -49,6 +60,17 @@ class GaugeReads(StoreBase):
             depth, oldest, other.outbox, max(float(other.oldest or 0), 0.0), other.expired
         )
 
+    async def worker_gauges(self) -> WorkerGauges:
+        """Alive and draining workers, and alive workers' slots, by queue, in one read."""
+        workers: dict[tuple[str, str], int] = {}
+        slots: dict[str, int] = {}
+        async with self._begin() as connection:
+            for row in await connection.execute(_WORKERS):
+                workers[row.queue, row.state] = row.workers
+                if row.state == "alive":
+                    slots[row.queue] = row.slots
+        return WorkerGauges(workers, slots)
+
 
 _IN_PROGRESS = sa.text("SELECT count(*) FROM tasks WHERE status = 'IN_PROGRESS'")
 
@@ -68,4 +90,14 @@ _OUTBOX_AND_LEASES = sa.text("""
            count(*) FILTER (WHERE status = 'IN_PROGRESS' AND lease_expires_at < now())
                AS expired
     FROM tasks WHERE status IN ('NEW', 'IN_PROGRESS')
+""")
+
+# A worker is counted on every queue it consumes; a gone one (seen longer than its lease
+# ago) on none.
+_WORKERS = sa.text("""
+    SELECT queue, CASE WHEN draining THEN 'draining' ELSE 'alive' END AS state,
+           count(*) AS workers, sum(concurrency) AS slots
+    FROM workers, unnest(queues) AS queue
+    WHERE expires_at >= now()
+    GROUP BY 1, 2
 """)

@@ -4,7 +4,7 @@ and is announced once on the store's `events` (services/core/events.py).
 Each part lives beside its SQL, in a module named after who uses it: submissions (the API),
 outbox (the relay), claims and attempts (workers), recovery (the sweep and the operator),
 gauges (metrics and autoscaling), queues (their pause and backlog), retention, schedules,
-activity (the console's overview).
+activity (the console's overview), workers (the registry of worker processes).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.core.db.recovery import Recovery
 from services.core.db.retention import Retention
 from services.core.db.schedules import Schedules
 from services.core.db.submissions import InvalidCursor, Submissions, decode_cursor, encode_cursor
+from services.core.db.workers import WorkerRegistry
 
 __all__ = ["Gauges", "InvalidCursor", "SqlTaskStore", "decode_cursor", "encode_cursor"]
 
@@ -34,5 +35,6 @@ class SqlTaskStore(
     Retention,
     Schedules,
     TenantActivity,
+    WorkerRegistry,
 ):
     """Tasks in PostgreSQL, for every process: each uses the part it needs."""
