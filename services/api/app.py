@@ -19,7 +19,16 @@ from services.api.errors import RequestLimits, install_error_handlers, refuse_ot
 from services.api.intake import Intake
 from services.api.observability import HttpMetrics
 from services.api.openapi import document, operation_id
-from services.api.routes import console, health, keys, overview, queues, schedules, tasks
+from services.api.routes import (
+    console,
+    health,
+    keys,
+    overview,
+    queues,
+    schedules,
+    tasks,
+    workers,
+)
 from services.api.waiting import Waiters
 from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.limits import RateLimits
@@ -39,7 +48,7 @@ logger = logging.getLogger(__name__)
 API_DESCRIPTION = """Submit tasks, follow them, cancel and re-run them, schedule them.
 
 Every call but the health probes needs an API key, `Authorization: Bearer cvk_<id>_<secret>`,
-whose scopes say what it may do (submit, read, cancel, admin; platform for the queues).
+whose scopes say what it may do (submit, read, cancel, admin; platform for queues and workers).
 Every refusal is an RFC 9457 problem document (`application/problem+json`) whose `type`
 names the problem (`urn:conveyor:problem:<name>`); 429 and 503 say in `Retry-After` when
 to try again. A submit with an `Idempotency-Key` is made once however often it is sent.
@@ -125,6 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(overview.router)
     app.include_router(queues.router)
+    app.include_router(workers.router)
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(console.router)

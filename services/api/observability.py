@@ -27,6 +27,8 @@ from services.core.telemetry.metrics import (
     QUEUE_OLDEST_READY,
     QUEUE_PAUSED,
     QUEUE_TASKS,
+    QUEUE_WORKER_SLOTS,
+    WORKERS,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,3 +103,17 @@ async def _read_gauges(services: Services) -> None:
         QUEUE_TASKS.labels(queue.name, "running").set(queue.running)
         QUEUE_OLDEST_READY.labels(queue.name).set(queue.oldest_ready_seconds(now) or 0.0)
         QUEUE_PAUSED.labels(queue.name).set(int(queue.paused))
+    await _read_worker_gauges(services)
+
+
+async def _read_worker_gauges(services: Services) -> None:
+    """Every queue of the settings, and any other a worker names, zero included; a queue
+    no worker names any more and the settings lack is dropped."""
+    read = await services.store.worker_gauges()
+    queues = set(services.queues) | {queue for queue, _ in read.workers}
+    WORKERS.clear()
+    QUEUE_WORKER_SLOTS.clear()
+    for queue in queues:
+        for state in ("alive", "draining"):
+            WORKERS.labels(queue, state).set(read.workers.get((queue, state), 0))
+        QUEUE_WORKER_SLOTS.labels(queue).set(read.slots.get(queue, 0))

@@ -173,6 +173,18 @@ _QUEUE = {
     "running": 16,
     "oldest_ready_seconds": 0.4,
 }
+_WORKER = {
+    "id": "conveyor-worker-7d9c-x2",
+    "host": "conveyor-worker-7d9c-x2",
+    "version": "0.1.0",
+    "queues": ["default", "partner"],
+    "kinds": ["demo", "echo", "fail", "noop", "sleep"],
+    "concurrency": 16,
+    "running": 12,
+    "state": "alive",
+    "started_at": _TIME,
+    "last_seen_at": "2026-12-02T09:41:17.500Z",
+}
 _FIELD = {"loc": ["body", "title"], "msg": "String should have at least 1 character"}
 _PROBLEM_EXAMPLE = {
     "type": ProblemType.VALIDATION.uri,
@@ -250,6 +262,8 @@ EXAMPLES: dict[str, Any] = {
     "KeyPage": {"items": [_KEY]},
     "QueueOut": _QUEUE,
     "QueuePage": {"items": [_QUEUE]},
+    "WorkerOut": _WORKER,
+    "WorkerPage": {"items": [_WORKER]},
     "WhoAmI": {
         "tenant": "team-a",
         "key_id": "k3v9x0m2q7ab",

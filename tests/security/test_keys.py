@@ -52,6 +52,7 @@ CALLS = [
     ("GET", "/api/v1/queues", "platform"),
     ("POST", "/api/v1/queues/default:pause", "platform"),
     ("POST", "/api/v1/queues/default:resume", "platform"),
+    ("GET", "/api/v1/workers", "platform"),
 ]
 BODIES = {
     "/api/v1/tasks": {"title": "t"},

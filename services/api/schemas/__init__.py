@@ -40,6 +40,7 @@ from services.api.schemas.tasks import (
     TaskTemplate,
     TraceOut,
 )
+from services.api.schemas.workers import WorkerOut, WorkerPage
 
 __all__ = [
     "BATCH_LIMIT",
@@ -81,5 +82,7 @@ __all__ = [
     "Text",
     "TraceOut",
     "WhoAmI",
+    "WorkerOut",
+    "WorkerPage",
     "payload_problem",
 ]

@@ -1,8 +1,8 @@
 """Every Prometheus metric of the service, named by Prometheus conventions.
 
-Counters and histograms are per process; the `conveyor_queue_*` and `conveyor_outbox_*`
-gauges describe the whole database and are the same on every API replica: aggregate
-them with max(), not sum().
+Counters and histograms are per process; the `conveyor_queue_*`, `conveyor_outbox_*` and
+`conveyor_workers` gauges describe the whole database and are the same on every API
+replica: aggregate them with max(), not sum().
 """
 
 from __future__ import annotations
@@ -150,6 +150,17 @@ QUEUE_OLDEST_READY = Gauge(
     ["queue"],
 )
 QUEUE_PAUSED = Gauge("conveyor_queue_paused", "1 while a queue is paused.", ["queue"])
+WORKERS = Gauge(
+    "conveyor_workers",
+    "Worker processes seen within their lease, by a queue they consume and state (alive or "
+    "draining); a worker on two queues counts on both.",
+    ["queue", "state"],
+)
+QUEUE_WORKER_SLOTS = Gauge(
+    "conveyor_queue_worker_slots",
+    "Slots (tasks at once) of the alive workers that consume a queue.",
+    ["queue"],
+)
 HTTP_REQUESTS = Counter(
     "conveyor_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
 )
