@@ -32,6 +32,7 @@ from services.core.settings import Settings
 from services.core.supervision import Supervisor
 from services.worker import telemetry
 from services.worker.execution import Held, record, run_attempt
+from services.worker.presence import Presence
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Worker:
         self._kinds = kinds
         self._limits = settings.output_limits()
         self.worker_id = settings.worker_id or default_worker_id()
+        # Its row in the worker registry, under the id its leases carry.
+        self._presence = Presence.of(store, settings, self.worker_id, kinds)
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._held: dict[uuid.UUID, Held] = {}
         # Group commit: concurrent claims, and concurrent results, share statements.
@@ -94,7 +97,16 @@ class Worker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Work until stop(), then drain: finish within the grace period, hand back the rest."""
+        """Work until stop(), then drain: finish within the grace period, hand back the rest.
+        The worker's row in the registry is there from start to exit."""
+        await self._presence.register()
+        try:
+            await self._work()
+        finally:
+            await self._presence.leave()
+        logger.info("worker %s stopped", self.worker_id)
+
+    async def _work(self) -> None:
         parts = Parts(self._settings, self._store, worker=self)
         with telemetry.slots(self._settings.worker_concurrency):
             async with running(loops_of("worker", parts), self.supervisor) as loops:
@@ -104,7 +116,6 @@ class Worker:
                 # Only now: no job acks or rejects a ticket on this channel any more. A frame
                 # sent after Channel.Close makes RabbitMQ close the whole connection (504).
                 await self._close_channels()
-        logger.info("worker %s stopped", self.worker_id)
 
     async def idle(self, poll: float = 0.02) -> None:
         """Return once no ticket waits in the queue and no slot is busy, twice in a row."""
@@ -347,7 +358,13 @@ class Worker:
             telemetry.recorded(claim, outcome, status)
 
     async def heartbeat(self) -> None:
-        """Renew every held lease in one statement; stop what was cancelled or taken over."""
+        """Renew every held lease in one statement; stop what was cancelled or taken over.
+        Then tell the worker registry, in a statement of its own that cannot fail the beat,
+        how many tasks run and whether the worker drains."""
+        await self._renew_leases()
+        await self._presence.beat(self.held, self._stopping.is_set())
+
+    async def _renew_leases(self) -> None:
         held = {task_id: h for task_id, h in self._held.items() if h.reason is None}
         beat = await self._store.heartbeat(
             self.worker_id,

@@ -1,4 +1,5 @@
-"""A worker's heartbeat: renew the leases of every held task, every HEARTBEAT_SECONDS."""
+"""A worker's heartbeat: renew the leases of every held task, then keep the worker's row
+in the worker registry, every HEARTBEAT_SECONDS."""
 
 from __future__ import annotations
 

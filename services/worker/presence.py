@@ -1,0 +1,68 @@
+"""A worker's row in the worker registry (services/core/db/workers.py): written when it
+starts, renewed by its heartbeat, marked draining, deleted when it exits.
+
+The registry tells people and metrics which workers run; no task depends on it. So no
+failure of its writes reaches the worker: the heartbeat renews its leases in a statement
+of their own first, and a registry write that fails is logged, and made again at the
+next beat. A worker that cannot write its row at all reads gone once its lease passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Iterable
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.core.db.workers import WorkerCard, WorkerRegistry
+from services.core.errors import StoreUnavailable
+from services.core.settings import Settings
+from services.core.version import VERSION
+
+logger = logging.getLogger(__name__)
+
+
+class Presence:
+    """One worker process's row in the registry."""
+
+    def __init__(self, registry: WorkerRegistry, card: WorkerCard, lease_seconds: float) -> None:
+        self._registry = registry
+        self._card = card
+        self._lease = lease_seconds
+
+    @classmethod
+    def of(
+        cls, registry: WorkerRegistry, settings: Settings, worker_id: str, kinds: Iterable[str]
+    ) -> Presence:
+        """The presence of the worker `worker_id`, which runs `kinds` on its settings' queues."""
+        card = WorkerCard(
+            worker_id,
+            socket.gethostname(),
+            VERSION,
+            tuple(settings.worker_queues),
+            tuple(sorted(kinds)),
+            settings.worker_concurrency,
+        )
+        return cls(registry, card, settings.lease_seconds)
+
+    async def register(self) -> None:
+        """The worker starts: its row, fresh."""
+        await _quietly(self._registry.register_worker(self._card, self._lease))
+
+    async def beat(self, running: int, draining: bool) -> None:
+        """The worker is still there, runs `running` tasks, and drains or not."""
+        await _quietly(self._registry.worker_seen(self._card, running, draining, self._lease))
+
+    async def leave(self) -> None:
+        """The worker exits: its row goes."""
+        await _quietly(self._registry.remove_worker(self._card.id))
+
+
+async def _quietly(write: Awaitable[None]) -> None:
+    try:
+        await write
+    except (StoreUnavailable, SQLAlchemyError) as error:
+        logger.warning("worker registry not updated: %s", getattr(error, "orig", None) or error)
+    except Exception:  # a bug here must not cost the worker a lease: logged, and the next beat
+        logger.exception("worker registry not updated")
