@@ -182,6 +182,21 @@ class Attempt:
     # the task back); running while it runs.
     outcome: str
     error: str | None
+    # The class of the exception that failed it (TimeoutError for a time-out), and its
+    # traceback (of a time-out, where the handler was); None when there was none.
+    error_type: str | None = None
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLogs:
+    """The last lines a handler logged through its context's logger in one attempt."""
+
+    attempt: int
+    # Oldest first, each {"logged_at", "level", "message"}, as the worker wrote them.
+    lines: list[dict[str, Any]]
+    # How many earlier lines were not kept (pushed out by the bound).
+    dropped: int
 
 
 @dataclass(frozen=True, slots=True)

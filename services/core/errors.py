@@ -15,6 +15,15 @@ class TaskNotFound(ConveyorError):
         self.task_id = task_id
 
 
+class AttemptNotFound(ConveyorError):
+    """The task exists, but has not started that attempt."""
+
+    def __init__(self, task_id: uuid.UUID, attempt: int) -> None:
+        super().__init__(f"task {task_id} has no attempt {attempt}")
+        self.task_id = task_id
+        self.attempt = attempt
+
+
 class TaskAlreadyTerminal(ConveyorError):
     def __init__(self, task_id: uuid.UUID, status: str) -> None:
         super().__init__(f"task {task_id} is already {status}")

@@ -1,4 +1,5 @@
-"""The one boundary for what a handler gives back: its result, its error, its progress.
+"""The one boundary for what a handler gives back: its result, its error (with its
+traceback), its progress, its log lines.
 
 A statement that serves many tasks (the lease renewal of every task a worker holds, a
 batch of results) fails whole when one of its values cannot be stored, and PostgreSQL
@@ -6,7 +7,8 @@ keeps neither a NUL character nor a lone surrogate (what `os.fsdecode` makes of 
 name that is not UTF-8) in text or jsonb. So nothing a handler gives back reaches a
 statement before it passes here: strings are made valid UTF-8 without NUL, and a result is
 bounded in depth and size; what cannot be made fit (NaN, a type JSON does not have, too
-deep, too large) is refused with a reason, which fails that attempt alone.
+deep, too large) is refused with a reason, which fails that attempt alone. A traceback
+is cut at its start (its last lines say most), and an attempt's log keeps its last lines.
 
 Pure Python: no framework, no I/O.
 """
@@ -15,7 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import traceback
+from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 REPLACEMENT = "\ufffd"
@@ -32,6 +38,8 @@ class OutputLimits:
     result_max_bytes: int = 1_048_576
     result_max_depth: int = 32
     error_max_bytes: int = 16_384
+    # An attempt keeps the last lines its handler logged, up to this many bytes of JSON.
+    log_max_bytes: int = 65_536
 
 
 def clean_text(text: str, max_bytes: int | None = None) -> str:
@@ -54,6 +62,93 @@ def _cut(text: str, size: int, max_bytes: int) -> str:
     note = f" [{size} bytes, cut to {max_bytes}]"
     kept = text.encode()[: max(max_bytes - len(note.encode()), 0)]
     return kept.decode(errors="ignore") + note
+
+
+def clean_tail(text: str, max_bytes: int) -> str:
+    """`text` cleaned as by clean_text, but past `max_bytes` its end is kept, after a
+    note of how much was cut: what a traceback's last lines say matters most."""
+    text = clean_text(text)
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    note = f"[{len(encoded)} bytes, cut to {max_bytes}] "
+    keep = max(max_bytes - len(note.encode()), 0)
+    return note + encoded[len(encoded) - keep :].decode(errors="ignore")
+
+
+def error_type(error: BaseException) -> str:
+    """The class of `error` as a traceback names it: `module.Name`, a built-in's bare."""
+    cls = type(error)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def traceback_text(error: BaseException, max_bytes: int) -> str | None:
+    """The traceback of `error` (with its causes), cleaned and cut to `max_bytes` as by
+    clean_tail; None when it cannot be formatted."""
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # noqa: BLE001 - a handler's exception may break even this
+        return None
+    return clean_tail(text, max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class LogWindow:
+    """An attempt's kept log lines, to store: a JSON array of {logged_at, level, message},
+    oldest first, and how many lines the attempt logged in all (those pushed out too)."""
+
+    lines: str
+    logged: int
+
+
+# No single line takes more of an attempt's log than this (nor more than a quarter).
+LINE_MAX_BYTES = 8192
+
+
+class AttemptLog:
+    """The last lines a handler logged in one attempt, within `max_bytes` of JSON: a new
+    line pushes the oldest out. Each message is cleaned as by clean_text and cut to
+    LINE_MAX_BYTES. Handlers may log from threads of their own, hence the lock."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._line_max = min(LINE_MAX_BYTES, max_bytes // 4)
+        self._lines: deque[tuple[str, int]] = deque()  # each line's JSON, and its size
+        self._size = 2  # the array's brackets
+        self._lock = threading.Lock()
+        self.logged = 0
+        # What was last taken to store: how many lines had been logged, and when.
+        self._taken = 0
+        self._taken_at = float("-inf")
+
+    def add(self, at: datetime, level: str, message: str) -> None:
+        """Keep one line, logged `at`, pushing out the oldest past the bound."""
+        line = {"logged_at": at.isoformat(), "level": level}
+        text = json.dumps({**line, "message": clean_text(message, self._line_max)})
+        size = len(text) + 1  # ASCII (json.dumps escapes the rest), and its comma
+        with self._lock:
+            self._lines.append((text, size))
+            self._size += size
+            self.logged += 1
+            while self._size > self._max_bytes:
+                self._size -= self._lines.popleft()[1]
+
+    def window(self) -> LogWindow | None:
+        """Every kept line, to store with the attempt's end; None when it logged none."""
+        with self._lock:
+            if not self.logged:
+                return None
+            self._taken = self.logged
+            return LogWindow(f"[{','.join(text for text, _ in self._lines)}]", self.logged)
+
+    def due(self, now: float, every: float) -> LogWindow | None:
+        """The kept lines while the attempt runs, when some are new since they were last
+        taken, at least `every` seconds before `now` (a monotonic clock's); else None."""
+        if self.logged == self._taken or now - self._taken_at < every:
+            return None
+        self._taken_at = now
+        return self.window()
 
 
 def result_json(value: Any, limits: OutputLimits) -> str:

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     result_max_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     result_max_depth: int = Field(32, ge=1, le=200)
     error_max_bytes: int = Field(16_384, ge=256, le=1_048_576)
+    # An attempt keeps the last lines its handler logged through its context's logger, up
+    # to this many bytes of JSON.
+    attempt_log_max_bytes: int = Field(65_536, ge=4096, le=16 * 1_048_576)
 
     recovery_interval_seconds: float = Field(1.0, gt=0)
     # Finished tasks are deleted this many days after they finished (0: kept for ever),
@@ -208,4 +211,9 @@ class Settings(BaseSettings):
 
     def output_limits(self) -> OutputLimits:
         """The bounds on what a handler gives back."""
-        return OutputLimits(self.result_max_bytes, self.result_max_depth, self.error_max_bytes)
+        return OutputLimits(
+            self.result_max_bytes,
+            self.result_max_depth,
+            self.error_max_bytes,
+            self.attempt_log_max_bytes,
+        )

@@ -21,6 +21,7 @@ from services.core.db.base import PUBLIC, RETURNING, StoreBase, task_of
 from services.core.db.tables import tasks
 from services.core.domain import (
     Attempt,
+    AttemptLogs,
     Outgoing,
     Page,
     Status,
@@ -30,6 +31,7 @@ from services.core.domain import (
     in_range,
 )
 from services.core.errors import (
+    AttemptNotFound,
     IdempotencyConflict,
     TaskAlreadyTerminal,
     TaskNotFound,
@@ -151,6 +153,21 @@ class Submissions(StoreBase):
         async with self._begin() as connection:
             rows = await connection.execute(_ATTEMPTS, {"id": task_id})
             return [Attempt(*row) for row in rows]
+
+    async def attempt_logs(
+        self, task_id: uuid.UUID, attempt: int, tenant: str | None = None
+    ) -> AttemptLogs:
+        """The lines the handler logged in `attempt` of the task (none yet, or none kept,
+        is no lines); TaskNotFound as get(), AttemptNotFound for an attempt not started."""
+        params = {"id": task_id, "attempt": attempt, "tenant": tenant}
+        async with self._begin() as connection:
+            row = (await connection.execute(_LOGS, params)).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        if attempt > row.attempts:
+            raise AttemptNotFound(task_id, attempt)
+        lines = row.lines or []
+        return AttemptLogs(attempt, lines, (row.logged or 0) - len(lines))
 
     async def page(self, where: TaskFilter, limit: int, cursor: str | None = None) -> Page:
         """Tasks matching `where`, newest first, `limit` at a time, from `cursor` on."""
@@ -478,16 +495,23 @@ _BY_KEYS = sa.text(f"""
 """)
 
 _ATTEMPTS = sa.text("""
-    SELECT attempt, worker_id, started_at, finished_at, outcome, error
+    SELECT attempt, worker_id, started_at, finished_at, outcome, error, error_type, traceback
     FROM task_attempts WHERE task_id = :id
     UNION ALL
-    SELECT attempts, worker_id, started_at, NULL, 'running', NULL
+    SELECT attempts, worker_id, started_at, NULL, 'running', NULL, NULL, NULL
     FROM tasks WHERE id = :id AND status = 'IN_PROGRESS'
     ORDER BY attempt
 """)
 
 # A NULL :tenant matches every tenant: the unscoped form, for operators and tests.
 _OF_TENANT = "(CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
+
+_LOGS = sa.text(f"""
+    SELECT tasks.attempts, attempt_logs.lines, attempt_logs.logged
+    FROM tasks LEFT JOIN attempt_logs
+        ON attempt_logs.task_id = tasks.id AND attempt_logs.attempt = :attempt
+    WHERE tasks.id = :id AND {_OF_TENANT}
+""")
 
 _NOW = sa.func.now()
 # What a re-run sets: back in its queue, its budget counted from the attempts made so far,
