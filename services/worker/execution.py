@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -15,7 +17,17 @@ from services.core.db.store import SqlTaskStore
 from services.core.domain import Claim, Status, retry_delay
 from services.core.errors import StoreUnavailable, TaskFailed
 from services.core.kinds import Kind, TaskContext
-from services.core.outputs import OutputLimits, OutputRefused, clean_text, result_json
+from services.core.outputs import (
+    AttemptLog,
+    LogWindow,
+    OutputLimits,
+    OutputRefused,
+    clean_tail,
+    clean_text,
+    error_type,
+    result_json,
+    traceback_text,
+)
 from services.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -31,6 +43,8 @@ class Held:
     handler: asyncio.Task[Any] | None = None
     reason: StopReason | None = None
     context: TaskContext | None = None
+    # The lines its handler logs through its context's logger.
+    log: AttemptLog | None = None
 
     def stop(self, reason: StopReason) -> None:
         """Stop the handler; what is recorded then follows `reason`."""
@@ -50,29 +64,74 @@ class Outcome:
     error: str | None = None
     retryable: bool = True
     timed_out: bool = False
+    # For a person to debug a failure with: the exception's class and its traceback (of a
+    # time-out, where the handler was). They decide nothing, so outcomes compare without.
+    error_type: str | None = field(default=None, compare=False)
+    traceback: str | None = field(default=None, compare=False)
 
 
-def _outcome_of(held: Held, timed_out: float | None, limits: OutputLimits) -> Outcome:
+def _outcome_of(
+    held: Held, timed_out: float | None, limits: OutputLimits, stack: str | None = None
+) -> Outcome:
+    """What the end of `held`'s handler earns; `timed_out` is its time limit when it ran
+    out of it, and `stack` where the handler was then."""
     handler = held.handler
     assert handler is not None
     if timed_out is not None:
-        return Outcome("fail", error=f"timed out after {timed_out:g} s", timed_out=True)
+        return Outcome(
+            "fail",
+            error=f"timed out after {timed_out:g} s",
+            timed_out=True,
+            error_type=TimeoutError.__name__,
+            traceback=stack,
+        )
     if handler.cancelled():
         return {
             "cancel": Outcome("cancelled"),
             "drain": Outcome("hand_back"),
             "lost": Outcome("nothing"),
-            None: Outcome("fail", error="the handler was cancelled"),
+            None: Outcome(
+                "fail",
+                error="the handler was cancelled",
+                error_type=error_type(asyncio.CancelledError()),
+            ),
         }[held.reason]
     error = handler.exception()
     if isinstance(error, TaskFailed):
-        return Outcome("fail", error=_told(error, limits), retryable=error.retryable)
+        return Outcome(
+            "fail", error=_told(error, limits), retryable=error.retryable, **_details(error, limits)
+        )
     if error is not None:
-        return Outcome("fail", error=_told(error, limits, named=True))
+        return Outcome("fail", error=_told(error, limits, named=True), **_details(error, limits))
     try:
         return Outcome("complete", result=result_json(handler.result(), limits))
     except Exception as problem:  # noqa: BLE001 - the handler's own objects may raise anything
-        return Outcome("fail", error=_told(problem, limits, named=True), retryable=False)
+        told = _told(problem, limits, named=True)
+        return Outcome("fail", error=told, retryable=False, **_details(problem, limits))
+
+
+def _details(error: BaseException, limits: OutputLimits) -> dict[str, Any]:
+    """The class and traceback of an exception, for Outcome. A refused result's traceback
+    would show only the output boundary's own code: it is left out."""
+    shown = not isinstance(error, OutputRefused)
+    return {
+        "error_type": error_type(error),
+        "traceback": traceback_text(error, limits.error_max_bytes) if shown else None,
+    }
+
+
+_STACK_HEADING = "Where the handler was when its time ran out (most recent call last):\n"
+
+
+def _stack_of(handler: asyncio.Task[Any], limits: OutputLimits) -> str:
+    """Where a running handler waits: its chain of awaiting coroutines, outermost first."""
+    frames = []
+    awaited: Any = handler.get_coro()
+    while getattr(awaited, "cr_frame", None) is not None:
+        frames.append((awaited.cr_frame, awaited.cr_frame.f_lineno))
+        awaited = awaited.cr_await
+    lines = traceback.StackSummary.extract(frames).format()
+    return clean_tail(_STACK_HEADING + "".join(lines), limits.error_max_bytes)
 
 
 def _told(error: BaseException, limits: OutputLimits, named: bool = False) -> str:
@@ -104,7 +163,7 @@ async def run_attempt(
         return Outcome("fail", error=f"no handler for kind {task.kind!r} on this worker")
     limit = task.timeout_seconds or kind.timeout_seconds or default_timeout
     if kind.takes_context:
-        held.context = _context(held.claim, limit)
+        held.context = _context(held, limit, limits)
         running = kind.handler(task.payload, held.context)
     else:
         running = kind.handler(task.payload)
@@ -114,23 +173,59 @@ async def run_attempt(
     done, _ = await asyncio.wait({held.handler}, timeout=limit)
     if done:
         return _outcome_of(held, None, limits)
+    stack = _stack_of(held.handler, limits)
     held.handler.cancel()
     await asyncio.wait({held.handler})
-    return _outcome_of(held, limit, limits)
+    return _outcome_of(held, limit, limits, stack)
 
 
-def _context(claim: Claim, limit: float) -> TaskContext:
+def _context(held: Held, limit: float, limits: OutputLimits) -> TaskContext:
+    claim = held.claim
     task = claim.task
+    held.log = AttemptLog(limits.log_max_bytes)
     return TaskContext(
         id=task.id,
         attempt=claim.attempt,
         tenant=claim.tenant,
         queue=task.queue,
         deadline=datetime.now(UTC) + timedelta(seconds=limit),
-        logger=logging.LoggerAdapter(
-            logging.getLogger(f"conveyor.task.{task.kind}"), {"task_id": str(task.id)}
-        ),
+        logger=AttemptLogger(logging.getLogger(f"conveyor.task.{task.kind}"), task.id, held.log),
     )
+
+
+class AttemptLogger(logging.LoggerAdapter[logging.Logger]):
+    """A handler's logger: its lines go to the worker's log with the task's id, like any
+    line about a task, and are kept with the attempt (INFO and above whatever the
+    worker's log level, DEBUG when its logger is enabled for it) for the API to show."""
+
+    def __init__(self, logger: logging.Logger, task_id: uuid.UUID, kept: AttemptLog) -> None:
+        super().__init__(logger, {"task_id": str(task_id)})
+        self.kept = kept
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level >= logging.INFO or self.isEnabledFor(level):
+            text = _line(msg, args, kwargs.get("exc_info"))
+            self.kept.add(datetime.now(UTC), logging.getLevelName(level), text)
+        # The handler's line, not this method, is where the record says it was logged.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        super().log(level, msg, *args, **kwargs)
+
+
+def _line(msg: object, args: tuple[object, ...], exc_info: object) -> str:
+    """The text of a handler's line, as a log record would make it, with the traceback of
+    `exc_info` after it. A line that cannot be made is kept as a placeholder: logging
+    never fails a handler."""
+    try:
+        text = str(msg) % args if args else str(msg)
+        if exc_info:
+            error = sys.exc_info()[1] if exc_info is True else exc_info
+            if isinstance(error, tuple):
+                error = error[1]
+            if isinstance(error, BaseException):
+                text += "\n" + "".join(traceback.format_exception(error)).rstrip()
+    except Exception:  # noqa: BLE001 - the handler's own objects may raise anything
+        text = "(a line that could not be formatted)"
+    return text
 
 
 Complete = Callable[[uuid.UUID, int, str], Awaitable["Status | None"]]
@@ -142,16 +237,20 @@ async def record(
     claim: Claim,
     outcome: Outcome,
     complete: Complete,
+    logs: LogWindow | None = None,
 ) -> Status | None:
     """Write `outcome` with the attempt as fencing token; retry while PostgreSQL is away.
 
-    `complete` writes a result (the worker batches many into one statement). Gives up
+    `complete` writes a result (the worker batches many into one statement, and takes the
+    handler's log lines along); a failure and a cancel are written with `logs`. Gives up
     once the lease would have run out: recovery owns the task.
     """
     task, attempt = claim.task, claim.attempt
     delay = retry_delay(
         attempt, settings.retry_base_seconds, settings.retry_max_seconds, random.random()
     )
+    # Only what this attempt has: an attempt without any writes as it always did.
+    failure = _present(error_type=outcome.error_type, traceback=outcome.traceback, logs=logs)
     writes: dict[str, Callable[[], Awaitable[Status | None]]] = {
         "complete": lambda: complete(task.id, attempt, outcome.result),
         "fail": lambda: store.fail(
@@ -160,8 +259,9 @@ async def record(
             outcome.error or "",
             delay if outcome.retryable else None,
             timed_out=outcome.timed_out,
+            **failure,
         ),
-        "cancelled": lambda: store.mark_cancelled(task.id, attempt),
+        "cancelled": lambda: store.mark_cancelled(task.id, attempt, **_present(logs=logs)),
         "hand_back": lambda: store.hand_back(task.id, attempt),
     }
     if outcome.action == "nothing":
@@ -182,3 +282,7 @@ async def record(
                 return None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}

@@ -153,7 +153,21 @@ def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
         OUTCOMES.labels(kind_label(claim.task.kind), status).inc()
         if status is Status.PENDING and outcome.action == "fail":
             RETRIES.labels(kind_label(claim.task.kind)).inc()
-    logger.info("attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=_log(claim))
+    if outcome.action == "fail":
+        # What failed it, and where, beside the task's id: the worker's log alone says it.
+        where = f"\n{outcome.traceback}" if outcome.traceback else ""
+        logger.error(
+            "attempt %d: fail -> %s: %s%s",
+            claim.attempt,
+            status,
+            outcome.error,
+            where,
+            extra=_log(claim),
+        )
+    else:
+        logger.info(
+            "attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=_log(claim)
+        )
 
 
 def about(task_id: str | None, carrier: Mapping[str, Any] | None) -> dict[str, str | None]:

@@ -86,3 +86,18 @@ async def progressing(payload: dict[str, Any], context: TaskContext) -> dict[str
         "queue": context.queue,
         "seconds_left": left,
     }
+
+
+@kind("talkative")
+async def talkative(payload: dict[str, Any], context: TaskContext) -> dict[str, int]:
+    """Logs lines that name its attempt, then fails in a function of its own on the first
+    attempt (a traceback to read) and succeeds on the next."""
+    context.logger.info("attempt %d starts", context.attempt)
+    context.logger.warning("payload has %d keys", len(payload))
+    if context.attempt == 1:
+        _give_up(payload)
+    return {"attempt": context.attempt}
+
+
+def _give_up(payload: dict[str, Any]) -> None:
+    raise ValueError(f"no luck with {payload.get('what', 'this')}")
