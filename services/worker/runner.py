@@ -28,6 +28,7 @@ from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind
 from services.core.loops import Parts, loops_of, running
 from services.core.loops.consume import Consumer
+from services.core.outputs import LogWindow
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
 from services.worker import telemetry
@@ -42,6 +43,9 @@ CLAIM_PATIENCE = 2.0
 HELD_PATIENCE = 60.0
 # How long a worker reuses what it read of a queue's pause and limits.
 BLOCKED_CACHE_SECONDS = 0.1
+# A running attempt's new log lines go with the heartbeat at most this often (all of them
+# go with its end): a chatty handler's kept lines are not rewritten at every beat.
+LOG_SECONDS = 5.0
 
 
 def default_worker_id() -> str:
@@ -315,9 +319,10 @@ class Worker:
     async def _complete_batch(
         self, results: list[tuple[uuid.UUID, int, str]]
     ) -> list[Status | None]:
-        """Record results, with the progress reported since the last heartbeat: a handler's
-        last word (say, 1.0 "done") is kept however soon it returns."""
-        return await self._store.complete_many(results, self._reported([i for i, _, _ in results]))
+        """Record results, with the progress reported since the last heartbeat (a handler's
+        last word, say 1.0 "done", is kept however soon it returns) and the lines logged."""
+        ids = [i for i, _, _ in results]
+        return await self._store.complete_many(results, self._reported(ids), self._logged(ids))
 
     def _reported(self, task_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         """Take the progress reported and not yet stored of these held tasks."""
@@ -327,6 +332,22 @@ class Worker:
             if held is not None and held.context is not None and held.context.reported:
                 progress[task_id], held.context.reported = held.context.reported, None
         return progress
+
+    def _logged(
+        self, task_ids: list[uuid.UUID], every: float | None = None
+    ) -> dict[uuid.UUID, LogWindow]:
+        """The log lines of these held tasks to store: every attempt's, at its end; with
+        `every`, of those with lines new since they were last taken `every` s ago or more."""
+        now = time.monotonic()
+        logs = {}
+        for task_id in task_ids:
+            held = self._held.get(task_id)
+            if held is None or held.log is None:
+                continue
+            window = held.log.window() if every is None else held.log.due(now, every)
+            if window is not None:
+                logs[task_id] = window
+        return logs
 
     async def _execute(
         self,
@@ -350,8 +371,9 @@ class Worker:
                 )
                 outcome = await telemetry.handler_run(task.kind, running)
                 with telemetry.recording(outcome.action):
+                    logs = held.log.window() if held.log is not None else None
                     status = await record(
-                        self._store, self._settings, claim, outcome, self._complete
+                        self._store, self._settings, claim, outcome, self._complete, logs
                     )
             finally:
                 del self._held[task.id]
@@ -371,6 +393,7 @@ class Worker:
             [(task_id, h.claim.attempt) for task_id, h in held.items()],
             self._settings.lease_seconds,
             self._reported(list(held)),
+            self._logged(list(held), LOG_SECONDS),
         )
         for task_id, h in held.items():
             if task_id in beat.cancel_requested:
