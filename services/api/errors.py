@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.problems import ProblemType
 from services.core.errors import (
+    AttemptNotFound,
     ConveyorError,
     IdempotencyConflict,
     KeyNotFound,
@@ -148,6 +149,7 @@ def _detail(errors: list[dict[str, Any]], more: int = 0) -> str:
 # Domain errors -> (status, problem type). The only place that knows both sides.
 _DOMAIN: dict[type[Exception], tuple[int, ProblemType]] = {
     TaskNotFound: (404, ProblemType.TASK_NOT_FOUND),
+    AttemptNotFound: (404, ProblemType.ATTEMPT_NOT_FOUND),
     KeyNotFound: (404, ProblemType.KEY_NOT_FOUND),
     TaskAlreadyTerminal: (409, ProblemType.TASK_TERMINAL),
     TaskNotRerunnable: (409, ProblemType.TASK_NOT_RERUNNABLE),

@@ -193,6 +193,7 @@ _PROBLEM_EXAMPLE = {
     "detail": "body.title: String should have at least 1 character",
     "errors": [_FIELD],
 }
+_LOG_LINE = {"logged_at": _TIME, "level": "INFO", "message": "charging 12.00 EUR"}
 EXAMPLES: dict[str, Any] = {
     "Task": _TASK,
     "TaskCreate": _BODY,
@@ -228,6 +229,10 @@ EXAMPLES: dict[str, Any] = {
         "finished_at": "2026-12-02T09:00:01Z",
         "outcome": "failed",
         "error": "card declined",
+        "error_type": "services.core.errors.TaskFailed",
+        "traceback": "Traceback (most recent call last):\n"
+        '  File "payments.py", line 12, in charge\n    raise TaskFailed("card declined")\n'
+        "services.core.errors.TaskFailed: card declined\n",
         "duration_seconds": 1.0,
     },
     "AttemptPage": {
@@ -239,10 +244,14 @@ EXAMPLES: dict[str, Any] = {
                 "finished_at": None,
                 "outcome": "running",
                 "error": None,
+                "error_type": None,
+                "traceback": None,
                 "duration_seconds": None,
             }
         ]
     },
+    "LogLineOut": _LOG_LINE,
+    "AttemptLogsOut": {"attempt": 1, "lines": [_LOG_LINE], "dropped": 0},
     "TraceOut": {
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
         "url": "http://jaeger:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736",

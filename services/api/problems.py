@@ -19,6 +19,7 @@ class ProblemType(enum.StrEnum):
     CROSS_SITE = "cross-site"
     LOOPBACK_ONLY = "loopback-only"
     TASK_NOT_FOUND = "task-not-found"
+    ATTEMPT_NOT_FOUND = "attempt-not-found"
     SCHEDULE_NOT_FOUND = "schedule-not-found"
     QUEUE_NOT_FOUND = "queue-not-found"
     KEY_NOT_FOUND = "key-not-found"

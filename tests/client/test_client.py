@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conveyor_client import AsyncClient, Client, Retry
+from conveyor_client import AsyncClient, AttemptLogs, Client, Retry
 from conveyor_client import errors as problems
 
 from services.core.auth import parse_scopes
@@ -78,6 +78,31 @@ async def test_every_task_call_round_trips(settings: Settings) -> None:
 
             who = await conveyor.whoami()
             assert (who.tenant, "platform" in who.scopes) == ("default", True)
+
+
+async def test_an_attempts_traceback_and_log_lines_are_read_by_both_clients(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    async with running_api(settings) as api, running_worker(settings):
+        async with AsyncClient(str(api.base_url), retry=FAST) as conveyor:
+            task = await conveyor.submit("t", kind="talkative", max_attempts=2)
+            assert (await conveyor.wait(task.id, timeout=20)).status == "COMPLETED"
+            failed, _ = await conveyor.attempts(task.id)
+            logs = await conveyor.attempt_logs(task.id, 2)
+            with pytest.raises(problems.AttemptNotFound):
+                await conveyor.attempt_logs(task.id, 3)
+
+        def read_blocking() -> AttemptLogs:
+            with Client(str(api.base_url), retry=FAST) as blocking:
+                return blocking.attempt_logs(task.id, 1)
+
+        first = await asyncio.to_thread(read_blocking)
+    assert failed.error_type == "ValueError" and "in _give_up" in (failed.traceback or "")
+    assert [line.message for line in first.lines] == ["attempt 1 starts", "payload has 0 keys"]
+    assert [line.message for line in logs.lines] == ["attempt 2 starts", "payload has 0 keys"]
+    assert (logs.attempt, logs.dropped, logs.lines[0].level) == (2, 0, "INFO")
+    assert logs.lines[0].logged_at.tzinfo is not None
 
 
 async def test_listing_walks_every_page_and_bulk_actions_take_the_same_filters(

@@ -49,6 +49,8 @@ def test_each_problem_type_is_raised_as_its_own_class(problem: ProblemType) -> N
     [
         (models.Task, "Task"),
         (models.Attempt, "AttemptOut"),
+        (models.AttemptLogs, "AttemptLogsOut"),
+        (models.LogLine, "LogLineOut"),
         (models.Submitted, "BatchItem"),
         (models.Changed, "BulkOut"),
         (models.Schedule, "ScheduleOut"),

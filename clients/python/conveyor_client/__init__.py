@@ -13,16 +13,28 @@ classes, one per problem type the API answers.
 from conveyor_client._calls import Retry
 from conveyor_client.client import AsyncClient, Client
 from conveyor_client.errors import ConveyorError, ProblemError, Unreachable
-from conveyor_client.models import Attempt, Caller, Changed, Queue, Schedule, Submitted, Task
+from conveyor_client.models import (
+    Attempt,
+    AttemptLogs,
+    Caller,
+    Changed,
+    LogLine,
+    Queue,
+    Schedule,
+    Submitted,
+    Task,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "Attempt",
+    "AttemptLogs",
     "Caller",
     "Changed",
     "Client",
     "ConveyorError",
+    "LogLine",
     "ProblemError",
     "Queue",
     "Retry",

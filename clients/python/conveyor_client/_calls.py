@@ -16,8 +16,10 @@ import httpx
 from conveyor_client.errors import PREFIX, IdempotencyKeyReused, problem_of
 from conveyor_client.models import (
     Attempt,
+    AttemptLogs,
     Caller,
     Changed,
+    LogLine,
     Queue,
     Schedule,
     Submitted,
@@ -242,6 +244,16 @@ def attempts(task_id: str) -> Call[list[Attempt]]:
         "GET",
         f"/api/v1/tasks/{task_id}/attempts",
         lambda body: [record(Attempt, item) for item in body["items"]],
+    )
+
+
+def attempt_logs(task_id: str, attempt: int) -> Call[AttemptLogs]:
+    return Call(
+        "GET",
+        f"/api/v1/tasks/{task_id}/attempts/{attempt}/logs",
+        lambda body: AttemptLogs(
+            body["attempt"], [record(LogLine, line) for line in body["lines"]], body["dropped"]
+        ),
     )
 
 

@@ -13,7 +13,16 @@ import httpx
 from conveyor_client import _calls
 from conveyor_client._calls import LONGEST_WAIT, Call, Retry
 from conveyor_client.errors import ProblemError, Unreachable
-from conveyor_client.models import Attempt, Caller, Changed, Queue, Schedule, Submitted, Task
+from conveyor_client.models import (
+    Attempt,
+    AttemptLogs,
+    Caller,
+    Changed,
+    Queue,
+    Schedule,
+    Submitted,
+    Task,
+)
 
 T = TypeVar("T")
 
@@ -148,6 +157,10 @@ class Client(_Base):
 
     def attempts(self, task_id: str) -> builtins.list[Attempt]:
         return self._run(_calls.attempts(task_id))
+
+    def attempt_logs(self, task_id: str, attempt: int) -> AttemptLogs:
+        """The last lines the handler logged in attempt `attempt` (from 1) of the task."""
+        return self._run(_calls.attempt_logs(task_id, attempt))
 
     def whoami(self) -> Caller:
         return self._run(_calls.whoami())
@@ -286,6 +299,9 @@ class AsyncClient(_Base):
 
     async def attempts(self, task_id: str) -> builtins.list[Attempt]:
         return await self._run(_calls.attempts(task_id))
+
+    async def attempt_logs(self, task_id: str, attempt: int) -> AttemptLogs:
+        return await self._run(_calls.attempt_logs(task_id, attempt))
 
     async def whoami(self) -> Caller:
         return await self._run(_calls.whoami())

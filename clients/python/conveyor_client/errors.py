@@ -77,6 +77,10 @@ class TaskNotFound(NotFound, problem="task-not-found"):
     pass
 
 
+class AttemptNotFound(NotFound, problem="attempt-not-found"):
+    pass
+
+
 class ScheduleNotFound(NotFound, problem="schedule-not-found"):
     pass
 

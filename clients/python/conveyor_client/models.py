@@ -74,7 +74,27 @@ class Attempt:
     finished_at: datetime | None
     outcome: str
     error: str | None
+    # The class of the exception that failed it, and its traceback; None when there was none.
+    error_type: str | None
+    traceback: str | None
     duration_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    logged_at: datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLogs:
+    """The last lines a handler logged in one attempt, oldest first; `dropped` earlier ones
+    were not kept."""
+
+    attempt: int
+    lines: list[LogLine]
+    dropped: int
 
 
 @dataclass(frozen=True, slots=True)

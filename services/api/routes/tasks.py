@@ -7,7 +7,7 @@ import dataclasses
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import ValidationError
 
 from services.api.auth import BatchSubmitter, Canceller, Reader, Submitter
@@ -18,6 +18,7 @@ from services.api.responses import errors, json_response, page_response, task_js
 from services.api.schemas import (
     BATCH_PROBLEMS,
     TIMES,
+    AttemptLogsOut,
     AttemptOut,
     AttemptPage,
     BatchCreate,
@@ -370,6 +371,21 @@ async def list_attempts(task_id: uuid.UUID, store: StoreDep, principal: Reader) 
         for a in attempts
     ]
     return json_response(AttemptPage(items=items))
+
+
+@router.get(
+    "/{task_id}/attempts/{attempt}/logs", response_model=AttemptLogsOut, responses=errors(404, 422)
+)
+async def get_attempt_logs(
+    task_id: uuid.UUID,
+    attempt: Annotated[int, Path(ge=1, le=2**31 - 1, description="The attempt's number")],
+    store: StoreDep,
+    principal: Reader,
+) -> Response:
+    """The last lines the task's handler logged through its context's logger in this
+    attempt, oldest first; 404 attempt-not-found for an attempt it has not started."""
+    logs = await store.attempt_logs(task_id, attempt, principal.tenant)
+    return json_response(AttemptLogsOut.model_validate(dataclasses.asdict(logs)))
 
 
 @router.delete(

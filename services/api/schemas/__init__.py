@@ -30,6 +30,7 @@ from services.api.schemas.schedules import (
     SchedulePage,
 )
 from services.api.schemas.tasks import (
+    AttemptLogsOut,
     AttemptOut,
     AttemptPage,
     BulkOut,
@@ -49,6 +50,7 @@ __all__ = [
     "PAYLOAD_LIMIT",
     "SCHEDULE_NAME",
     "TIMES",
+    "AttemptLogsOut",
     "AttemptOut",
     "AttemptPage",
     "BatchCreate",

@@ -138,11 +138,38 @@ class AttemptOut(BaseModel):
         description=OUTCOME
     )
     error: str | None = Field(description=of_task("error"))
+    error_type: str | None = Field(
+        description="The class of the exception that failed it, as its traceback names it "
+        "(TimeoutError when it ran out of time); null when there was none"
+    )
+    traceback: str | None = Field(
+        description="The traceback of that exception (of a time-out: where the handler "
+        "was), its last ERROR_MAX_BYTES kept; null when there was none"
+    )
     duration_seconds: float | None = Field(description="null while it runs")
 
 
 class AttemptPage(BaseModel):
     items: list[AttemptOut] = Field(description=ITEMS)
+
+
+class LogLineOut(BaseModel):
+    """One line a handler logged through its context's logger."""
+
+    logged_at: AwareDatetime = Field(description="When it was logged")
+    level: str = Field(description="Its level: DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    message: str = Field(description="Its text (with the traceback it logged, if any)")
+
+
+class AttemptLogsOut(BaseModel):
+    """The last lines a handler logged in one attempt, oldest first."""
+
+    attempt: int = Field(description="The attempt's number, from 1")
+    lines: list[LogLineOut] = Field(
+        description="Oldest first: the last ATTEMPT_LOG_MAX_BYTES of them (64 KiB); a running "
+        "attempt's are stored every few seconds, and all of them when it ends"
+    )
+    dropped: int = Field(description="How many earlier lines were not kept")
 
 
 class TraceOut(BaseModel):
