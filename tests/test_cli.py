@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,9 +17,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from services.core.settings import Settings
 from tests.support.env import ADMIN_URL, AMQP_URL, drop_database
 from tests.support.processes import wait_until_ready
-from tests.support.services import free_port
+from tests.support.services import free_port, running_api, running_worker, submit, wait_for
 
 CONVEYOR = [sys.executable, "-m", "services.cli"]
 
@@ -229,6 +231,38 @@ def test_tasks_are_listed_as_a_table_or_json_and_waited_for(
         watch.wait(10)
     assert "newest task(s)" in screen and "COMPLETED" in screen
     assert watch.returncode == 130
+
+
+async def test_logs_prints_what_the_handler_logged_in_the_last_attempt_or_the_one_asked(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    async with running_api(settings) as api, running_worker(settings):
+        task = await submit(api, kind="talkative", max_attempts=2)
+        assert (await wait_for(api, task["id"]))["status"] == "COMPLETED"
+        later = await submit(api, kind="noop", scheduled_at="2030-01-01T00:00:00Z")
+        env = {**os.environ, "CONVEYOR_API_URL": str(api.base_url).rstrip("/")}
+        ran = [
+            await asyncio.to_thread(_run, env, "tasks", "logs", task_id, *options)
+            for task_id, options in [
+                (task["id"], []),
+                (task["id"], ["--attempt", "1"]),
+                (task["id"], ["--attempt", "2", "-o", "json"]),
+                (task["id"], ["--attempt", "3"]),
+                (later["id"], []),
+            ]
+        ]
+    last, first, as_json, missing, not_started = ran
+    assert last.returncode == first.returncode == as_json.returncode == 0, last.stderr
+    assert [line.split(maxsplit=2)[1:] for line in last.stdout.splitlines()] == [
+        ["INFO", "attempt 2 starts"],
+        ["WARNING", "payload has 0 keys"],
+    ]
+    assert first.stdout.splitlines()[0].endswith(" INFO    attempt 1 starts")
+    logs = json.loads(as_json.stdout)
+    assert (logs["attempt"], logs["dropped"], len(logs["lines"])) == (2, 0, 2)
+    assert missing.returncode == 4 and "HTTP 404 attempt-not-found" in missing.stderr
+    assert not_started.returncode == 4 and "has not started yet" in not_started.stderr
 
 
 def test_every_failure_is_one_clear_line_and_its_exit_code(

@@ -48,6 +48,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     for name in ("get", "attempts"):
         one = actions.add_parser(name, parents=[common], help=f"show a task's {name}")
         one.add_argument("id")
+    logs = actions.add_parser("logs", parents=[common], help="show what a task's handler logged")
+    logs.add_argument("id")
+    logs.add_argument("--attempt", type=int, metavar="N", help="its attempt N (default: the last)")
     wait = actions.add_parser("wait", parents=[common], help="wait for a task to finish")
     wait.add_argument("id")
     wait.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
@@ -347,6 +350,23 @@ def _queue(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _logs(client: Client, args: argparse.Namespace) -> int:
+    """The lines the handler logged in one attempt, a line each (as JSON with -o json)."""
+    attempt = args.attempt if args.attempt is not None else client.get(args.id).attempts
+    if attempt < 1:
+        print(f"conveyor: task {args.id} has not started yet", file=sys.stderr)
+        return EXIT_REFUSED
+    logs = client.attempt_logs(args.id, attempt)
+    if args.output == "json":
+        print(json.dumps(_plain(logs), indent=2))
+        return 0
+    if logs.dropped:
+        print(f"({logs.dropped} earlier line(s) not kept)")
+    for line in logs.lines:
+        print(f"{line.logged_at.isoformat(timespec='milliseconds')} {line.level:<7} {line.message}")
+    return 0
+
+
 def _wait(client: Client, args: argparse.Namespace) -> int:
     task = client.wait(args.id, timeout=args.timeout)
     _show(args, task)
@@ -378,6 +398,7 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[Client, argparse.Namespace], i
         lambda c, a: c.attempts(a.id),
         ["attempt", "outcome", "worker_id", "started_at", "duration_seconds", "error"],
     ),
+    ("tasks", "logs"): _logs,
     ("tasks", "wait"): _wait,
     ("tasks", "list"): _list,
     ("tasks", "watch"): _watch,
