@@ -4,8 +4,8 @@ and the unit tier's marker.
 Integration tests talk to the real PostgreSQL and RabbitMQ. When one cannot be reached
 the tests fail in CI (CI=true) and are skipped elsewhere. The unit tier
 (`python -m pytest -m unit`) is the tests that need none of those, no cluster and no
-browser: every test under tests/unit and tests/chart that asks for no server's fixture,
-and any test elsewhere marked `@pytest.mark.unit`.
+browser: every test under tests/unit, tests/chart and examples/ that asks for no server's
+fixture, and any test elsewhere marked `@pytest.mark.unit`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from tests.support.moves import outside_the_table, record_moves, recorded_moves
 from tests.support.rabbit import PrivateRabbit, rabbitmq_available
 from tests.support.services import free_port, running_api
 
-UNIT_FOLDERS = ("unit", "chart")
+ROOT = Path(__file__).parents[1]
+# The examples' own tests run their handlers with conveyor.testing: no server either.
+UNIT_FOLDERS = (ROOT / "tests" / "unit", ROOT / "tests" / "chart", ROOT / "examples")
 # Every fixture that reaches PostgreSQL or RabbitMQ asks for one of these.
 SERVER_FIXTURES = frozenset({"database_url", "amqp_prefix", "private_rabbit"})
 
@@ -58,8 +60,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _in_unit_folder(item: pytest.Item) -> bool:
-    here = Path(__file__).parent
-    return any(Path(item.path).is_relative_to(here / folder) for folder in UNIT_FOLDERS)
+    return any(Path(item.path).is_relative_to(folder) for folder in UNIT_FOLDERS)
 
 
 @pytest.fixture(scope="session")
