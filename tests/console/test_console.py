@@ -3,10 +3,12 @@ follow a deep link, page through 250 tasks; what a key may not do is not offered
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -18,6 +20,8 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from services.core.auth import parse_scopes
 from services.core.db.keys import SqlKeyStore
+from services.core.db.store import SqlTaskStore
+from services.core.outputs import AttemptLog
 from tests.console.conftest import Console
 from tests.support.database import execute
 
@@ -169,6 +173,45 @@ async def test_two_hundred_fifty_tasks_are_paged_through(
     assert len(seen) == len(set(seen)) == 250
     browser.back()  # the browser's own history goes back a page
     _until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == 100)
+
+
+async def test_a_failed_attempt_shows_its_traceback_and_its_log_lines_as_text(
+    browser: WebDriver, console: Console, keys: SqlKeyStore, store: SqlTaskStore
+) -> None:
+    key = await _key(keys)
+    task = _submit(console, key, title="fails loudly", kind="noop")
+    task_id = uuid.UUID(task["id"])
+    claim = None
+    for _ in range(200):  # once the API has queued it, run it as a worker would
+        claim = await store.claim_named("w", 30, task_id)
+        if claim is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert claim is not None
+    log = AttemptLog(65_536)
+    log.add(datetime.now(UTC), "INFO", "resizing <img src=x onerror=alert(1)>")
+    traceback = 'Traceback (most recent call last):\n  File "job.py", line 3, in resize\n'
+    await store.fail(
+        task_id,
+        claim.attempt,
+        "ValueError: <b>bad</b> size",
+        None,
+        error_type="ValueError",
+        traceback=traceback + "ValueError: <b>bad</b> size\n",
+        logs=log.window(),
+    )
+    _sign_in(browser, console, key, f"/ui/tasks/{task['id']}")
+    _until(browser, lambda b: _status(b) == "FAILED")
+    shown = _find(browser, "#attempts pre.traceback")
+    assert "in resize" in shown.text and "ValueError: <b>bad</b> size" in shown.text
+    assert "ValueError" in _text(browser, "#attempts code")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#attempts b, #attempts img")
+
+    browser.find_element(By.CSS_SELECTOR, "#log-1 summary").click()
+    _until(browser, lambda b: "resizing" in b.find_element(By.CSS_SELECTOR, "#log-1 pre").text)
+    line = browser.find_element(By.CSS_SELECTOR, "#log-1 pre").text
+    assert "INFO" in line and "<img src=x onerror=alert(1)>" in line
+    assert not browser.find_elements(By.CSS_SELECTOR, "#attempts img")
 
 
 async def test_a_read_only_key_is_offered_no_action_and_a_forged_one_is_refused(

@@ -11,6 +11,7 @@ const main = document.getElementById("main");
 let me = null; // {tenant, key_id, scopes, auth_enabled}
 let known = null; // {statuses, priorities, defaultPriority, scopes}: see readContract
 let timer = null; // the current page's live refresh
+const openLogs = new Set(); // "task/attempt" of the log lines a person opened: kept open on refresh
 
 // --- small helpers -------------------------------------------------------------------
 
@@ -436,9 +437,46 @@ async function taskPage(id) {
         h("strong", {}, `Attempt ${a.attempt} `), badge(a.outcome, "o"),
         h("div", { class: "muted" }, `${when(a.started_at)} → ${a.finished_at ? when(a.finished_at) : "running"}`,
           a.duration_seconds !== null ? `, ${age(a.duration_seconds)}` : "", a.worker_id ? `, on ${a.worker_id}` : ""),
-        a.error ? h("div", {}, a.error) : null)))
+        a.error ? h("div", {}, a.error_type ? [h("code", {}, a.error_type), " "] : null, a.error) : null,
+        a.traceback ? h("pre", { class: "traceback", tabindex: "0" }, a.traceback) : null,
+        attemptLog(id, a.attempt))))
       : h("p", { class: "muted" }, "Not started yet."));
   if (!terminal) live(() => route());
+}
+
+// The lines the handler logged in one attempt, read when a person opens them (and again
+// when a live refresh redraws them open).
+function attemptLog(id, attempt) {
+  const key = `${id}/${attempt}`;
+  const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  let loaded = false;
+  const load = async () => {
+    loaded = true;
+    try {
+      body.replaceChildren(...logLines(await api(`/api/v1/tasks/${id}/attempts/${attempt}/logs`)));
+    } catch (error) {
+      body.replaceChildren(h("p", { class: "muted" }, error.message));
+    }
+  };
+  const details = h("details", { class: "log", id: `log-${attempt}`, open: openLogs.has(key), ontoggle: () => {
+    if (!details.open) {
+      openLogs.delete(key);
+    } else {
+      openLogs.add(key);
+      if (!loaded) load();
+    }
+  } }, h("summary", {}, "Log lines"), body);
+  if (details.open) load();
+  return details;
+}
+
+function logLines(logs) {
+  if (!logs.lines.length) return [h("p", { class: "muted" }, "No line logged.")];
+  const time = (text) => new Date(text).toLocaleTimeString(undefined, { hour12: false, fractionalSecondDigits: 3 });
+  return [
+    logs.dropped ? h("p", { class: "muted" }, `${logs.dropped} earlier line(s) not kept.`) : null,
+    h("pre", { tabindex: "0" }, logs.lines.map((l) => `${time(l.logged_at)} ${l.level.padEnd(7)} ${l.message}`).join("\n")),
+  ].filter(Boolean);
 }
 
 // --- Schedules, queues, keys ---------------------------------------------------------
