@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Iterable
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,6 +23,10 @@ from services.core.version import VERSION
 
 logger = logging.getLogger(__name__)
 
+# How often a worker whose running count and state stay the same writes its row: the
+# heartbeat beats far more often (every half second by default) than anyone reads it.
+SEEN_EVERY_SECONDS = 5.0
+
 
 class Presence:
     """One worker process's row in the registry."""
@@ -30,6 +35,9 @@ class Presence:
         self._registry = registry
         self._card = card
         self._lease = lease_seconds
+        # Well inside the lease, so a live worker never reads gone between two writes.
+        self._every = min(SEEN_EVERY_SECONDS, lease_seconds / 3)
+        self._written: tuple[float, int, bool] | None = None  # when, running, draining
 
     @classmethod
     def of(
@@ -51,18 +59,29 @@ class Presence:
         await _quietly(self._registry.register_worker(self._card, self._lease))
 
     async def beat(self, running: int, draining: bool) -> None:
-        """The worker is still there, runs `running` tasks, and drains or not."""
-        await _quietly(self._registry.worker_seen(self._card, running, draining, self._lease))
+        """The worker is still there, runs `running` tasks, and drains or not: written
+        when that changed, or once `_every` seconds."""
+        now = time.monotonic()
+        if self._written is not None:
+            at, was_running, was_draining = self._written
+            if (was_running, was_draining) == (running, draining) and now - at < self._every:
+                return
+        if await _quietly(self._registry.worker_seen(self._card, running, draining, self._lease)):
+            self._written = (now, running, draining)
 
     async def leave(self) -> None:
         """The worker exits: its row goes."""
         await _quietly(self._registry.remove_worker(self._card.id))
 
 
-async def _quietly(write: Awaitable[None]) -> None:
+async def _quietly(write: Awaitable[None]) -> bool:
+    """Whether `write` was made; a failure is logged, and the next beat writes again."""
     try:
         await write
     except (StoreUnavailable, SQLAlchemyError) as error:
         logger.warning("worker registry not updated: %s", getattr(error, "orig", None) or error)
     except Exception:  # a bug here must not cost the worker a lease: logged, and the next beat
         logger.exception("worker registry not updated")
+    else:
+        return True
+    return False
