@@ -68,6 +68,8 @@ class Outcome:
     # time-out, where the handler was). They decide nothing, so outcomes compare without.
     error_type: str | None = field(default=None, compare=False)
     traceback: str | None = field(default=None, compare=False)
+    # The handler failed it on purpose (TaskFailed): its message is meant to say why.
+    deliberate: bool = field(default=False, compare=False)
 
 
 def _outcome_of(
@@ -98,9 +100,9 @@ def _outcome_of(
         }[held.reason]
     error = handler.exception()
     if isinstance(error, TaskFailed):
-        return Outcome(
-            "fail", error=_told(error, limits), retryable=error.retryable, **_details(error, limits)
-        )
+        told = _told(error, limits)
+        details = _details(error, limits)
+        return Outcome("fail", error=told, retryable=error.retryable, deliberate=True, **details)
     if error is not None:
         return Outcome("fail", error=_told(error, limits, named=True), **_details(error, limits))
     try:

@@ -155,7 +155,9 @@ def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
             RETRIES.labels(kind_label(claim.task.kind)).inc()
     if outcome.action == "fail":
         # What failed it, and where, beside the task's id: the worker's log alone says it.
-        where = f"\n{outcome.traceback}" if outcome.traceback else ""
+        # A failure the handler meant (TaskFailed) says why in its message; its traceback
+        # stays in the attempt's history, and the log keeps tracebacks for the unexpected.
+        where = f"\n{outcome.traceback}" if outcome.traceback and not outcome.deliberate else ""
         logger.error(
             "attempt %d: fail -> %s: %s%s",
             claim.attempt,

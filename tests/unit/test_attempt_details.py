@@ -10,9 +10,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from services.core.domain import Status
+from services.core.errors import TaskFailed
 from services.core.kinds import TaskContext
 from services.core.outputs import AttemptLog, OutputLimits, clean_tail, error_type
 from services.core.settings import Settings
+from services.worker import telemetry
 from services.worker.execution import AttemptLogger, Held, run_attempt
 from tests.unit.test_execution import claim, job
 
@@ -42,6 +47,30 @@ async def test_a_failed_attempt_keeps_the_class_and_the_traceback_of_its_excepti
     assert outcome.traceback.startswith("Traceback (most recent call last):")
     assert "in _raise_deep" in outcome.traceback
     assert outcome.traceback.endswith("ValueError: deep down\n")
+
+
+async def test_a_task_failed_keeps_its_traceback_but_the_workers_line_gives_only_its_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def meant(payload: dict[str, Any]) -> None:
+        raise TaskFailed("the card was declined")
+
+    async def unexpected(payload: dict[str, Any]) -> None:
+        _raise_deep()
+
+    lines = []
+    for handler in (meant, unexpected):
+        held = Held(claim())
+        outcome = await run_attempt(held, job(handler), 30.0, LIMITS)
+        assert outcome.traceback is not None and outcome.deliberate is (handler is meant)
+        with caplog.at_level(logging.ERROR, logger="services.worker.telemetry"):
+            telemetry.recorded(held.claim, outcome, Status.PENDING)
+        (line,) = caplog.records
+        caplog.clear()
+        assert line.levelno == logging.ERROR and line.task_id == str(held.claim.task.id)  # type: ignore[attr-defined]
+        lines.append(line.getMessage())
+    assert lines[0] == "attempt 1: fail -> PENDING: the card was declined"
+    assert lines[1].startswith("attempt 1: fail -> PENDING: ValueError: deep down\nTraceback")
 
 
 async def test_a_class_of_a_module_is_named_with_its_module() -> None:
