@@ -190,7 +190,7 @@ _GAUGE_ALERTS = {
     "ConveyorTasksStuckInProgress": [{**_RELEASE, "severity": "warning"}],
     "ConveyorOldestWaitingTaskTooOld": [{**_RELEASE, "priority": "NORMAL", "severity": "warning"}],
     "ConveyorOutboxBacklogGrowing": [{**_RELEASE, "severity": "critical"}],
-    "ConveyorBacklogWithoutWorkers": [{**_RELEASE, "severity": "critical"}],
+    "ConveyorBacklogWithoutWorkers": [{**_RELEASE, "queue": "default", "severity": "critical"}],
     "ConveyorQueueWaitTooLong": [{**_RELEASE, "queue": "default", "severity": "warning"}],
     "ConveyorQueuePausedLong": [{**_RELEASE, "queue": "held", "severity": "info"}],
 }
@@ -249,4 +249,66 @@ def test_one_fresh_api_pod_keeps_the_gauges_fresh(tmp_path: Path) -> None:
             "ConveyorTasksStuckInProgress": [{**_RELEASE, "severity": "warning"}],
             "ConveyorGaugesStale": [],
         },
+    )
+
+
+# A queue with due tasks and no alive worker on it, queue by queue.
+_FRESH = {_REFRESHED: "0+60x30"}
+
+
+def _queue(name: str, waited: str, alive: str, draining: str = "0x30") -> dict[str, str]:
+    """The API's gauges of one queue: its oldest due task's wait and its workers."""
+    labels = f'{_API},queue="{name}"'
+    return {
+        f"conveyor_queue_oldest_ready_seconds{{{labels}}}": waited,
+        f"conveyor_queue_paused{{{labels}}}": "0x30",
+        f'conveyor_workers{{{labels},state="alive"}}': alive,
+        f'conveyor_workers{{{labels},state="draining"}}': draining,
+    }
+
+
+def test_a_queue_with_a_backlog_and_no_alive_worker_is_alerted_on_by_itself(
+    tmp_path: Path,
+) -> None:
+    # "reports" lost its only worker (it drains, then is gone); "default" keeps one.
+    _promtool_fires(
+        tmp_path,
+        {
+            **_FRESH,
+            **_queue("reports", "0+60x30", "0x30", "1x3 0x27"),
+            **_queue("default", "0+60x30", "2x30"),
+        },
+        "20m",
+        {
+            "ConveyorBacklogWithoutWorkers": [
+                {**_RELEASE, "queue": "reports", "severity": "critical"}
+            ]
+        },
+    )
+
+
+def test_no_alert_before_its_for_time_nor_while_a_worker_is_alive(tmp_path: Path) -> None:
+    _promtool_fires(
+        tmp_path,
+        {**_FRESH, **_queue("reports", "0+60x30", "0x30")},
+        "8m",
+        {"ConveyorBacklogWithoutWorkers": []},
+    )
+    _promtool_fires(
+        tmp_path,
+        {**_FRESH, **_queue("reports", "0+60x30", "1x30")},
+        "20m",
+        {"ConveyorBacklogWithoutWorkers": []},
+    )
+
+
+def test_a_queue_without_workers_and_without_backlog_is_quiet(tmp_path: Path) -> None:
+    # A pool scaled to zero with nothing to do, and a paused queue whose tasks wait on purpose.
+    paused = _queue("held", "0+60x30", "0x30")
+    paused[f'conveyor_queue_paused{{{_API},queue="held"}}'] = "1x30"
+    _promtool_fires(
+        tmp_path,
+        {**_FRESH, **_queue("idle", "0x30", "0x30"), **paused},
+        "20m",
+        {"ConveyorBacklogWithoutWorkers": []},
     )
