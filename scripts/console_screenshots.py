@@ -195,6 +195,7 @@ def main() -> None:
                     _shoot(driver, f"/ui/tasks/{failing}", "task")
                     _shoot(driver, "/ui/schedules", "schedules")
                     _shoot(driver, "/ui/queues", "queues")
+                    _shoot(driver, "/ui/workers", "workers")
                     _shoot(driver, "/ui/keys", "keys")
                     _shoot(driver, "/ui/tasks?status=FAILED&status=CANCELLED", "phone", (390, 844))
                 finally:

@@ -24,6 +24,7 @@ from services.core.db.store import SqlTaskStore
 from services.core.outputs import AttemptLog
 from tests.console.conftest import Console
 from tests.support.database import execute
+from tests.support.processes import start_worker_process
 
 ALL = "submit,read,cancel,admin"
 
@@ -311,3 +312,35 @@ def test_with_keys_off_only_a_loopback_address_is_answered(open_console: Console
         for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
             assert client.get("/api/v1/tasks", headers={"Host": host}).status_code == 200
         assert client.get("/health/live", headers={"Host": "10.0.0.7"}).status_code == 200
+
+
+async def test_the_workers_page_lists_a_running_worker_by_itself_and_by_its_queue(
+    browser: WebDriver, console: Console, keys: SqlKeyStore
+) -> None:
+    settings = console.settings.model_copy(
+        update={"worker_id": "worker-on-default", "worker_concurrency": 4}
+    )
+    await execute(  # a dead worker whose name was made to be read as HTML
+        settings.database_url,
+        "INSERT INTO workers (id, host, version, queues, kinds, concurrency, expires_at)"
+        " VALUES ('<img src=x onerror=alert(1)>', 'h', '0', '{default}', '{}', 1, now())",
+    )
+    worker = start_worker_process(settings)
+    try:
+        _sign_in(browser, console, await _key(keys, "read,platform"), "/ui/workers")
+        row = "//table[@id='workers']//tr[td/code='worker-on-default']"
+        _until(browser, lambda b: "alive" in b.find_element(By.XPATH, row).text, 30)
+        cells = [cell.text for cell in browser.find_elements(By.XPATH, f"{row}/td")]
+        assert cells[1:4] == ["alive", "0 / 4", "default"], cells
+        assert "<img src=x onerror=alert(1)>" in _text(browser, "#workers")
+        queue = "//table[@id='worker-queues']//tr[td[1]='default']/td"
+        taking = [cell.text for cell in browser.find_elements(By.XPATH, queue)]
+        assert taking[1] == "1" and taking[3] == "worker-on-default", taking
+        assert not browser.find_elements(By.CSS_SELECTOR, "main img")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    _sign_in(browser, console, await _key(keys, "read"), "/ui/workers")
+    assert "platform scope" in _text(browser, "main p")
+    nav = browser.find_element(By.ID, "nav")
+    assert not nav.find_element(By.CSS_SELECTOR, "a[data-page='workers']").is_displayed()

@@ -199,6 +199,7 @@ async function route() {
     [/^\/ui\/tasks\/([0-9a-f-]{36})$/, taskPage, "tasks"],
     [/^\/ui\/schedules$/, schedules, "schedules"],
     [/^\/ui\/queues$/, queues, "queues"],
+    [/^\/ui\/workers$/, workers, "workers"],
     [/^\/ui\/keys$/, keys, "keys"],
   ];
   for (const [pattern, render, name] of pages) {
@@ -550,6 +551,52 @@ async function queues() {
         await api(`/api/v1/queues/${q.name}:${q.paused ? "resume" : "pause"}`, { method: "POST" });
         await route();
       }) }, q.paused ? "Resume" : "Pause"))))))));
+}
+
+// The worker processes, as the registry last saw them, and the workers of each queue.
+async function workers() {
+  if (!may("platform")) {
+    show(h("h1", {}, "Workers"), h("p", {}, "The workers of the installation need a key with the platform scope."));
+    return;
+  }
+  const draw = async () => {
+    const [seen, queued] = await Promise.all([api("/api/v1/workers"), api("/api/v1/queues")]);
+    const rows = seen.items.map((w) => h("tr", {},
+      h("td", {}, h("code", {}, w.id)), h("td", {}, h("span", { class: `badge w-${w.state}` }, w.state)),
+      h("td", { class: "num" }, `${w.running} / ${w.concurrency}`), h("td", {}, w.queues.join(", ")),
+      h("td", { class: "wide" }, w.kinds.join(", ") || "—"), h("td", { class: "wide" }, w.version),
+      h("td", {}, when(w.last_seen_at))));
+    show(
+      h("h1", {}, "Workers"),
+      h("p", { class: "muted" }, `Every worker process, refreshed every ${LIVE_SECONDS} s; a gone one (not seen within its lease) stays listed a few minutes.`),
+      h("div", { class: "scroll" }, h("table", { id: "workers" },
+        h("thead", {}, h("tr", {}, ...["Worker", "State", "Running / slots", "Queues"].map((t) => h("th", { scope: "col" }, t)),
+          ...["Kinds", "Version"].map((t) => h("th", { scope: "col", class: "wide" }, t)), h("th", { scope: "col" }, "Last seen"))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: "7", class: "muted" }, "No worker is registered."))))),
+      h("h2", {}, "By queue"),
+      workersByQueue(queued.items.map((q) => q.name), seen.items));
+  };
+  await draw();
+  live(draw);
+}
+
+function workersByQueue(names, seen) {
+  const present = seen.filter((w) => w.state !== "gone");
+  const all = [...new Set([...names, ...present.flatMap((w) => w.queues)])];
+  const rows = all.map((queue) => {
+    const taking = present.filter((w) => w.queues.includes(queue));
+    const alive = taking.filter((w) => w.state === "alive");
+    const slots = alive.reduce((sum, w) => sum + w.concurrency, 0);
+    return h("tr", {},
+      h("td", {}, queue),
+      h("td", { class: "num" }, alive.length ? String(alive.length) : h("span", { class: "badge w-none" }, "none")),
+      h("td", { class: "num" }, String(slots)),
+      h("td", {}, taking.length ? taking.flatMap((w, n) => [n ? ", " : "", h("code", {}, w.id),
+        w.state === "alive" ? "" : ` (${w.state})`]) : "—"));
+  });
+  return h("div", { class: "scroll" }, h("table", { id: "worker-queues" },
+    h("thead", {}, h("tr", {}, ...["Queue", "Alive workers", "Slots", "Workers taking it"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, rows)));
 }
 
 async function keys() {
