@@ -106,6 +106,28 @@ def test_queues_are_listed_paused_and_resumed(dev_server: tuple[str, dict[str, s
     assert done.stderr.startswith("conveyor: ") and "HTTP 404 queue-not-found" in done.stderr
 
 
+def test_workers_are_listed_as_json_and_as_a_table(dev_server: tuple[str, dict[str, str]]) -> None:
+    _, env = dev_server  # `conveyor dev` runs a worker beside the API
+    code, listed = _conveyor(env, "workers", "--queue", "default", "-o", "json")
+    assert code == 0 and len(listed) == 1, listed
+    (worker,) = listed  # type: ignore[misc]
+    assert (worker["state"], worker["queues"], worker["running"]) == ("alive", ["default"], 0)
+    done = _run(env, "workers")
+    header, row = done.stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "STATE",
+        "RUNNING",
+        "CONCURRENCY",
+        "QUEUES",
+        "VERSION",
+        "LAST_SEEN_AT",
+    ]
+    assert row.startswith(worker["id"]) and " alive " in row and '["default"]' in row
+    done = _run(env, "workers", "--queue", "nope")
+    assert done.returncode == 4 and "HTTP 422 validation" in done.stderr
+
+
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True, timeout=60)
 

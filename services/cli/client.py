@@ -1,4 +1,4 @@
-"""`conveyor tasks|schedules|queues`: the client commands, built on conveyor_client.
+"""`conveyor tasks|schedules|queues|workers`: the client commands, built on conveyor_client.
 
 Every error is one line on stderr (`--debug` shows the traceback), and the exit code says
 what happened:
@@ -38,7 +38,8 @@ TASK_COLUMNS = ["id", "status", "priority", "kind", "queue", "attempts", "create
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`tasks`, `schedules` and `queues`, and `submit` and `get` as they always were."""
+    """`tasks`, `schedules`, `queues` and `workers`, and `submit` and `get` as they always
+    were."""
     common = _common("table")
 
     tasks = commands.add_parser("tasks", help="submit, find, wait for, cancel, re-run tasks")
@@ -96,6 +97,9 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     queues = commands.add_parser("queues", parents=[common], help="list, pause, resume (platform)")
     queues.add_argument("action", choices=["list", "pause", "resume"], nargs="?", default="list")
     queues.add_argument("name", nargs="?")
+
+    workers = commands.add_parser("workers", parents=[common], help="list workers (platform)")
+    workers.add_argument("--queue", help="only the workers that consume it")
 
 
 def _common(output: str) -> argparse.ArgumentParser:
@@ -389,6 +393,7 @@ def _deleted(client: Client, args: argparse.Namespace) -> int:
 
 
 SCHEDULE_COLUMNS = ["id", "name", "cron", "timezone", "paused", "next_run_at", "last_run_at"]
+WORKER_COLUMNS = ["id", "state", "running", "concurrency", "queues", "version", "last_seen_at"]
 _COMMANDS: dict[tuple[str, str | None], Callable[[Client, argparse.Namespace], int]] = {
     ("tasks", "submit"): _submit,
     ("submit", None): _submit,
@@ -413,4 +418,5 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[Client, argparse.Namespace], i
     ("queues", "list"): _queue,
     ("queues", "pause"): _queue,
     ("queues", "resume"): _queue,
+    ("workers", None): _shown(lambda c, a: c.workers(a.queue), WORKER_COLUMNS),
 }

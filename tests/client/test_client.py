@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conveyor_client import AsyncClient, AttemptLogs, Client, Retry
+from conveyor_client import AsyncClient, AttemptLogs, Client, Retry, Worker
 from conveyor_client import errors as problems
 
 from services.core.auth import parse_scopes
@@ -145,6 +145,25 @@ async def test_schedules_and_queues(api: httpx.AsyncClient) -> None:
         assert (await conveyor.resume_queue("default")).paused is False
         with pytest.raises(problems.QueueNotFound):
             await conveyor.pause_queue("nope")
+
+
+async def test_the_workers_are_read_by_both_clients(settings: Settings) -> None:
+    settings = settings.model_copy(update={"worker_id": "w-client", "worker_concurrency": 3})
+    async with running_api(settings) as api, running_worker(settings):
+        async with AsyncClient(str(api.base_url), retry=FAST) as conveyor:
+            (worker,) = await conveyor.workers()
+            assert [w.id for w in await conveyor.workers(queue="default")] == [worker.id]
+            with pytest.raises(problems.ValidationFailed):
+                await conveyor.workers(queue="nope")
+
+        def read_blocking() -> list[Worker]:
+            with Client(str(api.base_url), retry=FAST) as blocking:
+                return blocking.workers()
+
+        assert [w.id for w in await asyncio.to_thread(read_blocking)] == ["w-client"]
+    assert (worker.id, worker.state, worker.queues) == ("w-client", "alive", ["default"])
+    assert (worker.concurrency, worker.running) == (3, 0)
+    assert worker.last_seen_at.tzinfo is not None and worker.started_at <= worker.last_seen_at
 
 
 async def test_refusals_past_those_the_answer_details_keep_their_class(

@@ -55,6 +55,7 @@ def test_each_problem_type_is_raised_as_its_own_class(problem: ProblemType) -> N
         (models.Changed, "BulkOut"),
         (models.Schedule, "ScheduleOut"),
         (models.Queue, "QueueOut"),
+        (models.Worker, "WorkerOut"),
         (models.Caller, "WhoAmI"),
     ],
 )

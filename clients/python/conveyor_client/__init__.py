@@ -23,6 +23,7 @@ from conveyor_client.models import (
     Schedule,
     Submitted,
     Task,
+    Worker,
 )
 
 __version__ = "0.1.0"
@@ -42,4 +43,5 @@ __all__ = [
     "Submitted",
     "Task",
     "Unreachable",
+    "Worker",
 ]

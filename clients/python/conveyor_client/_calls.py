@@ -24,6 +24,7 @@ from conveyor_client.models import (
     Schedule,
     Submitted,
     Task,
+    Worker,
     record,
 )
 
@@ -303,3 +304,13 @@ def queues() -> Call[list[Queue]]:
 
 def queue(name: str, action: str) -> Call[Queue]:
     return Call("POST", f"/api/v1/queues/{name}:{action}", lambda body: record(Queue, body))
+
+
+def workers(queue: str | None = None) -> Call[list[Worker]]:
+    params = [("queue", queue)] if queue else []
+    return Call(
+        "GET",
+        "/api/v1/workers",
+        lambda body: [record(Worker, item) for item in body["items"]],
+        params=params,
+    )

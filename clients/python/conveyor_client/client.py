@@ -22,6 +22,7 @@ from conveyor_client.models import (
     Schedule,
     Submitted,
     Task,
+    Worker,
 )
 
 T = TypeVar("T")
@@ -209,6 +210,11 @@ class Client(_Base):
     def resume_queue(self, name: str) -> Queue:
         return self._run(_calls.queue(name, "resume"))
 
+    def workers(self, queue: str | None = None) -> builtins.list[Worker]:
+        """The worker processes, alive, draining or gone, or those consuming `queue` (a key
+        with the platform scope)."""
+        return self._run(_calls.workers(queue))
+
 
 class AsyncClient(_Base):
     """The asyncio client: Client's calls, awaited (`list` and `schedules` are async
@@ -348,3 +354,6 @@ class AsyncClient(_Base):
 
     async def resume_queue(self, name: str) -> Queue:
         return await self._run(_calls.queue(name, "resume"))
+
+    async def workers(self, queue: str | None = None) -> builtins.list[Worker]:
+        return await self._run(_calls.workers(queue))

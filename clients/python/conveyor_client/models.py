@@ -145,6 +145,23 @@ class Queue:
 
 
 @dataclass(frozen=True, slots=True)
+class Worker:
+    """A worker process as the registry last saw it: `state` alive, draining or gone (not
+    seen within its lease); `running` of its `concurrency` slots busy."""
+
+    id: str
+    host: str
+    version: str
+    queues: list[str]
+    kinds: list[str]
+    concurrency: int
+    running: int
+    state: str
+    started_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who the key makes the caller: its tenant and what it may do."""
 
