@@ -197,7 +197,7 @@ def main() -> None:
                     _shoot(driver, "/ui/queues", "queues")
                     _shoot(driver, "/ui/workers", "workers")
                     _shoot(driver, "/ui/keys", "keys")
-                    _shoot(driver, "/ui/tasks?status=FAILED&status=CANCELLED", "phone", (390, 844))
+                    _shoot(driver, "/ui/tasks", "phone", (390, 844))
                 finally:
                     driver.quit()
     finally:

@@ -344,3 +344,43 @@ async def test_the_workers_page_lists_a_running_worker_by_itself_and_by_its_queu
     assert "platform scope" in _text(browser, "main p")
     nav = browser.find_element(By.ID, "nav")
     assert not nav.find_element(By.CSS_SELECTOR, "a[data-page='workers']").is_displayed()
+
+
+async def test_a_task_opens_by_its_id_from_any_page_and_the_list_fits_a_phone(
+    browser: WebDriver, console: Console, keys: SqlKeyStore
+) -> None:
+    key = await _key(keys)
+    task = _submit(console, key, title="open me by id", kind="noop")
+    _submit(console, key, title="a neighbour with a rather long title " * 3, kind="noop")
+    _sign_in(browser, console, key, "/ui/schedules")
+    # Pasted with what surrounds it (a log line), in capitals: the id is found in it.
+    jump = _find(browser, "#jump-id")
+    jump.send_keys(f"task_id={task['id'].upper()} failed", Keys.ENTER)
+    _until(browser, lambda b: b.current_url.endswith(f"/ui/tasks/{task['id']}"))
+    assert "open me by id" in _text(browser, "h1")
+    assert jump.get_attribute("value") == ""
+    jump.send_keys("not an id", Keys.ENTER)
+    assert "No task id in “not an id”" in _text(browser, "#notice")
+    assert browser.current_url.endswith(f"/ui/tasks/{task['id']}")
+
+    browser.set_window_size(390, 844)  # a phone held upright
+    try:
+        _until(browser, lambda b: b.execute_script("return window.innerWidth") <= 400)
+        browser.find_element(By.CSS_SELECTOR, "a[data-page='tasks']").click()
+        _until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")) == 2)
+        page_width, window_width = browser.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+        assert page_width <= window_width  # nothing to scroll sideways
+        link = browser.find_element(By.LINK_TEXT, "open me by id")
+        status = browser.find_element(By.CSS_SELECTOR, f"tr[data-id='{task['id']}'] .badge")
+        assert link.is_displayed() and status.is_displayed()
+        # The tasks come first: the filters fold away, and the rows are on the first screen.
+        assert not browser.find_element(By.CSS_SELECTOR, "input[name='title']").is_displayed()
+        top, height = browser.execute_script(
+            "return [arguments[0].getBoundingClientRect().top, window.innerHeight]", link
+        )
+        assert top < height
+        assert _find(browser, "#jump-id").is_displayed()
+    finally:
+        browser.set_window_size(1280, 900)

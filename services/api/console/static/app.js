@@ -167,6 +167,7 @@ async function start() {
     } }, "Sign out"));
   }
   who.replaceChildren(...parts);
+  document.getElementById("jump").hidden = false;
   for (const link of document.querySelectorAll("#nav a[data-scope]")) {
     link.parentElement.hidden = !may(link.dataset.scope);
   }
@@ -291,6 +292,14 @@ function fromLocalInput(value) {
   return value ? new Date(value).toISOString() : "";
 }
 
+// On a phone the filters fold away unless some are set, so the tasks come first.
+function filters(params) {
+  const set = [...params.keys()].some((name) => !["limit", "cursor"].includes(name));
+  const wide = window.matchMedia("(min-width: 641px)").matches;
+  return h("details", { class: "filters", open: wide || set },
+    h("summary", {}, "Filters"), filterForm(params));
+}
+
 function filterForm(params) {
   const checks = (name, values) => h("fieldset", {},
     h("legend", {}, name),
@@ -349,7 +358,7 @@ async function taskList() {
   if (page.next_cursor) next.set("cursor", page.next_cursor);
   show(
     h("h1", {}, "Tasks"),
-    filterForm(params),
+    filters(params),
     newer,
     h("div", { class: "scroll" }, h("table", { id: "tasks" },
       h("caption", { class: "muted" }, page.items.length
@@ -638,6 +647,20 @@ document.addEventListener("click", (event) => {
     ctrlKey: event.ctrlKey, metaKey: event.metaKey, shiftKey: event.shiftKey, button: event.button,
     preventDefault: () => event.preventDefault(), currentTarget: anchor,
   });
+});
+// Open a task by its id from any page: the id alone, or pasted with what surrounds it (a
+// link, a log line).
+const TASK_ID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
+document.getElementById("jump").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const field = event.currentTarget.elements.id;
+  const found = field.value.match(TASK_ID);
+  if (!found) {
+    notify(`No task id in “${field.value.trim()}”: an id looks like 0190c3a2-7f1e-7c3d-9a4b-5e6f7a8b9c0d.`);
+    return;
+  }
+  field.value = "";
+  go(`/ui/tasks/${found[0].toLowerCase()}`);
 });
 window.addEventListener("popstate", () => route());
 start();
