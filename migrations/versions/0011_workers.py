@@ -11,7 +11,7 @@ Every worker updates its row a few times a second: room is left on each page
 
 Revision ID: 0011
 Revises: 0010
-Create Date: 2026-12-04
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ CASCADE), so retention deletes them too.
 
 Revision ID: 0012
 Revises: 0011
-Create Date: 2026-12-04
+Create Date: 2026-12-03
 """
 
 from __future__ import annotations
