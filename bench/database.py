@@ -58,7 +58,7 @@ async def until(dsn: str, status: str, count: int, patience: float) -> float:
 async def truncate(dsn: str) -> None:
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute("TRUNCATE tasks, task_attempts")
+        await connection.execute("TRUNCATE tasks, task_attempts, attempt_logs")
     finally:
         await connection.close()
 

@@ -172,7 +172,7 @@ async def blip(private_postgres: PrivatePostgres, amqp_prefix: str) -> AsyncIter
     url = private_postgres.url("conveyor")
     settings = make_settings(url, amqp_prefix, api_run_relay=False, api_publish=False)
     current = Blip(private_postgres, settings)
-    await current.fetch("TRUNCATE tasks, task_attempts")
+    await current.fetch("TRUNCATE tasks, task_attempts, attempt_logs")
     yield current
 
 

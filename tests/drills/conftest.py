@@ -192,7 +192,7 @@ async def drill(
 ) -> AsyncIterator[Callable[[], Drill]]:
     postgres, rabbit = servers
     url = postgres.url("conveyor")
-    await _execute(url, "TRUNCATE tasks, task_attempts, completions")
+    await _execute(url, "TRUNCATE tasks, task_attempts, attempt_logs, completions")
     settings = make_settings(
         url,
         f"{amqp_prefix}-drill",
