@@ -74,7 +74,7 @@ def check_submission(
         detail = f"unknown kind {body.kind!r}; known: {known}"
         raise Refused(422, ProblemType.VALIDATION, detail, loc=[*at, "kind"])
     queue = body.queue or kind.queue
-    _known_queue(queue, services, (*at, "queue"))
+    known_queue(queue, services, (*at, "queue"))
     problem = payload_problem(body.payload, services.settings.max_payload_depth)
     if problem is not None:
         problem_type = ProblemType.TOO_LARGE if problem[0] == 413 else ProblemType.VALIDATION
@@ -82,7 +82,7 @@ def check_submission(
     return body.to_new_task(queue)
 
 
-def _known_queue(queue: str | None, services: ServicesDep, at: tuple[str | int, ...]) -> None:
+def known_queue(queue: str | None, services: ServicesDep, at: tuple[str | int, ...]) -> None:
     """422 naming `at` for a queue the installation does not have."""
     if queue is not None and queue not in services.queues:
         known = ", ".join(sorted(services.queues))
@@ -214,7 +214,7 @@ async def cancel_matching(
     """Cancel every task of the caller's that matches the filters: queued ones at once,
     running ones by asking their workers to stop; finished ones stay. Done in batches that
     hold no lock long; a repeat changes nothing."""
-    _known_queue(body.queue, services, ("body", "queue"))
+    known_queue(body.queue, services, ("body", "queue"))
     cancelled, requested = await services.store.cancel_matching(body.to_filter(principal.tenant))
     return json_response(BulkOut(changed=cancelled, cancel_requested=requested))
 
@@ -225,7 +225,7 @@ async def rerun_matching(
 ) -> Response:
     """Run again every FAILED or CANCELLED task of the caller's that matches the filters,
     as POST /api/v1/tasks/{id}:retry does, in batches; a repeat changes nothing."""
-    _known_queue(body.queue, services, ("body", "queue"))
+    known_queue(body.queue, services, ("body", "queue"))
     changed = await services.store.rerun_matching(body.to_filter(principal.tenant))
     return json_response(BulkOut(changed=changed))
 
@@ -259,7 +259,7 @@ async def list_tasks(
     (payloads of up to 64 KiB, and results) it holds fewer, always at least one, and
     `next_cursor` continues after the last one it holds.
     """
-    _known_queue(queue, services, ("query", "queue"))
+    known_queue(queue, services, ("query", "queue"))
     where = TaskFilter(
         frozenset(status or ()),
         frozenset(priority or ()),

@@ -11,9 +11,8 @@ from fastapi import APIRouter, Query, Response
 
 from services.api.auth import Platform
 from services.api.deps import ServicesDep
-from services.api.errors import Refused
-from services.api.problems import ProblemType
 from services.api.responses import errors, json_response
+from services.api.routes.tasks import known_queue
 from services.api.schemas import WorkerOut, WorkerPage
 from services.core.db.workers import WorkerSeen
 from services.core.domain import QUEUE_NAME
@@ -30,10 +29,7 @@ async def list_workers(
     ] = None,
 ) -> Response:
     """Every worker process, alive, draining or gone, by id."""
-    if queue is not None and queue not in services.queues:
-        known = ", ".join(sorted(services.queues))
-        detail = f"unknown queue {queue!r}; known: {known}"
-        raise Refused(422, ProblemType.VALIDATION, detail, loc=["query", "queue"])
+    known_queue(queue, services, ("query", "queue"))
     workers = await services.store.workers(queue)
     return json_response(WorkerPage(items=[_out(worker) for worker in workers]))
 
