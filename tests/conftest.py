@@ -2,7 +2,7 @@
 and the unit tier's marker.
 
 Integration tests talk to the real PostgreSQL and RabbitMQ. When one cannot be reached
-the tests fail in CI (CI=true) and are skipped elsewhere. The unit tier
+the tests fail, saying how to start them (scripts/dev-services): nothing skips. The unit tier
 (`python -m pytest -m unit`) is the tests that need none of those, no cluster and no
 browser: every test under tests/unit, tests/chart and examples/ that asks for no server's
 fixture, and any test elsewhere marked `@pytest.mark.unit`.

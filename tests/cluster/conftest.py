@@ -4,7 +4,7 @@ per session, with one fake node that kwok runs.
 Its binaries are the ones beside this Python. When one is missing, .ci/install-k8s builds
 them there before the first test (a first build takes about 25 minutes, a later one with
 the same versions is cached); without them, or without the package cryptography, the tier
-fails in CI and is skipped elsewhere.
+fails.
 """
 
 from __future__ import annotations
