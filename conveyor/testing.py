@@ -10,13 +10,15 @@
         assert context.progress_reports[-1] == (1.0, "3 of 3 rows")
         assert ("INFO", "imported 3 rows") in context.log_lines
 
-The worker's rules hold: the payload reaches the handler as JSON would bring it back, the
+The worker's rules hold: the payload reaches the handler as JSON would bring it back (as
+an instance of the kind's payload model, when it has one), the
 attempt runs under the task's, else the kind's, else the default time limit, and the
 result must pass the same boundary (`services.core.outputs`): JSON, no NaN, bounded in
 depth and size. So a test fails where the worker would fail the attempt:
 
 | the handler                       | the worker records        | run_task                    |
 |-----------------------------------|---------------------------|-----------------------------|
+| (its payload misfits its model)   | a failed attempt, retried | raises ValidationError      |
 | returns a JSON value              | COMPLETED with the result | returns it, as stored       |
 | raises TaskFailed / another error | a failed attempt          | raises that exception       |
 | returns what is not JSON          | FAILED, no retry          | raises OutputRefused        |
@@ -154,7 +156,9 @@ async def run_task(
     found = _find(handler, modules)
     context = context if context is not None else FakeContext()
     limit = timeout_seconds or found.timeout_seconds or DEFAULT_TIMEOUT_SECONDS
-    stored = _as_stored(payload)
+    stored: Any = _as_stored(payload)
+    if found.payload is not None:
+        stored = found.payload.model_validate(stored)
     call = found.handler(stored, context) if found.takes_context else found.handler(stored)
     running = asyncio.create_task(call, name=f"task-{context.id}")
     context._start(found, limit, running)

@@ -128,6 +128,23 @@ def test_workers_are_listed_as_json_and_as_a_table(dev_server: tuple[str, dict[s
     assert done.returncode == 4 and "HTTP 422 validation" in done.stderr
 
 
+def test_kinds_are_listed_as_a_table_and_with_their_schemas_as_json(
+    dev_server: tuple[str, dict[str, str]],
+) -> None:
+    _, env = dev_server
+    code, listed = _conveyor(env, "kinds", "-o", "json")
+    assert code == 0
+    by_name = {kind["name"]: kind for kind in listed}  # type: ignore[union-attr, index]
+    assert {"demo", "echo", "fail", "noop", "sleep"} <= set(by_name)
+    assert by_name["demo"]["builtin"] and by_name["demo"]["workers"] == 1
+    header, *rows = _run(env, "kinds").stdout.splitlines()
+    assert header.split() == ["NAME", "QUEUE", "WORKERS", "BUILTIN", "DESCRIPTION"]
+    assert any(row.startswith("demo ") and "Simulated work" in row for row in rows)
+    done = _run(env, "kinds", "forget", "demo")
+    assert done.returncode == 4 and "HTTP 409 kind-in-use" in done.stderr
+    assert _run(env, "kinds", "forget").returncode == 2
+
+
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True, timeout=60)
 

@@ -2,8 +2,10 @@
 
 A task names an upload by its `key` under UPLOADS_URL, a setting of the worker (for
 example https://uploads.example.com/incoming/), never by a URL of its own: a tenant cannot
-point the worker at another host. A bad payload fails for good (TaskFailed, not
-retryable); a store that is away or answers 5xx raises, and the worker tries again later.
+point the worker at another host. Each kind's payload is a pydantic model: the worker
+registers its JSON Schema, and the API refuses a payload that does not fit, naming the
+field, before any task is stored. An upload that is not there fails for good (TaskFailed,
+not retryable); a store that is away or answers 5xx raises, and the worker tries again.
 Blocking reads run in a thread, so the worker's other tasks go on meanwhile.
 """
 
@@ -12,27 +14,44 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from http.client import HTTPResponse
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
 
 from conveyor import TaskContext, TaskFailed, kind
 
 CHUNK_BYTES = 1 << 20
 READ_TIMEOUT_SECONDS = 30
-_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 # What the store answers for an upload that will not appear by trying again.
 _FOR_GOOD = frozenset({400, 401, 403, 404, 410})
 
+# A path under UPLOADS_URL: segments that start with a letter or digit, so never . or ..
+Key = Annotated[
+    str,
+    Field(
+        max_length=512,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
+        description="The upload's path under the store's address",
+    ),
+]
 
-@kind("verify_upload", timeout_seconds=600)
-async def verify_upload(payload: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+
+class Upload(BaseModel):
+    key: Key
+
+
+class Verification(Upload):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Its expected SHA-256, in hex")
+
+
+@kind("verify_upload", payload=Verification, timeout_seconds=600)
+async def verify_upload(payload: Verification, context: TaskContext) -> dict[str, Any]:
     """Read the upload `key` and check it against its `sha256`, reporting progress."""
-    key, expected = _key(payload), _sha256(payload)
+    key, expected = payload.key, payload.sha256
     digest, size = hashlib.sha256(), 0
     response = await _open(key, "GET")
     try:
@@ -50,10 +69,10 @@ async def verify_upload(payload: dict[str, Any], context: TaskContext) -> dict[s
     return {"key": key, "bytes": size, "sha256": expected}
 
 
-@kind("upload_size", timeout_seconds=30)
-async def upload_size(payload: dict[str, Any]) -> dict[str, Any]:
+@kind("upload_size", payload=Upload, timeout_seconds=30)
+async def upload_size(payload: Upload) -> dict[str, Any]:
     """The size and type of the upload `key`, as the store tells them (a HEAD request)."""
-    key = _key(payload)
+    key = payload.key
     response = await _open(key, "HEAD")
     response.close()
     size = response.headers.get("Content-Length")
@@ -62,22 +81,6 @@ async def upload_size(payload: dict[str, Any]) -> dict[str, Any]:
         "bytes": int(size) if size is not None else None,
         "type": response.headers.get_content_type(),
     }
-
-
-def _key(payload: dict[str, Any]) -> str:
-    key = payload.get("key")
-    if not isinstance(key, str) or len(key) > 512 or not _KEY.fullmatch(key) or ".." in key:
-        raise TaskFailed(
-            "payload.key must be a path of letters, digits, . _ - and /", retryable=False
-        )
-    return key
-
-
-def _sha256(payload: dict[str, Any]) -> str:
-    expected = payload.get("sha256")
-    if not isinstance(expected, str) or not _SHA256.fullmatch(expected):
-        raise TaskFailed("payload.sha256 must be 64 lowercase hex digits", retryable=False)
-    return expected
 
 
 async def _open(key: str, method: str) -> HTTPResponse:

@@ -17,12 +17,14 @@ from services.api.auth import Authenticator
 from services.api.deps import Services
 from services.api.errors import RequestLimits, install_error_handlers, refuse_other_methods
 from services.api.intake import Intake
+from services.api.kinds import KindCatalog
 from services.api.observability import HttpMetrics
 from services.api.openapi import document, operation_id
 from services.api.routes import (
     console,
     health,
     keys,
+    kinds,
     overview,
     queues,
     schedules,
@@ -34,7 +36,7 @@ from services.core.db.keys import SeedKey, SqlKeyStore, load_seed
 from services.core.db.limits import RateLimits
 from services.core.db.schema import plain_dsn, wait_for_schema
 from services.core.errors import StoreUnavailable
-from services.core.kinds import check_queues, load_kinds
+from services.core.kinds import builtin_kinds
 from services.core.loops import Parts, loops_of, run_loops, subscribe
 from services.core.relay import Relay
 from services.core.runtime import open_clients
@@ -58,8 +60,8 @@ to try again. A submit with an `Idempotency-Key` is made once however often it i
 def create_app(settings: Settings) -> FastAPI:
     """The API, configured by `settings`; it connects only when it starts."""
 
-    kinds = load_kinds(settings.task_modules)
-    check_queues(kinds, settings.queue_map())
+    # The API imports no handler: it takes the kinds that workers register.
+    builtin = builtin_kinds()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
@@ -87,7 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
                     settings.wait_max_waiters,
                     clients.store.get,
                 ),
-                kinds=kinds,
+                kinds=KindCatalog(clients.store, builtin),
                 queues=settings.queue_map(),
                 keys=key_store,
                 auth=Authenticator(key_store, settings, RateLimits(clients.engine)),
@@ -116,7 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     def spec() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document(app, sorted(kinds), list(settings.queue_map()))
+            app.openapi_schema = document(app, sorted(builtin), list(settings.queue_map()))
         return app.openapi_schema
 
     app.openapi = spec  # type: ignore[method-assign]
@@ -135,6 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(overview.router)
     app.include_router(queues.router)
     app.include_router(workers.router)
+    app.include_router(kinds.router)
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(console.router)

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from services.api.intake import Intake
+from services.api.kinds import KindCatalog
 from services.api.waiting import Waiters
 from services.core.amqp.broker import Broker
 from services.core.db.keys import SqlKeyStore
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Queue
 from services.core.errors import StoreUnavailable
-from services.core.kinds import Kind
 from services.core.relay import Relay
 from services.core.scheduler import Scheduler
 from services.core.settings import Settings
@@ -36,7 +36,7 @@ class Services:
     scheduler: Scheduler
     intake: Intake
     waiters: Waiters
-    kinds: dict[str, Kind]
+    kinds: KindCatalog
     queues: dict[str, Queue]
     keys: SqlKeyStore
     auth: Authenticator

@@ -63,9 +63,17 @@ _BAD_BODY = {
 }
 
 
+# Kinds come and go with the workers that register them: the document names the built-in
+# ones as examples, and GET /api/v1/kinds lists what the installation takes now.
+KIND_DESCRIPTION = (
+    "A kind that some worker registered (GET /api/v1/kinds lists them with their payload "
+    "schemas); the built-in ones are always taken"
+)
+
+
 def document(app: FastAPI, kinds: list[str], queues: list[str]) -> dict[str, Any]:
-    """The generated document, finished: the installation's kinds and queues, problems and
-    headers."""
+    """The generated document, finished: the built-in `kinds` as examples, the
+    installation's queues, problems and headers."""
     spec = get_openapi(
         title=app.title,
         version=app.version,
@@ -77,7 +85,8 @@ def document(app: FastAPI, kinds: list[str], queues: list[str]) -> dict[str, Any
     for name, schema in schemas.items():
         # What clients send (a template read back may name a kind gone since).
         if name in ("TaskCreate", "TaskTemplate", "BatchTask"):
-            schema["properties"]["kind"]["enum"] = kinds
+            schema["properties"]["kind"]["examples"] = kinds
+            schema["properties"]["kind"]["description"] = KIND_DESCRIPTION
             schema["properties"]["queue"]["anyOf"][0]["enum"] = queues
         if name == "TaskSelection":
             schema["properties"]["queue"]["anyOf"][0]["enum"] = queues
@@ -185,6 +194,33 @@ _WORKER = {
     "started_at": _TIME,
     "last_seen_at": "2026-12-02T09:41:17.500Z",
 }
+_RESIZE_SCHEMA = {
+    "title": "ResizeIn",
+    "type": "object",
+    "properties": {
+        "url": {"title": "Url", "type": "string"},
+        "width": {"title": "Width", "type": "integer", "exclusiveMinimum": 0},
+    },
+    "required": ["url", "width"],
+}
+_KIND_VERSION = {
+    "digest": "5c1f0e9a7d3b2c4e8f6a1b0d9e7c5a3f",
+    "version": "0.1.0",
+    "registered_at": _TIME,
+    "workers": 3,
+    "queue": "images",
+    "timeout_seconds": 120.0,
+    "payload_schema": _RESIZE_SCHEMA,
+}
+_KIND = {
+    "name": "resize",
+    "description": "Resize an image to a width, keeping its proportions.",
+    "builtin": False,
+    "queue": "images",
+    "workers": 3,
+    "payload_schema": _RESIZE_SCHEMA,
+    "versions": [_KIND_VERSION],
+}
 _FIELD = {"loc": ["body", "title"], "msg": "String should have at least 1 character"}
 _PROBLEM_EXAMPLE = {
     "type": ProblemType.VALIDATION.uri,
@@ -271,6 +307,9 @@ EXAMPLES: dict[str, Any] = {
     "KeyPage": {"items": [_KEY]},
     "QueueOut": _QUEUE,
     "QueuePage": {"items": [_QUEUE]},
+    "KindVersionOut": _KIND_VERSION,
+    "KindOut": _KIND,
+    "KindPage": {"items": [_KIND]},
     "WorkerOut": _WORKER,
     "WorkerPage": {"items": [_WORKER]},
     "WhoAmI": {

@@ -1,4 +1,4 @@
-"""`conveyor tasks|schedules|queues|workers`: the client commands, built on conveyor_client.
+"""`conveyor tasks|schedules|queues|workers|kinds`: the client commands, built on conveyor_client.
 
 Every error is one line on stderr (`--debug` shows the traceback), and the exit code says
 what happened:
@@ -38,7 +38,7 @@ TASK_COLUMNS = ["id", "status", "priority", "kind", "queue", "attempts", "create
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`tasks`, `schedules`, `queues` and `workers`, and `submit` and `get` as they always
+    """`tasks`, `schedules`, `queues`, `workers` and `kinds`, and `submit` and `get` as they always
     were."""
     common = _common("table")
 
@@ -100,6 +100,18 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
     workers = commands.add_parser("workers", parents=[common], help="list workers (platform)")
     workers.add_argument("--queue", help="only the workers that consume it")
+
+    kinds = commands.add_parser(
+        "kinds", parents=[common], help="list the kinds workers registered (-o json: schemas)"
+    )
+    kinds.add_argument(
+        "action",
+        choices=["list", "forget"],
+        nargs="?",
+        default="list",
+        help="forget: refuse from now on a kind no worker runs (platform)",
+    )
+    kinds.add_argument("name", nargs="?")
 
 
 def _common(output: str) -> argparse.ArgumentParser:
@@ -392,7 +404,16 @@ def _deleted(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _forget(client: Client, args: argparse.Namespace) -> int:
+    if not args.name:
+        print("conveyor: kinds forget needs a kind's name", file=sys.stderr)
+        return EXIT_USAGE
+    client.forget_kind(args.name)
+    return 0
+
+
 SCHEDULE_COLUMNS = ["id", "name", "cron", "timezone", "paused", "next_run_at", "last_run_at"]
+KIND_COLUMNS = ["name", "queue", "workers", "builtin", "description"]
 WORKER_COLUMNS = ["id", "state", "running", "concurrency", "queues", "version", "last_seen_at"]
 _COMMANDS: dict[tuple[str, str | None], Callable[[Client, argparse.Namespace], int]] = {
     ("tasks", "submit"): _submit,
@@ -419,4 +440,6 @@ _COMMANDS: dict[tuple[str, str | None], Callable[[Client, argparse.Namespace], i
     ("queues", "pause"): _queue,
     ("queues", "resume"): _queue,
     ("workers", None): _shown(lambda c, a: c.workers(a.queue), WORKER_COLUMNS),
+    ("kinds", "list"): _shown(lambda c, a: c.kinds(), KIND_COLUMNS),
+    ("kinds", "forget"): _forget,
 }

@@ -153,7 +153,7 @@ _SERVICES: dict[str, Callable[[Settings], None]] = {
     "migrate": _migrate,
     "dev": _dev,
 }
-CLIENT_COMMANDS = frozenset({"tasks", "submit", "get", "schedules", "queues", "workers"})
+CLIENT_COMMANDS = frozenset({"tasks", "submit", "get", "schedules", "queues", "workers", "kinds"})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,16 +1,20 @@
-"""Task kinds: the built-in ones and the user's, loaded from modules named in settings.
+"""Task kinds: the built-in ones and the user's, loaded by workers from modules named in
+settings.
 
 A kind is an async function that takes the task's payload (and, if it has a second
-parameter, a TaskContext) and returns JSON. Mark one
-with `@kind("name")` in any importable module and list that module in
-CONVEYOR_TASK_MODULES; the API then accepts the kind and the worker runs it.
+parameter, a TaskContext) and returns JSON. Mark one with `@kind("name")` in any
+importable module and list that module in the worker's CONVEYOR_TASK_MODULES: the worker
+registers the kind (its queue, time limit and payload schema, as a `KindCard`) in
+PostgreSQL, and the API accepts it from then on without importing the module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
+import json
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import ModuleType
 from typing import Any
+
+from pydantic import BaseModel
 
 from services.core.domain import DEFAULT_QUEUE
 from services.core.errors import TaskFailed
@@ -38,6 +44,46 @@ class Kind:
     queue: str = DEFAULT_QUEUE
     # The handler takes a second argument, the TaskContext.
     takes_context: bool = False
+    # The model its payload must fit: the handler then gets an instance of it, and the
+    # API refuses a payload that does not fit its JSON Schema.
+    payload: type[BaseModel] | None = None
+
+    def card(self) -> KindCard:
+        """What a worker registers of this kind."""
+        schema = self.payload.model_json_schema() if self.payload is not None else None
+        doc = inspect.getdoc(self.handler) or ""
+        return KindCard.of(
+            self.name, self.queue, self.timeout_seconds, doc.split("\n\n")[0], schema
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KindCard:
+    """A version of a kind as workers register it and the API reads it: no code."""
+
+    name: str
+    queue: str
+    timeout_seconds: float | None
+    # The first paragraph of the handler's docstring.
+    description: str
+    # JSON Schema of the payload; None: any JSON object.
+    payload_schema: dict[str, Any] | None
+    # Names this version: a hash of all the above.
+    digest: str
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        queue: str,
+        timeout_seconds: float | None,
+        description: str,
+        payload_schema: dict[str, Any] | None,
+    ) -> KindCard:
+        fields = [name, queue, timeout_seconds, description, payload_schema]
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return cls(name, queue, timeout_seconds, description, payload_schema, digest)
 
 
 @dataclass(slots=True)
@@ -67,16 +113,24 @@ class TaskContext:
 
 
 def kind(
-    name: str, *, timeout_seconds: float | None = None, queue: str = DEFAULT_QUEUE
+    name: str,
+    *,
+    timeout_seconds: float | None = None,
+    queue: str = DEFAULT_QUEUE,
+    payload: type[BaseModel] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Mark an async function as the handler of the kind `name`, whose tasks go to `queue`
-    unless their submission names another."""
+    unless their submission names another. With `payload`, a pydantic model, the handler
+    gets the payload as an instance of it, and the API refuses a payload that does not fit."""
+    if payload is not None and not (isinstance(payload, type) and issubclass(payload, BaseModel)):
+        raise TypeError(f"kind {name!r}: payload must be a pydantic model class, not {payload!r}")
 
     def mark(handler: Handler) -> Handler:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"kind {name!r}: {handler!r} must be an async function")
         takes_context = len(inspect.signature(handler).parameters) >= 2
-        setattr(handler, _MARK, Kind(name, handler, timeout_seconds, queue, takes_context))
+        found = Kind(name, handler, timeout_seconds, queue, takes_context, payload)
+        setattr(handler, _MARK, found)
         return handler
 
     return mark
@@ -158,6 +212,11 @@ def _kinds_in(module: ModuleType) -> Iterable[Kind]:
         found = kind_of(value)
         if found is not None:
             yield found
+
+
+def builtin_kinds() -> dict[str, Kind]:
+    """The kinds every worker runs: the API knows them without a registration."""
+    return load_kinds()
 
 
 def load_kinds(modules: Iterable[str] = ()) -> dict[str, Kind]:

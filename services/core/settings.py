@@ -42,8 +42,12 @@ class Settings(BaseSettings):
     # Names every exchange and queue, so that installations can share one vhost.
     amqp_prefix: str = Field("conveyor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
-    # Modules whose @kind functions are loaded next to the built-in kinds (comma-separated).
+    # Modules whose @kind functions a worker loads next to the built-in kinds
+    # (comma-separated); it registers them, and the API takes them without importing them.
     task_modules: Annotated[list[str], NoDecode] = []
+    # The API takes a kind no worker has registered, on the queue its submission names (else
+    # default): its tasks wait there until a worker that runs it comes.
+    accept_unregistered_kinds: bool = False
     # The queues, as JSON: [{"name": "default"}, {"name": "partner", "rate": 5}, ...]. Every
     # process of an installation reads the same list; "default" is always one of them.
     queues: list[QueueSettings] = [QueueSettings(name=DEFAULT_QUEUE)]

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Claim, Status, retry_delay
 from services.core.errors import StoreUnavailable, TaskFailed
@@ -33,6 +35,8 @@ from services.core.settings import Settings
 logger = logging.getLogger(__name__)
 
 StopReason = Literal["cancel", "lost", "drain"]
+# A task of a kind this worker does not run goes back to its queue for so long (s).
+UNKNOWN_KIND_SECONDS = (5.0, 15.0)
 
 
 @dataclass(slots=True)
@@ -70,6 +74,8 @@ class Outcome:
     traceback: str | None = field(default=None, compare=False)
     # The handler failed it on purpose (TaskFailed): its message is meant to say why.
     deliberate: bool = field(default=False, compare=False)
+    # A task handed back is due again so many seconds later.
+    after_seconds: float = 0.0
 
 
 def _outcome_of(
@@ -162,13 +168,24 @@ async def run_attempt(
     """
     task = held.claim.task
     if kind is None:
-        return Outcome("fail", error=f"no handler for kind {task.kind!r} on this worker")
+        # A worker of another version runs it (a rollout), or none has come yet: back to
+        # its queue with the attempt uncounted, for a while, so other workers take it.
+        after = random.uniform(*UNKNOWN_KIND_SECONDS)
+        return Outcome("hand_back", error=f"no handler for {task.kind!r}", after_seconds=after)
+    payload: Any = task.payload
+    if kind.payload is not None:
+        try:
+            payload = kind.payload.model_validate(task.payload)
+        except ValidationError as error:
+            # Retried as any failure: in a rollout, a worker of the other version may take it.
+            told = f"the payload does not fit {kind.payload.__name__}: {error}"
+            return Outcome("fail", error=clean_text(told, limits.error_max_bytes))
     limit = task.timeout_seconds or kind.timeout_seconds or default_timeout
     if kind.takes_context:
         held.context = _context(held, limit, limits)
-        running = kind.handler(task.payload, held.context)
+        running = kind.handler(payload, held.context)
     else:
-        running = kind.handler(task.payload)
+        running = kind.handler(payload)
     held.handler = asyncio.create_task(running, name=f"task-{task.id}")
     if held.reason is not None:  # stopped before it could start
         held.handler.cancel()
@@ -264,7 +281,7 @@ async def record(
             **failure,
         ),
         "cancelled": lambda: store.mark_cancelled(task.id, attempt, **_present(logs=logs)),
-        "hand_back": lambda: store.hand_back(task.id, attempt),
+        "hand_back": lambda: store.hand_back(task.id, attempt, outcome.after_seconds),
     }
     if outcome.action == "nothing":
         return None

@@ -29,12 +29,18 @@ logger = logging.getLogger(__name__)
 async def open_worker(
     settings: Settings, supervisor: Supervisor | None = None
 ) -> AsyncIterator[Worker]:
-    """A worker with its own engine and broker connection, closed on exit."""
+    """A worker with its own engine and broker connection, closed on exit; registered (its
+    kinds, its row in the worker registry) before it is given, removed on exit."""
     kinds = load_kinds(settings.task_modules)
     check_queues(kinds, settings.queue_map())
     async with open_clients(settings) as clients:
         subscribe(Parts(settings, clients.store))
-        yield Worker(settings, clients.store, clients.broker, kinds, supervisor)
+        worker = Worker(settings, clients.store, clients.broker, kinds, supervisor)
+        await worker.presence.register()
+        try:
+            yield worker
+        finally:
+            await worker.presence.leave()
 
 
 def stop_on_signals(stop: callable) -> None:  # type: ignore[valid-type]

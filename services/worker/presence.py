@@ -1,5 +1,7 @@
 """A worker's row in the worker registry (services/core/db/workers.py): written when it
-starts, renewed by its heartbeat, marked draining, deleted when it exits.
+starts, renewed by its heartbeat, marked draining, deleted when it exits. Its kinds are
+registered first (services/core/db/kinds.py): that one write must succeed, since the API
+accepts only kinds some worker registered.
 
 The registry tells people and metrics which workers run; no task depends on it. So no
 failure of its writes reaches the worker: the heartbeat renews its leases in a statement
@@ -12,12 +14,14 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.core.db.workers import WorkerCard, WorkerRegistry
+from services.core.db.workers import WorkerCard
 from services.core.errors import StoreUnavailable
+from services.core.kinds import Kind, KindCard
 from services.core.settings import Settings
 from services.core.version import VERSION
 
@@ -28,12 +32,30 @@ logger = logging.getLogger(__name__)
 SEEN_EVERY_SECONDS = 5.0
 
 
+class Registry(Protocol):
+    """Where a worker registers (the task store)."""
+
+    async def register_kinds(self, cards: Sequence[KindCard], version: str) -> None: ...
+    async def register_worker(self, card: WorkerCard, lease_seconds: float) -> None: ...
+    async def worker_seen(
+        self, card: WorkerCard, running: int, draining: bool, lease_seconds: float
+    ) -> None: ...
+    async def remove_worker(self, worker_id: str) -> None: ...
+
+
 class Presence:
     """One worker process's row in the registry."""
 
-    def __init__(self, registry: WorkerRegistry, card: WorkerCard, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        card: WorkerCard,
+        lease_seconds: float,
+        kinds: Iterable[KindCard] = (),
+    ) -> None:
         self._registry = registry
         self._card = card
+        self._kinds = list(kinds)
         self._lease = lease_seconds
         # Well inside the lease, so a live worker never reads gone between two writes.
         self._every = min(SEEN_EVERY_SECONDS, lease_seconds / 3)
@@ -41,21 +63,26 @@ class Presence:
 
     @classmethod
     def of(
-        cls, registry: WorkerRegistry, settings: Settings, worker_id: str, kinds: Iterable[str]
+        cls, registry: Registry, settings: Settings, worker_id: str, kinds: Iterable[Kind]
     ) -> Presence:
         """The presence of the worker `worker_id`, which runs `kinds` on its settings' queues."""
+        cards = sorted((found.card() for found in kinds), key=lambda card: card.name)
         card = WorkerCard(
             worker_id,
             socket.gethostname(),
             VERSION,
             tuple(settings.worker_queues),
-            tuple(sorted(kinds)),
+            tuple(card.name for card in cards),
             settings.worker_concurrency,
+            tuple(card.digest for card in cards),
         )
-        return cls(registry, card, settings.lease_seconds)
+        return cls(registry, card, settings.lease_seconds, cards)
 
     async def register(self) -> None:
-        """The worker starts: its row, fresh."""
+        """The worker starts: its kinds registered (a failure is raised: the worker must
+        not take tasks the API would refuse), then its row, fresh."""
+        if self._kinds:
+            await self._registry.register_kinds(self._kinds, self._card.version)
         await _quietly(self._registry.register_worker(self._card, self._lease))
 
     async def beat(self, running: int, draining: bool) -> None:

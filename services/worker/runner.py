@@ -69,7 +69,7 @@ class Worker:
         self._limits = settings.output_limits()
         self.worker_id = settings.worker_id or default_worker_id()
         # Its row in the worker registry, under the id its leases carry.
-        self._presence = Presence.of(store, settings, self.worker_id, kinds)
+        self.presence = Presence.of(store, settings, self.worker_id, kinds.values())
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._held: dict[uuid.UUID, Held] = {}
         # Group commit: concurrent claims, and concurrent results, share statements.
@@ -101,13 +101,8 @@ class Worker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Work until stop(), then drain: finish within the grace period, hand back the rest.
-        The worker's row in the registry is there from start to exit."""
-        await self._presence.register()
-        try:
-            await self._work()
-        finally:
-            await self._presence.leave()
+        """Work until stop(), then drain: finish within the grace period, hand back the rest."""
+        await self._work()
         logger.info("worker %s stopped", self.worker_id)
 
     async def _work(self) -> None:
@@ -384,7 +379,7 @@ class Worker:
         Then tell the worker registry, in a statement of its own that cannot fail the beat,
         how many tasks run and whether the worker drains."""
         await self._renew_leases()
-        await self._presence.beat(self.held, self._stopping.is_set())
+        await self.presence.beat(self.held, self._stopping.is_set())
 
     async def _renew_leases(self) -> None:
         held = {task_id: h for task_id, h in self._held.items() if h.reason is None}

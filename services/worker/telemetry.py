@@ -167,8 +167,9 @@ def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
             extra=_log(claim),
         )
     else:
+        why = f" ({outcome.error})" if outcome.error else ""
         logger.info(
-            "attempt %d: %s -> %s", claim.attempt, outcome.action, status, extra=_log(claim)
+            "attempt %d: %s -> %s%s", claim.attempt, outcome.action, status, why, extra=_log(claim)
         )
 
 

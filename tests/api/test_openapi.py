@@ -107,9 +107,7 @@ async def test_a_client_generated_from_the_document_round_trips(
     finally:
         sys.path.remove(str(tmp_path))
     client = generated.Client(base_url=str(api.base_url))
-    body = models.TaskCreate(
-        title="generated", kind=models.TaskCreateKind.ECHO, priority=models.Priority.HIGH
-    )
+    body = models.TaskCreate(title="generated", kind="echo", priority=models.Priority.HIGH)
     task = await submit.asyncio(client=client, body=body)
     assert isinstance(task, models.Task) and task.title == "generated"
     again = await get.asyncio(task_id=task.id, client=client)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conveyor_client import AsyncClient, AttemptLogs, Client, Retry, Worker
+from conveyor_client import AsyncClient, AttemptLogs, Client, Kind, Retry, Worker
 from conveyor_client import errors as problems
 
 from services.core.auth import parse_scopes
@@ -164,6 +164,30 @@ async def test_the_workers_are_read_by_both_clients(settings: Settings) -> None:
     assert (worker.id, worker.state, worker.queues) == ("w-client", "alive", ["default"])
     assert (worker.concurrency, worker.running) == (3, 0)
     assert worker.last_seen_at.tzinfo is not None and worker.started_at <= worker.last_seen_at
+
+
+async def test_kinds_are_listed_and_forgotten_by_both_clients(settings: Settings) -> None:
+    settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    async with running_api(settings) as api:
+        async with running_worker(settings):
+            async with AsyncClient(str(api.base_url), retry=FAST) as conveyor:
+                listed = {kind.name: kind for kind in await conveyor.kinds()}
+                with pytest.raises(problems.KindInUse):
+                    await conveyor.forget_kind("count")
+
+        def forget_blocking() -> list[Kind]:
+            with Client(str(api.base_url), retry=FAST) as blocking:
+                blocking.forget_kind("count")
+                with pytest.raises(problems.KindNotFound):
+                    blocking.forget_kind("count")
+                return blocking.kinds()
+
+        left = {kind.name for kind in await asyncio.to_thread(forget_blocking)}
+    count = listed["count"]
+    assert (count.builtin, count.workers, count.queue) == (False, 1, "default")
+    (version,) = count.versions
+    assert version.workers == 1 and version.registered_at is not None
+    assert listed["demo"].builtin and "count" not in left and "flaky" in left
 
 
 async def test_refusals_past_those_the_answer_details_keep_their_class(

@@ -318,7 +318,11 @@ async def test_the_workers_page_lists_a_running_worker_by_itself_and_by_its_queu
     browser: WebDriver, console: Console, keys: SqlKeyStore
 ) -> None:
     settings = console.settings.model_copy(
-        update={"worker_id": "worker-on-default", "worker_concurrency": 4}
+        update={
+            "worker_id": "worker-on-default",
+            "worker_concurrency": 4,
+            "task_modules": ["tests.support.kinds"],
+        }
     )
     await execute(  # a dead worker whose name was made to be read as HTML
         settings.database_url,
@@ -336,6 +340,18 @@ async def test_the_workers_page_lists_a_running_worker_by_itself_and_by_its_queu
         queue = "//table[@id='worker-queues']//tr[td[1]='default']/td"
         taking = [cell.text for cell in browser.find_elements(By.XPATH, queue)]
         assert taking[1] == "1" and taking[3] == "worker-on-default", taking
+        greet = [
+            c.text
+            for c in browser.find_elements(By.XPATH, "//table[@id='kinds']//tr[td/code='greet']/td")
+        ]
+        assert greet[1:5] == [
+            "default",
+            "1",
+            "1",
+            "Greets someone by name: a kind whose payload has a model.",
+        ], greet
+        browser.find_element(By.XPATH, "//table[@id='kinds']//tr[td/code='greet']//summary").click()
+        assert '"required": [\n    "name"\n  ]' in _text(browser, "#kinds pre")
         assert not browser.find_elements(By.CSS_SELECTOR, "main img")
     finally:
         worker.terminate()

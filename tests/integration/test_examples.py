@@ -46,9 +46,13 @@ async def test_the_example_kinds_run_on_a_worker_that_names_their_module(
             api, kind="verify_upload", payload={"key": "photo.jpg", "sha256": sha256}
         )
         missing = await submit(api, kind="upload_size", payload={"key": "gone.jpg"})
+        bad = {"title": "t", "kind": "verify_upload", "payload": {"key": "../etc/passwd", "sha256": "0" * 64}}
+        refused = await api.post("/api/v1/tasks", json=bad)
         verified, failed = await wait_for(api, verify["id"]), await wait_for(api, missing["id"])
     assert verified["status"] == "COMPLETED", verified["error"]
     assert verified["result"] == {"key": "photo.jpg", "bytes": 2000, "sha256": sha256}
     assert verified["progress"] == {"fraction": 1.0, "note": "2000 of 2000 bytes"}
     assert (failed["status"], failed["attempts"]) == ("FAILED", 1)  # not retried
     assert failed["error"] == "gone.jpg: the store answers 404"
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["loc"] == ["body", "payload", "key"]

@@ -7,6 +7,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from services.core.kinds import TaskContext, kind
 
 runs: Counter[str] = Counter()
@@ -101,3 +103,14 @@ async def talkative(payload: dict[str, Any], context: TaskContext) -> dict[str, 
 
 def _give_up(payload: dict[str, Any]) -> None:
     raise ValueError(f"no luck with {payload.get('what', 'this')}")
+
+
+class Greeting(BaseModel):
+    name: str = Field(min_length=1)
+    times: int = Field(1, ge=1, le=3)
+
+
+@kind("greet", payload=Greeting)
+async def greet(payload: Greeting) -> dict[str, str]:
+    """Greets someone by name: a kind whose payload has a model."""
+    return {"greeting": " ".join([f"hello {payload.name}"] * payload.times)}

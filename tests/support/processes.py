@@ -13,12 +13,15 @@ from services.core.settings import Settings
 from tests.support.env import settings_env
 
 
-def start_process(settings: Settings, command: str) -> subprocess.Popen[str]:
-    """`conveyor <command>`; its log goes to a file (a pipe nobody reads would block it)."""
+def start_process(
+    settings: Settings, command: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`conveyor <command>`, with `env` added to its environment; its log goes to a file (a
+    pipe nobody reads would block it)."""
     log = tempfile.NamedTemporaryFile("w+", prefix=f"conveyor-{command}-", suffix=".log")
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", command],
-        env=settings_env(settings),
+        env={**settings_env(settings), **(env or {})},
         stderr=log,
         text=True,
     )
@@ -26,9 +29,11 @@ def start_process(settings: Settings, command: str) -> subprocess.Popen[str]:
     return process
 
 
-def start_worker_process(settings: Settings) -> subprocess.Popen[str]:
+def start_worker_process(
+    settings: Settings, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """A worker process, logging to a file."""
-    return start_process(settings, "worker")
+    return start_process(settings, "worker", env)
 
 
 def worker_log(process: subprocess.Popen[str]) -> str:

@@ -48,7 +48,7 @@ def test_the_dockerfile_builds_on_the_worker_image_of_this_release() -> None:
     assert "tests" in (EXAMPLES / "uploads" / ".dockerignore").read_text().split()
 
 
-def test_the_readmes_helm_command_deploys_the_images_it_builds() -> None:
+def test_the_readmes_helm_command_deploys_the_worker_image_it_builds() -> None:
     readme = (EXAMPLES / "README.md").read_text().replace("\\\n", " ")
     built = set(re.findall(r"docker build .*-t (\S+) \.", readme))
     [upgrade] = [line for line in readme.splitlines() if line.startswith("helm upgrade")]
@@ -70,6 +70,7 @@ def test_the_readmes_helm_command_deploys_the_images_it_builds() -> None:
         d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]
         for d in by_kind(manifests, "Deployment")
     }
-    assert {images["conveyor-worker"]["image"], images["conveyor-api"]["image"]} == built
+    assert {images["conveyor-worker"]["image"]} == built  # the API's image stays Conveyor's
+    assert images["conveyor-api"]["image"].startswith("ghcr.io/conveyor-dev/conveyor-api:")
     worker_env = images["conveyor-worker"]["env"]
     assert {"name": "UPLOADS_URL", "value": "https://uploads.example.com/incoming/"} in worker_env

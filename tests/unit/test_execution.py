@@ -11,19 +11,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from services.core.domain import Claim, Priority, Status, Task
 from services.core.errors import StoreUnavailable, TaskFailed
 from services.core.kinds import Handler, Kind, TaskContext
 from services.core.outputs import OutputLimits
 from services.core.settings import Settings
+from services.worker import execution
 from services.worker.execution import Held, Outcome, StopReason, record, run_attempt
 
 LIMITS = OutputLimits()
 DEFAULT_TIMEOUT = 30.0
 
 
-def claim(*, timeout: float | None = None, attempt: int = 1) -> Claim:
+def claim(
+    *, timeout: float | None = None, attempt: int = 1, payload: dict[str, Any] | None = None
+) -> Claim:
     now = datetime.now(UTC)
     task = Task(
         id=uuid.uuid4(),
@@ -33,7 +37,7 @@ def claim(*, timeout: float | None = None, attempt: int = 1) -> Claim:
         status=Status.IN_PROGRESS,
         kind="job",
         queue="gpu",
-        payload={"n": 1},
+        payload={"n": 1} if payload is None else payload,
         result=None,
         error=None,
         attempts=attempt,
@@ -71,10 +75,38 @@ async def test_a_result_is_recorded_as_json_text() -> None:
     assert json.loads(outcome.result) == {"doubled": 2, "note": "nul\ufffd"}
 
 
-async def test_a_kind_this_worker_lacks_fails_the_attempt_for_a_retry() -> None:
+async def test_a_kind_this_worker_lacks_goes_back_to_its_queue_for_a_while_uncounted() -> None:
     outcome = await run_attempt(Held(claim()), None, DEFAULT_TIMEOUT, LIMITS)
+    assert (outcome.action, outcome.error) == ("hand_back", "no handler for 'job'")
+    low, high = execution.UNKNOWN_KIND_SECONDS
+    assert low <= outcome.after_seconds <= high
+
+
+class Size(BaseModel):
+    width: int
+    height: int = 1
+
+
+async def test_a_kind_with_a_payload_model_gets_an_instance_of_it() -> None:
+    async def handler(payload: Size) -> object:
+        return {"area": payload.width * payload.height}
+
+    found = Kind("job", handler, payload=Size)
+    held = Held(claim(payload={"width": 3, "height": 2}))
+    outcome = await run_attempt(held, found, DEFAULT_TIMEOUT, LIMITS)
+    assert (outcome.action, json.loads(outcome.result)) == ("complete", {"area": 6})
+
+
+async def test_a_payload_its_model_refuses_fails_the_attempt_for_a_retry_naming_the_field() -> None:
+    async def handler(payload: Size) -> object:
+        raise AssertionError("not run")
+
+    found = Kind("job", handler, payload=Size)
+    held = Held(claim(payload={"height": 2}))
+    outcome = await run_attempt(held, found, DEFAULT_TIMEOUT, LIMITS)
     assert (outcome.action, outcome.retryable) == ("fail", True)
-    assert outcome.error == "no handler for kind 'job' on this worker"
+    assert outcome.error is not None and "does not fit Size" in outcome.error
+    assert "width" in outcome.error and held.handler is None
 
 
 async def test_task_failed_not_retryable_stops_the_task_with_its_message() -> None:
@@ -283,8 +315,8 @@ class FakeStore:
     async def mark_cancelled(self, task_id: uuid.UUID, attempt: int) -> Status:
         return await self._write("cancelled", task_id, attempt)
 
-    async def hand_back(self, task_id: uuid.UUID, attempt: int) -> Status:
-        return await self._write("hand_back", task_id, attempt)
+    async def hand_back(self, task_id: uuid.UUID, attempt: int, after: float) -> Status:
+        return await self._write("hand_back", task_id, attempt, after)
 
 
 SETTINGS = Settings(retry_base_seconds=1.0, retry_max_seconds=300.0, lease_seconds=30.0)
@@ -340,11 +372,13 @@ async def test_a_permanent_failure_asks_for_no_retry_and_a_time_out_says_so() ->
     assert timed_out[4] is not None and timed_out[5]
 
 
-@pytest.mark.parametrize("action", ["cancelled", "hand_back"])
-async def test_a_cancel_and_a_hand_back_are_written_with_the_attempt(action: str) -> None:
+async def test_a_cancel_and_a_hand_back_are_written_with_the_attempt() -> None:
     store = FakeStore()
-    held, _ = await record_with(store, Outcome(action), attempt=4)  # type: ignore[arg-type]
-    assert store.calls == [(action, held.task.id, 4)]
+    held, _ = await record_with(store, Outcome("cancelled"), attempt=4)
+    await record_with(store, Outcome("hand_back", after_seconds=7.5), attempt=4)
+    task_id = held.task.id
+    assert store.calls[0] == ("cancelled", task_id, 4)
+    assert store.calls[1][0] == "hand_back" and store.calls[1][2:] == (4, 7.5)
 
 
 async def test_a_lost_task_writes_nothing_recovery_owns_it() -> None:

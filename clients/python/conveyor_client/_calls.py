@@ -3,6 +3,7 @@ answer), and the retry policy: shared by the sync and the async client, which on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import uuid
@@ -19,6 +20,8 @@ from conveyor_client.models import (
     AttemptLogs,
     Caller,
     Changed,
+    Kind,
+    KindVersion,
     LogLine,
     Queue,
     Schedule,
@@ -304,6 +307,20 @@ def queues() -> Call[list[Queue]]:
 
 def queue(name: str, action: str) -> Call[Queue]:
     return Call("POST", f"/api/v1/queues/{name}:{action}", lambda body: record(Queue, body))
+
+
+def kinds() -> Call[list[Kind]]:
+    return Call("GET", "/api/v1/kinds", lambda body: [_kind(item) for item in body["items"]])
+
+
+def _kind(item: dict[str, Any]) -> Kind:
+    versions = [record(KindVersion, version) for version in item["versions"]]
+    return dataclasses.replace(record(Kind, item), versions=versions)
+
+
+def forget_kind(name: str) -> Call[None]:
+    # Not harmless: a repeat after a lost answer finds it gone (404).
+    return Call("DELETE", f"/api/v1/kinds/{name}", lambda _: None, harmless=False)
 
 
 def workers(queue: str | None = None) -> Call[list[Worker]]:

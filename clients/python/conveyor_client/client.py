@@ -18,6 +18,7 @@ from conveyor_client.models import (
     AttemptLogs,
     Caller,
     Changed,
+    Kind,
     Queue,
     Schedule,
     Submitted,
@@ -215,6 +216,15 @@ class Client(_Base):
         with the platform scope)."""
         return self._run(_calls.workers(queue))
 
+    def kinds(self) -> builtins.list[Kind]:
+        """The kinds the API takes now, with their payload schemas and workers."""
+        return self._run(_calls.kinds())
+
+    def forget_kind(self, name: str) -> None:
+        """Make the API refuse a kind no worker runs any more (a key with the platform
+        scope); a worker that runs it registers it again when it starts."""
+        self._run(_calls.forget_kind(name))
+
 
 class AsyncClient(_Base):
     """The asyncio client: Client's calls, awaited (`list` and `schedules` are async
@@ -357,3 +367,9 @@ class AsyncClient(_Base):
 
     async def workers(self, queue: str | None = None) -> builtins.list[Worker]:
         return await self._run(_calls.workers(queue))
+
+    async def kinds(self) -> builtins.list[Kind]:
+        return await self._run(_calls.kinds())
+
+    async def forget_kind(self, name: str) -> None:
+        await self._run(_calls.forget_kind(name))

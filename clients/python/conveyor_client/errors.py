@@ -93,6 +93,10 @@ class KeyNotFound(NotFound, problem="key-not-found"):
     pass
 
 
+class KindNotFound(NotFound, problem="kind-not-found"):
+    pass
+
+
 class Conflict(ProblemError):
     """409."""
 
@@ -119,6 +123,10 @@ class ScheduleNameTaken(Conflict, problem="schedule-name-taken"):
 
 class TooManySchedules(Conflict, problem="too-many-schedules"):
     pass
+
+
+class KindInUse(Conflict, problem="kind-in-use"):
+    """A built-in kind, or one that live workers run: it cannot be forgotten."""
 
 
 class RateLimited(ProblemError, problem="rate-limited"):

@@ -162,6 +162,35 @@ class Worker:
 
 
 @dataclass(frozen=True, slots=True)
+class KindVersion:
+    """A version of a kind the API takes now: one its live workers run, or, with none
+    alive, the one registered last; `registered_at` is None for a built-in kind no worker
+    registered yet."""
+
+    digest: str
+    version: str
+    registered_at: datetime | None
+    workers: int
+    queue: str
+    timeout_seconds: float | None
+    payload_schema: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A kind the API takes, with its newest version's queue and payload JSON Schema (None:
+    any JSON object); a payload is taken when it fits any of its `versions`."""
+
+    name: str
+    description: str
+    builtin: bool
+    queue: str
+    workers: int
+    payload_schema: dict[str, Any] | None
+    versions: list[KindVersion]
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who the key makes the caller: its tenant and what it may do."""
 

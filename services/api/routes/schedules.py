@@ -23,6 +23,7 @@ async def create_schedule(
     """A schedule of the caller's tenant: from now on, each due time of its cron expression
     makes one task from its template, however many replicas run (409 for a name the tenant
     has, or past CONVEYOR_MAX_SCHEDULES_PER_TENANT)."""
+    await services.kinds.ready((body.task.kind,))
     task = check_submission(body.task, services, ("body", "task"))
     schedule = await services.store.create_schedule(
         principal.tenant,

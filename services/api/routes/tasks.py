@@ -38,6 +38,7 @@ from services.api.schemas import (
 from services.api.waiting import POLL_SECONDS, TenantWaitersFull, TooManyWaiters, Waiter
 from services.core.db.store import InvalidCursor, encode_cursor
 from services.core.domain import (
+    DEFAULT_QUEUE,
     NO_NUL,
     QUEUE_NAME,
     NewTask,
@@ -65,20 +66,27 @@ _ITEM_TEXT = 160
 def check_submission(
     body: TaskTemplate, services: ServicesDep, at: tuple[str | int, ...] = ("body",)
 ) -> NewTask:
-    """The task to store, or the refusal of what the models cannot see: an unknown kind or
-    queue, a payload PostgreSQL cannot keep, too deep or too large; `at` is where the body
-    is in the request."""
+    """The task to store, or the refusal of what the models cannot see: a kind no worker
+    registered, an unknown queue, a payload PostgreSQL cannot keep, too deep or too large,
+    or one its kind's schema refuses; `at` is where the body is in the request. The
+    catalog is ready for the body's kind (`KindCatalog.ready`)."""
     kind = services.kinds.get(body.kind)
-    if kind is None:
-        known = ", ".join(sorted(services.kinds))
-        detail = f"unknown kind {body.kind!r}; known: {known}"
+    if kind is None and not services.settings.accept_unregistered_kinds:
+        known = ", ".join(services.kinds.names())
+        detail = f"unknown kind {body.kind!r}: no worker has registered it (known: {known})"
         raise Refused(422, ProblemType.VALIDATION, detail, loc=[*at, "kind"])
-    queue = body.queue or kind.queue
+    queue = body.queue or (kind.queue if kind is not None else DEFAULT_QUEUE)
     known_queue(queue, services, (*at, "queue"))
     problem = payload_problem(body.payload, services.settings.max_payload_depth)
     if problem is not None:
         problem_type = ProblemType.TOO_LARGE if problem[0] == 413 else ProblemType.VALIDATION
         raise Refused(problem[0], problem_type, problem[1], loc=[*at, "payload"])
+    refusal = kind.refusal(body.payload) if kind is not None else None
+    if refusal is not None:
+        where, why = refusal
+        named = ".".join(["payload", *map(str, where)])
+        detail = f"{named}: {why} (the payload schema of kind {body.kind!r})"
+        raise Refused(422, ProblemType.VALIDATION, detail, loc=[*at, "payload", *where])
     return body.to_new_task(queue)
 
 
@@ -122,6 +130,7 @@ async def submit_task(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     """Store a task; it is handed to a worker once the broker has confirmed it."""
+    await services.kinds.ready((body.kind,))
     submission = Submission(
         check_submission(body, services),
         principal.tenant,
@@ -145,6 +154,7 @@ async def submit_batch(
     none of them (503). The rate limit counts each task as a request, and lets a batch
     larger than its window through once the key's window is whole.
     """
+    await services.kinds.ready({raw["kind"] for raw in body.tasks if _names_kind(raw)})
     items = [_checked(raw, ("body", "tasks", n), services) for n, raw in enumerate(body.tasks)]
     accepted = [(n, item) for n, item in enumerate(items) if isinstance(item, tuple)]
     carrier = current_carrier()
@@ -177,6 +187,10 @@ def _checked(
         return _refused(invalid_body(error.errors(), at))
     except Refused as error:
         return _refused(refused_body(error))
+
+
+def _names_kind(raw: Any) -> bool:
+    return isinstance(raw, dict) and isinstance(raw.get("kind"), str)
 
 
 def _submission(task: BatchTask, new: NewTask, tenant: str, carrier: dict[str, str]) -> Submission:

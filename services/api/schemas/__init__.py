@@ -12,6 +12,7 @@ from services.api.schemas.batches import (
 )
 from services.api.schemas.common import TIMES, Instant, Text
 from services.api.schemas.keys import KeyCreate, KeyCreated, KeyOut, KeyPage, TenantScope, WhoAmI
+from services.api.schemas.kinds import KindOut, KindPage, KindVersionOut
 from services.api.schemas.payloads import PAYLOAD_LIMIT, Payload, payload_problem
 from services.api.schemas.problem import FieldProblem, Problem
 from services.api.schemas.queues import (
@@ -64,6 +65,9 @@ __all__ = [
     "KeyCreated",
     "KeyOut",
     "KeyPage",
+    "KindOut",
+    "KindPage",
+    "KindVersionOut",
     "MinuteOut",
     "OverviewOut",
     "Payload",

@@ -114,10 +114,14 @@ class Attempts(StoreBase):
         params = {"id": task_id, "attempt": attempt, **_window(logs)}
         return await self._finish(_CANCELLED, params)
 
-    async def hand_back(self, task_id: uuid.UUID, attempt: int) -> Status | None:
+    async def hand_back(
+        self, task_id: uuid.UUID, attempt: int, after_seconds: float = 0.0
+    ) -> Status | None:
         """Put a task its holder could not finish back in the queue, its attempt uncounted
-        (and the lines it logged dropped: the number is the next run's)."""
-        return await self._finish(_HAND_BACK, {"id": task_id, "attempt": attempt})
+        (and the lines it logged dropped: the number is the next run's), due again
+        `after_seconds` from now."""
+        params = {"id": task_id, "attempt": attempt, "after": after_seconds}
+        return await self._finish(_HAND_BACK, params)
 
     async def _finish(self, statement: sa.TextClause, params: dict[str, Any]) -> Status | None:
         async with self._begin() as connection:
@@ -314,7 +318,8 @@ _HAND_BACK = sa.text(f"""
         UPDATE tasks SET
             status = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'PENDING' END,
             finished_at = CASE WHEN cancel_requested THEN now() END,
-            attempts = attempts - 1, available_at = now(), queued_at = NULL,
+            attempts = attempts - 1, available_at = now() + make_interval(secs => :after),
+            queued_at = NULL,
             updated_at = now(), lease_expires_at = NULL
         {_FENCE}
         RETURNING status

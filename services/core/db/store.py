@@ -13,6 +13,7 @@ from services.core.db.activity import TenantActivity
 from services.core.db.attempts import Attempts
 from services.core.db.claims import Claims
 from services.core.db.gauges import GaugeReads, Gauges
+from services.core.db.kinds import KindRegistry
 from services.core.db.outbox import Outbox
 from services.core.db.queues import QueueStates
 from services.core.db.recovery import Recovery
@@ -36,5 +37,6 @@ class SqlTaskStore(
     Schedules,
     TenantActivity,
     WorkerRegistry,
+    KindRegistry,
 ):
     """Tasks in PostgreSQL, for every process: each uses the part it needs."""

@@ -45,6 +45,8 @@ class WorkerCard:
     kinds: Sequence[str]
     # Tasks it may run at once: its slots.
     concurrency: int
+    # The versions of its kinds it registered (services/core/db/kinds.py).
+    kind_digests: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +125,21 @@ def _params(card: WorkerCard, lease_seconds: float) -> dict[str, Any]:
         "version": card.version,
         "queues": list(card.queues),
         "kinds": list(card.kinds),
+        "kind_digests": list(card.kind_digests),
         "concurrency": card.concurrency,
         "lease": lease_seconds,
     }
 
 
 _REGISTER = sa.text("""
-    INSERT INTO workers (id, host, version, queues, kinds, concurrency, expires_at)
-    VALUES (:id, :host, :version, CAST(:queues AS text[]), CAST(:kinds AS text[]), :concurrency,
-            now() + make_interval(secs => :lease))
+    INSERT INTO workers
+        (id, host, version, queues, kinds, kind_digests, concurrency, expires_at)
+    VALUES (:id, :host, :version, CAST(:queues AS text[]), CAST(:kinds AS text[]),
+            CAST(:kind_digests AS text[]), :concurrency, now() + make_interval(secs => :lease))
     ON CONFLICT (id) DO UPDATE SET
         host = EXCLUDED.host, version = EXCLUDED.version, queues = EXCLUDED.queues,
-        kinds = EXCLUDED.kinds, concurrency = EXCLUDED.concurrency, running = 0,
+        kinds = EXCLUDED.kinds, kind_digests = EXCLUDED.kind_digests,
+        concurrency = EXCLUDED.concurrency, running = 0,
         draining = false, started_at = now(), last_seen_at = now(),
         expires_at = EXCLUDED.expires_at
 """)
@@ -148,10 +153,11 @@ _SEEN = sa.text("""
             WHERE expires_at < now() - make_interval(secs => :kept) AND id <> :id
             FOR UPDATE SKIP LOCKED))
     )
-    INSERT INTO workers
-        (id, host, version, queues, kinds, concurrency, running, draining, expires_at)
-    VALUES (:id, :host, :version, CAST(:queues AS text[]), CAST(:kinds AS text[]), :concurrency,
-            :running, :draining, now() + make_interval(secs => :lease))
+    INSERT INTO workers (id, host, version, queues, kinds, kind_digests, concurrency, running,
+                         draining, expires_at)
+    VALUES (:id, :host, :version, CAST(:queues AS text[]), CAST(:kinds AS text[]),
+            CAST(:kind_digests AS text[]), :concurrency, :running, :draining,
+            now() + make_interval(secs => :lease))
     ON CONFLICT (id) DO UPDATE SET
         running = EXCLUDED.running, draining = EXCLUDED.draining, last_seen_at = now(),
         expires_at = EXCLUDED.expires_at

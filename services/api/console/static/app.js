@@ -513,18 +513,21 @@ async function schedules() {
       h("thead", {}, h("tr", {}, ...["Name", "When", "Kind", "Next run"].map((t) => h("th", { scope: "col" }, t)),
         h("th", { scope: "col", class: "wide" }, "Last run"), h("th", { scope: "col" }, ""))),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: "6", class: "muted" }, "No schedule yet."))))),
-    may("submit") ? scheduleForm() : null);
+    may("submit") ? scheduleForm((await api("/api/v1/kinds")).items) : null);
 }
 
-function scheduleForm() {
+// `kinds`: what the API takes now, offered as the kind's choices (with their descriptions).
+function scheduleForm(kinds) {
   const input = (name, label, value = "", type = "text") => h("label", { class: "field" }, label,
-    h("input", { type, name, value, required: ["name", "cron", "title"].includes(name) }));
+    h("input", { type, name, value, required: ["name", "cron", "title"].includes(name),
+      list: name === "kind" ? "kind-choices" : null }));
   const form = h("form", { class: "filters card", "aria-label": "New schedule" },
     input("name", "Name"), input("cron", "Cron (5 fields, or 6 with seconds first)"),
     input("timezone", "Time zone", "UTC"), input("title", "Task title"), input("kind", "Kind", "demo"),
     h("label", { class: "field" }, "Priority", h("select", { name: "priority" },
       ...known.priorities.map((p) => h("option", { value: p, selected: p === known.defaultPriority }, p)))),
     h("label", { class: "field" }, "Payload (JSON)", h("textarea", { name: "payload", rows: "2" }, "{}")),
+    h("datalist", { id: "kind-choices" }, ...kinds.map((k) => h("option", { value: k.name }, k.description))),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Create schedule")));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -569,7 +572,7 @@ async function workers() {
     return;
   }
   const draw = async () => {
-    const [seen, queued] = await Promise.all([api("/api/v1/workers"), api("/api/v1/queues")]);
+    const [seen, queued, kinds] = await Promise.all([api("/api/v1/workers"), api("/api/v1/queues"), api("/api/v1/kinds")]);
     const rows = seen.items.map((w) => h("tr", {},
       h("td", {}, h("code", {}, w.id)), h("td", {}, h("span", { class: `badge w-${w.state}` }, w.state)),
       h("td", { class: "num" }, `${w.running} / ${w.concurrency}`), h("td", {}, w.queues.join(", ")),
@@ -583,10 +586,28 @@ async function workers() {
           ...["Kinds", "Version"].map((t) => h("th", { scope: "col", class: "wide" }, t)), h("th", { scope: "col" }, "Last seen"))),
         h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: "7", class: "muted" }, "No worker is registered."))))),
       h("h2", {}, "By queue"),
-      workersByQueue(queued.items.map((q) => q.name), seen.items));
+      workersByQueue(queued.items.map((q) => q.name), seen.items),
+      h("h2", {}, "Kinds"),
+      kindsTable(kinds.items));
   };
   await draw();
   live(draw);
+}
+
+// The kinds the API takes: built in, or registered by workers with their payload schema.
+function kindsTable(kinds) {
+  const rows = kinds.map((k) => h("tr", {},
+    h("td", {}, h("code", {}, k.name)), h("td", {}, k.queue),
+    h("td", { class: "num" }, k.workers ? String(k.workers) : h("span", { class: "badge w-none" }, "none")),
+    h("td", { class: "num" }, k.builtin ? "built in" : String(k.versions.length)),
+    h("td", { class: "wide" }, k.description || "—"),
+    h("td", {}, k.payload_schema
+      ? h("details", {}, h("summary", {}, "schema"), h("pre", {}, JSON.stringify(k.payload_schema, null, 2)))
+      : "any object")));
+  return h("div", { class: "scroll" }, h("table", { id: "kinds" },
+    h("thead", {}, h("tr", {}, ...["Kind", "Queue", "Workers", "Versions"].map((t) => h("th", { scope: "col" }, t)),
+      h("th", { scope: "col", class: "wide" }, "Description"), h("th", { scope: "col" }, "Payload"))),
+    h("tbody", {}, rows)));
 }
 
 function workersByQueue(names, seen) {
