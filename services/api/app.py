@@ -22,6 +22,7 @@ from services.api.observability import HttpMetrics
 from services.api.openapi import document, operation_id
 from services.api.routes import (
     console,
+    docs,
     health,
     keys,
     kinds,
@@ -114,6 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
         description=API_DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        docs_url=None,  # served with their files by routes/docs.py
+        redoc_url=None,
     )
 
     def spec() -> dict[str, Any]:
@@ -138,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(queues.router)
     app.include_router(workers.router)
     app.include_router(kinds.router)
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(console.router)

@@ -251,6 +251,31 @@ def install_error_handlers(app: FastAPI) -> None:
 
 # Methods that change nothing: another site's page may send them (it cannot read the answer).
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+JSON = "application/json"
+
+
+def _has_body(headers: dict[bytes, bytes], declared: bytes | None) -> bool:
+    return b"transfer-encoding" in headers or (declared is not None and declared not in (b"", b"0"))
+
+
+def _is_json(content_type: bytes) -> bool:
+    """application/json, or a type of its family (application/problem+json)."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    family = media.startswith(b"application/") and media.endswith(b"+json")
+    return media == JSON.encode() or family
+
+
+def _not_json(content_type: bytes | None) -> JSONResponse:
+    """415 for a body that is not JSON: every body this API reads is."""
+    sent = content_type.decode("latin-1")[:100] if content_type else "no Content-Type"
+    detail = f"the body must be {JSON}, not {sent}"
+    return problem(
+        415,
+        detail,
+        problem_type=ProblemType.UNSUPPORTED_MEDIA_TYPE,
+        headers={"Accept-Post": JSON},
+        errors=[{"loc": ["header", "content-type"], "msg": f"expected {JSON}"}],
+    )
 
 
 def cross_site(headers: dict[bytes, bytes]) -> bool:
@@ -317,6 +342,8 @@ class RequestLimits:
         declared = named.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.body_bytes:
             return await self._refuse(scope, receive, send, 413, "body", self.body_bytes)
+        if _has_body(named, declared) and not _is_json(named.get(b"content-type", b"")):
+            return await _not_json(named.get(b"content-type"))(scope, receive, send)
         seen = 0
 
         async def limited() -> Message:

@@ -71,6 +71,14 @@ KIND_DESCRIPTION = (
 )
 
 
+_NOT_JSON = {
+    "description": "The body was not sent as application/json",
+    "headers": {
+        "Accept-Post": {"description": "The type a body must have", "schema": {"type": "string"}}
+    },
+}
+
+
 def document(app: FastAPI, kinds: list[str], queues: list[str]) -> dict[str, Any]:
     """The generated document, finished: the built-in `kinds` as examples, the
     installation's queues, problems and headers."""
@@ -107,6 +115,7 @@ def _finish(operation: dict[str, Any]) -> None:
     responses = operation["responses"]
     if "requestBody" in operation:
         responses.setdefault("400", _BAD_BODY)
+        responses.setdefault("415", _NOT_JSON)
     for status, response in responses.items():
         if status >= "400":  # every refusal is a problem document, 422 included
             response["content"] = {"application/problem+json": {"schema": _PROBLEM}}

@@ -14,6 +14,7 @@ class ProblemType(enum.StrEnum):
 
     VALIDATION = "validation"
     TOO_LARGE = "too-large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
     CROSS_SITE = "cross-site"

@@ -101,6 +101,57 @@ async def test_malformed_json_gets_422_and_stores_nothing(api: httpx.AsyncClient
     assert await count_tasks(api) == 0
 
 
+BODY = b'{"title": "t", "kind": "noop"}'
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/api/v1/tasks", "text/plain"),
+        ("/api/v1/tasks", "application/x-www-form-urlencoded"),  # what curl -d sends
+        ("/api/v1/tasks", None),
+        ("/api/v1/tasks:batch", "text/plain"),
+        ("/api/v1/tasks:cancel", "application/x-www-form-urlencoded"),
+    ],
+)
+async def test_a_body_that_is_not_json_gets_415_naming_the_type_and_stores_nothing(
+    api: httpx.AsyncClient, path: str, content_type: str | None
+) -> None:
+    queued = await submit(api, title="stays", kind="noop")
+    headers = {"content-type": content_type} if content_type else {}
+    response = await api.post(path, content=BODY, headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["accept-post"] == "application/json"
+    problem = response.json()
+    assert problem["type"] == "urn:conveyor:problem:unsupported-media-type"
+    assert (
+        problem["detail"]
+        == f"the body must be application/json, not {content_type or 'no Content-Type'}"
+    )
+    assert problem["errors"] == [
+        {"loc": ["header", "content-type"], "msg": "expected application/json"}
+    ]
+    assert await count_tasks(api) == 1
+    assert (await api.get(f"/api/v1/tasks/{queued['id']}")).json()["status"] != "CANCELLED"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", "application/merge+json", "APPLICATION/JSON"],
+)
+async def test_json_by_any_of_its_names_is_read(api: httpx.AsyncClient, content_type: str) -> None:
+    response = await api.post("/api/v1/tasks", content=BODY, headers={"content-type": content_type})
+    assert response.status_code == 201, response.text
+
+
+async def test_an_action_without_a_body_needs_no_content_type(api: httpx.AsyncClient) -> None:
+    task = await submit(api, title="t", kind="noop", scheduled_at="2999-01-01T00:00:00Z")
+    assert (await api.delete(f"/api/v1/tasks/{task['id']}")).status_code == 200
+    response = await api.post(f"/api/v1/tasks/{task['id']}:retry")
+    assert response.status_code == 200, response.text
+
+
 async def test_a_payload_over_64_kib_gets_413_naming_payload(api: httpx.AsyncClient) -> None:
     response = await api.post(
         "/api/v1/tasks", json={"title": "t", "payload": {"blob": "x" * 70_000}}

@@ -13,7 +13,6 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from services.core.settings import Settings
-from tests.support.env import CI
 from tests.support.processes import start_process, wait_until_ready
 from tests.support.services import free_port
 
@@ -21,14 +20,11 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-def _browser() -> WebDriver:
+def _browser(*arguments: str) -> WebDriver:
     if not shutil.which(CHROMIUM) or not shutil.which(CHROMEDRIVER):
-        message = (
+        pytest.fail(
             "Chromium is missing: .ci/install-chromium (apt-get install chromium chromium-driver)"
         )
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (
@@ -36,6 +32,7 @@ def _browser() -> WebDriver:
         "--no-sandbox",
         "--disable-dev-shm-usage",
         "--window-size=1280,900",
+        *arguments,
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -45,6 +42,15 @@ def _browser() -> WebDriver:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[WebDriver]:
     driver = _browser()
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def offline_browser() -> Iterator[WebDriver]:
+    """A browser that resolves no host name: only 127.0.0.1 is reached."""
+    driver = _browser("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
     driver.implicitly_wait(0)
     yield driver
     driver.quit()

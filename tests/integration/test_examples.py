@@ -46,7 +46,11 @@ async def test_the_example_kinds_run_on_a_worker_that_names_their_module(
             api, kind="verify_upload", payload={"key": "photo.jpg", "sha256": sha256}
         )
         missing = await submit(api, kind="upload_size", payload={"key": "gone.jpg"})
-        bad = {"title": "t", "kind": "verify_upload", "payload": {"key": "../etc/passwd", "sha256": "0" * 64}}
+        bad = {
+            "title": "t",
+            "kind": "verify_upload",
+            "payload": {"key": "../etc/passwd", "sha256": "0" * 64},
+        }
         refused = await api.post("/api/v1/tasks", json=bad)
         verified, failed = await wait_for(api, verify["id"]), await wait_for(api, missing["id"])
     assert verified["status"] == "COMPLETED", verified["error"]

@@ -19,7 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.core.settings import Settings
 from services.core.telemetry.metrics import KIND_LABELS, VERSION, kind_label
 from tests.support.processes import start_worker_process
-from tests.support.services import free_port, running_api, running_worker, submit, wait_for
+from tests.support.services import (
+    free_port,
+    register_kinds,
+    running_api,
+    running_worker,
+    submit,
+    wait_for,
+)
 from tests.support.tools import tool
 
 CHART_FILES = Path(__file__).parents[2] / "charts" / "conveyor" / "files"
@@ -42,6 +49,7 @@ def _moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 async def test_counters_move_by_exactly_the_workload(settings: Settings) -> None:
     settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
+    await register_kinds(settings)
     async with running_api(settings) as api:
         before = await _scrape(api)
         tasks = [await submit(api, kind="noop", priority="HIGH") for _ in range(3)]

@@ -91,7 +91,8 @@ async def empty(database_url: str, amqp_prefix: str) -> None:
     connection = await asyncpg.connect(_dsn(make_url(database_url).database or ""))
     try:
         await connection.execute(
-            "TRUNCATE tasks, task_attempts, attempt_logs, api_keys, queues, schedules, workers, kinds"
+            "TRUNCATE tasks, task_attempts, attempt_logs, api_keys, queues, schedules, workers,"
+            " kinds"
         )
     finally:
         await connection.close()

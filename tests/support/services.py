@@ -69,6 +69,13 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
             await working
 
 
+async def register_kinds(settings: Settings) -> None:
+    """The kinds of the settings' task modules registered, as a worker that started and
+    left (a pool scaled to zero since) leaves them: the API takes their tasks, which wait."""
+    async with open_worker(settings):
+        pass
+
+
 async def submit(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     body = {"title": "a task", **fields}
     response = await client.post("/api/v1/tasks", json=body)

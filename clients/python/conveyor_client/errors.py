@@ -133,6 +133,10 @@ class RateLimited(ProblemError, problem="rate-limited"):
     """429: the key is over its rate limit; `retry_after` says when to try again."""
 
 
+class UnsupportedMediaType(ProblemError, problem="unsupported-media-type"):
+    """415: the body was not sent as application/json (the client always sends it so)."""
+
+
 class Unavailable(ProblemError):
     """503: try again after `retry_after` seconds."""
 
