@@ -19,7 +19,11 @@ from urllib.parse import urlsplit
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, StatusCode
 
 tracer = trace.get_tracer("conveyor")
@@ -46,20 +50,49 @@ def _server(host: str | None, port: int | None, default_port: int) -> dict[str, 
 
 
 def configure_tracing(service_name: str) -> None:
-    """Export spans over OTLP when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; else nothing."""
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if not endpoint or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    """Export spans as the SDK's standard variables say: OTEL_TRACES_EXPORTER (otlp,
+    console, none; a comma-separated list), and for otlp its endpoint and
+    OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL (http/protobuf, the default, or grpc). Unset, it
+    is otlp when an OTLP endpoint is set, else none: tracing costs nothing unless asked for.
+    OTEL_SDK_DISABLED=true turns it off."""
+    if _setting("OTEL_SDK_DISABLED").lower() == "true":
         return
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
+    endpoint = _setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    names = _setting("OTEL_TRACES_EXPORTER") or ("otlp" if endpoint else "none")
+    exporters = [_exporter(name.strip()) for name in names.split(",") if name.strip() != "none"]
+    if not exporters:
+        return
     # OTEL_SERVICE_NAME, when set, wins over the process's own name.
     named = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-    resource = Resource.create(named)
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider = TracerProvider(resource=Resource.create(named))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+
+
+def _setting(*names: str) -> str:
+    """The first of the environment variables `names` that is set, else ''."""
+    return next((os.environ[name] for name in names if os.environ.get(name)), "")
+
+
+def _exporter(name: str) -> SpanExporter:
+    """The span exporter OTEL_TRACES_EXPORTER names; ValueError for another name."""
+    if name == "console":
+        return ConsoleSpanExporter()
+    if name != "otlp":
+        raise ValueError(f"OTEL_TRACES_EXPORTER: {name!r} is not otlp, console or none")
+    protocol = _setting("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if protocol not in ("", "http/protobuf"):
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not grpc or http/protobuf")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter()
 
 
 def tracing_enabled() -> bool:
