@@ -11,6 +11,7 @@ new ones'.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,10 +19,14 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.core.db.kinds import KindRegistry, KindVersion
+from services.core.errors import StoreUnavailable
 from services.core.kinds import Kind, KindCard
 from services.core.version import VERSION
+
+logger = logging.getLogger(__name__)
 
 # How long the API judges submissions by what it read of the registry.
 REFRESH_SECONDS = 5.0
@@ -91,7 +96,14 @@ class KindCatalog:
             if self._read_at >= asked:
                 return
             began = time.monotonic()
-            self._kinds = self._catalog(await self._store.current_kinds())
+            try:
+                self._kinds = self._catalog(await self._store.current_kinds())
+            except (StoreUnavailable, SQLAlchemyError) as error:
+                # Kept as last read, and read again after REFRESH_SECONDS: a registry that
+                # cannot be read costs no submission of a kind already known.
+                logger.warning("kinds not read: %s", getattr(error, "orig", None) or error)
+                if not all(n in self._kinds for n in names):
+                    raise StoreUnavailable("the kinds workers registered cannot be read") from error
             self._read_at = began
 
     async def refresh(self) -> None:

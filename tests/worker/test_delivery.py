@@ -11,7 +11,7 @@ from services.core.domain import NewTask
 from services.core.settings import Settings
 from services.worker.main import open_worker
 from tests.support import kinds
-from tests.support.services import running_api, running_worker, submit, wait_for
+from tests.support.services import register_kinds, running_api, running_worker, submit, wait_for
 from tests.support.store import create
 
 
@@ -31,6 +31,7 @@ async def test_the_same_message_delivered_twice_runs_the_handler_once(
 ) -> None:
     settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
     key = uuid.uuid4().hex
+    await register_kinds(settings)
     async with running_api(settings) as api:
         task = await submit(api, kind="count", payload={"key": key})
         await wait_for(api, task["id"], {"PENDING"})
@@ -47,6 +48,7 @@ async def test_the_same_message_delivered_twice_runs_the_handler_once(
 async def test_a_message_for_a_cancelled_task_runs_nothing(settings: Settings) -> None:
     settings = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
     key = uuid.uuid4().hex
+    await register_kinds(settings)
     async with running_api(settings) as api:
         task = await submit(api, kind="count", payload={"key": key})
         await wait_for(api, task["id"], {"PENDING"})

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.api.app import create_app
 from services.core.settings import QueueSettings, Settings
-from tests.support.services import running_api, running_worker, submit, wait_for
+from services.worker.main import open_worker
+from tests.support.services import register_kinds, running_api, running_worker, submit, wait_for
 
 
 def _with_queues(settings: Settings, *queues: QueueSettings, **more: Any) -> Settings:
@@ -50,6 +50,7 @@ async def test_kinds_go_to_their_queue_and_listing_filters_by_queue(settings: Se
     settings = _with_queues(
         settings, QueueSettings(name="gpu"), task_modules=["tests.support.gpu_kinds"]
     )
+    await register_kinds(settings)  # by a worker that ran once (a pool scaled to zero now)
     async with running_api(settings) as api:
         thumbnail = await submit(api, kind="thumbnail", payload={"image": "a.png"})
         elsewhere = await submit(api, kind="thumbnail", queue="default")  # the body decides
@@ -71,10 +72,13 @@ async def test_an_undefined_queue_is_refused_naming_the_field(api: httpx.AsyncCl
     assert (await api.get("/api/v1/tasks")).json()["items"] == []
 
 
-def test_a_kind_on_an_undefined_queue_stops_the_start_naming_both(settings: Settings) -> None:
+async def test_a_kind_on_an_undefined_queue_stops_the_worker_naming_both(
+    settings: Settings,
+) -> None:
     settings = settings.model_copy(update={"task_modules": ["tests.support.gpu_kinds"]})
     with pytest.raises(ValueError, match="kind 'thumbnail' names queue 'gpu'"):
-        create_app(settings)
+        async with open_worker(settings):
+            pass
 
 
 async def test_max_running_holds_across_three_workers(settings: Settings) -> None:

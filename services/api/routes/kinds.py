@@ -21,7 +21,7 @@ from services.api.schemas import KindOut, KindPage, KindVersionOut
 router = APIRouter(prefix="/api/v1/kinds", tags=["kinds"])
 
 
-@router.get("", response_model=KindPage)
+@router.get("", response_model=KindPage, responses=errors())
 async def list_kinds(services: ServicesDep, _: Anyone) -> Response:
     """Every kind the API takes now, by name, with its payload schema and its workers."""
     await services.kinds.refresh()
