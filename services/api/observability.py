@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.deps import Services
+from services.core.domain import Priority
 from services.core.errors import StoreUnavailable
 from services.core.telemetry.metrics import (
     BACKGROUND_ERRORS,
@@ -23,7 +24,6 @@ from services.core.telemetry.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_AGE,
     QUEUE_DEPTH,
-    QUEUE_OLDEST_AGE,
     QUEUE_OLDEST_READY,
     QUEUE_PAUSED,
     QUEUE_TASKS,
@@ -95,13 +95,13 @@ async def _read_gauges(services: Services) -> None:
     LEASE_EXPIRED.set(gauges.lease_expired)
     for (priority, state), count in gauges.depth.items():
         QUEUE_DEPTH.labels(priority, state).set(count)
-    for priority, age in gauges.oldest_ready_age.items():
-        QUEUE_OLDEST_AGE.labels(priority).set(age)
     now = datetime.now(UTC)
     for queue in await services.store.queue_states(services.queues):
         QUEUE_TASKS.labels(queue.name, "queued").set(sum(queue.queued.values()))
         QUEUE_TASKS.labels(queue.name, "running").set(queue.running)
-        QUEUE_OLDEST_READY.labels(queue.name).set(queue.oldest_ready_seconds(now) or 0.0)
+        for priority in Priority:
+            waited = queue.oldest_ready_seconds(now, priority) or 0.0
+            QUEUE_OLDEST_READY.labels(queue.name, priority).set(waited)
         QUEUE_PAUSED.labels(queue.name).set(int(queue.paused))
     await _read_worker_gauges(services)
 

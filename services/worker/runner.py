@@ -364,7 +364,7 @@ class Worker:
                 running = run_attempt(
                     held, kind, self._settings.default_timeout_seconds, self._limits
                 )
-                outcome = await telemetry.handler_run(task.kind, running)
+                outcome = await telemetry.handler_run(task.kind, task.queue, running)
                 with telemetry.recording(outcome.action):
                     logs = held.log.window() if held.log is not None else None
                     status = await record(

@@ -119,7 +119,7 @@ def attempt(
 def _running(claim: Claim) -> Iterator[None]:
     task = claim.task
     QUEUE_STARTED.labels(task.queue).inc()
-    QUEUE_WAIT.labels(task.priority).observe(claim.waited_seconds)
+    QUEUE_WAIT.labels(task.priority, task.queue).observe(claim.waited_seconds)
     logger.info("started %s attempt %d", task.kind, claim.attempt, extra=_log(claim))
     TASKS_IN_PROGRESS.inc()
     try:
@@ -128,7 +128,7 @@ def _running(claim: Claim) -> Iterator[None]:
         TASKS_IN_PROGRESS.dec()
 
 
-async def handler_run(kind: str, running: Awaitable[Outcome]) -> Outcome:
+async def handler_run(kind: str, queue: str, running: Awaitable[Outcome]) -> Outcome:
     """The handler's own span (its children nest under it) and its duration."""
     started = time.monotonic()
     if not tracing_enabled():
@@ -138,7 +138,7 @@ async def handler_run(kind: str, running: Awaitable[Outcome]) -> Outcome:
             outcome = await running
             if outcome.error is not None:
                 span.set_status(StatusCode.ERROR, outcome.error)
-    ATTEMPT_DURATION.labels(kind_label(kind)).observe(time.monotonic() - started)
+    ATTEMPT_DURATION.labels(kind_label(kind), queue).observe(time.monotonic() - started)
     return outcome
 
 

@@ -176,19 +176,20 @@ def test_a_loop_that_keeps_failing_is_alerted_on(tmp_path: Path) -> None:
 # Every alert on a database-wide gauge, with what makes it fire while the gauges are fresh.
 _GAUGE_SERIES = {
     f"conveyor_tasks_lease_expired{{{_API}}}": "1x100",
-    f'conveyor_queue_oldest_age_seconds{{{_API},priority="NORMAL"}}': "1000x100",
     f"conveyor_outbox_backlog_tasks{{{_API}}}": "5x100",
     f"conveyor_outbox_oldest_age_seconds{{{_API}}}": "1000x100",
     f'conveyor_queue_depth_tasks{{{_API},priority="NORMAL",state="ready"}}': "3x100",
-    f'conveyor_queue_oldest_ready_seconds{{{_API},queue="default"}}': "1000x100",
+    f'conveyor_queue_oldest_ready_seconds{{{_API},queue="default",priority="HIGH"}}': "1000x100",
     f'conveyor_queue_paused{{{_API},queue="default"}}': "0x100",
-    f'conveyor_queue_oldest_ready_seconds{{{_API},queue="held"}}': "1000x100",  # paused
+    f'conveyor_queue_oldest_ready_seconds{{{_API},queue="held",priority="HIGH"}}': "1000x100",
     f'conveyor_queue_paused{{{_API},queue="held"}}': "1x100",
 }
 _RELEASE = {"namespace": "tasks", "job": "conveyor-api"}
 _GAUGE_ALERTS = {
     "ConveyorTasksStuckInProgress": [{**_RELEASE, "severity": "warning"}],
-    "ConveyorOldestWaitingTaskTooOld": [{**_RELEASE, "priority": "NORMAL", "severity": "warning"}],
+    "ConveyorOldestWaitingTaskTooOld": [  # not of the paused queue
+        {**_RELEASE, "queue": "default", "priority": "HIGH", "severity": "warning"}
+    ],
     "ConveyorOutboxBacklogGrowing": [{**_RELEASE, "severity": "critical"}],
     "ConveyorBacklogWithoutWorkers": [{**_RELEASE, "queue": "default", "severity": "critical"}],
     "ConveyorQueueWaitTooLong": [{**_RELEASE, "queue": "default", "severity": "warning"}],
@@ -260,7 +261,7 @@ def _queue(name: str, waited: str, alive: str, draining: str = "0x30") -> dict[s
     """The API's gauges of one queue: its oldest due task's wait and its workers."""
     labels = f'{_API},queue="{name}"'
     return {
-        f"conveyor_queue_oldest_ready_seconds{{{labels}}}": waited,
+        f'conveyor_queue_oldest_ready_seconds{{{labels},priority="MEDIUM"}}': waited,
         f"conveyor_queue_paused{{{labels}}}": "0x30",
         f'conveyor_workers{{{labels},state="alive"}}': alive,
         f'conveyor_workers{{{labels},state="draining"}}': draining,

@@ -95,8 +95,9 @@ async def test_counters_move_by_exactly_the_workload(settings: Settings) -> None
     assert moved(outcomes, kind="fail", status="FAILED") == 1
     assert moved(outcomes, kind="flaky", status="PENDING") == 1
     assert moved(outcomes, kind="flaky", status="COMPLETED") == 1
-    assert moved("conveyor_task_attempt_duration_seconds_count", kind="noop") == 3
-    assert moved("conveyor_task_queue_wait_seconds_count", priority="HIGH") == 3
+    durations = "conveyor_task_attempt_duration_seconds_count"
+    assert moved(durations, kind="noop", queue="default") == 3
+    assert moved("conveyor_task_queue_wait_seconds_count", priority="HIGH", queue="default") == 3
     assert (
         moved("conveyor_http_requests_total", route="/api/v1/tasks", method="POST", status="201")
         == 6
@@ -121,6 +122,11 @@ async def test_queue_gauges_count_ready_and_running_tasks(settings: Settings) ->
     assert samples[(depth, frozenset({"priority": "HIGH", "state": "ready"}.items()))] == 2
     assert samples[(depth, frozenset({"priority": "LOW", "state": "ready"}.items()))] == 1
     assert samples[(depth, frozenset({"priority": "HIGH", "state": "running"}.items()))] == 0
+    # How long tasks wait: one family, by queue and priority.
+    oldest = "conveyor_queue_oldest_ready_seconds"
+    assert samples[(oldest, frozenset({"queue": "default", "priority": "HIGH"}.items()))] >= 0
+    assert samples[(oldest, frozenset({"queue": "default", "priority": "MEDIUM"}.items()))] == 0
+    assert not [name for name, _ in samples if name == "conveyor_queue_oldest_age_seconds"]
 
 
 async def test_the_gauges_say_when_postgresql_cannot_be_read(settings: Settings) -> None:

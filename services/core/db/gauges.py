@@ -18,8 +18,6 @@ class Gauges:
 
     # (priority, "ready" | "running") -> tasks; every pair present, zero included.
     depth: dict[tuple[Priority, str], int]
-    # priority -> seconds the oldest ready task has waited (0 when none).
-    oldest_ready_age: dict[Priority, float]
     outbox_backlog: int
     outbox_oldest_age: float
     # Running tasks whose lease ran out and that recovery has not handed back yet.
@@ -46,19 +44,14 @@ class GaugeReads(StoreBase):
             return int((await connection.execute(_IN_PROGRESS)).scalar() or 0)
 
     async def gauges(self) -> Gauges:
-        """Queue depth and oldest wait by priority, and the outbox backlog, in two reads."""
+        """Queue depth by priority, and the outbox backlog, in two reads (how long tasks
+        wait is read per queue: QueueStates)."""
         depth = {(p, state): 0 for p in Priority for state in ("ready", "running")}
-        oldest = dict.fromkeys(Priority, 0.0)
         async with self._begin() as connection:
             for row in await connection.execute(_DEPTH):
-                priority = Priority.from_rank(row.priority)
-                depth[priority, row.state] = row.tasks
-                if row.state == "ready":
-                    oldest[priority] = max(float(row.oldest), 0.0)
+                depth[Priority.from_rank(row.priority), row.state] = row.tasks
             other = (await connection.execute(_OUTBOX_AND_LEASES)).one()
-        return Gauges(
-            depth, oldest, other.outbox, max(float(other.oldest or 0), 0.0), other.expired
-        )
+        return Gauges(depth, other.outbox, max(float(other.oldest or 0), 0.0), other.expired)
 
     async def worker_gauges(self) -> WorkerGauges:
         """Alive and draining workers, and alive workers' slots, by queue, in one read."""
@@ -77,8 +70,7 @@ _IN_PROGRESS = sa.text("SELECT count(*) FROM tasks WHERE status = 'IN_PROGRESS'"
 _DEPTH = sa.text("""
     SELECT priority,
            CASE WHEN status = 'IN_PROGRESS' THEN 'running' ELSE 'ready' END AS state,
-           count(*) AS tasks,
-           extract(epoch FROM now() - min(available_at)) AS oldest
+           count(*) AS tasks
     FROM tasks
     WHERE status = 'IN_PROGRESS' OR (status IN ('NEW', 'PENDING') AND available_at <= now())
     GROUP BY 1, 2

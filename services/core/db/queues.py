@@ -21,14 +21,14 @@ class QueueState:
     # Queued (NEW or PENDING) tasks by priority, due or not.
     queued: dict[Priority, int] = field(default_factory=dict)
     running: int = 0
-    # When the longest-waiting due task became ready; None when none is.
-    oldest_ready_at: datetime | None = None
+    # When the longest-waiting due task of each priority became ready (none: no entry).
+    ready_since: dict[Priority, datetime] = field(default_factory=dict)
 
-    def oldest_ready_seconds(self, now: datetime) -> float | None:
-        """How long the longest-waiting due task has waited at `now`; None when none is."""
-        if self.oldest_ready_at is None:
-            return None
-        return max((now - self.oldest_ready_at).total_seconds(), 0.0)
+    def oldest_ready_seconds(self, now: datetime, priority: Priority | None = None) -> float | None:
+        """How long the longest-waiting due task (of `priority`, or of any) has waited at
+        `now`; None when none is."""
+        since = [at for p, at in self.ready_since.items() if priority in (None, p)]
+        return max((now - min(since)).total_seconds(), 0.0) if since else None
 
 
 class QueueStates(StoreBase):
@@ -49,14 +49,17 @@ class QueueStates(StoreBase):
         states = []
         for name in names:
             rows = [row for row in counts if row.queue == name]
-            ready = [row.oldest for row in rows if row.oldest is not None]
             states.append(
                 QueueState(
                     name,
                     name in paused,
                     {Priority.from_rank(row.priority): row.queued for row in rows if row.queued},
                     sum(row.running for row in rows),
-                    min(ready) if ready else None,
+                    {
+                        Priority.from_rank(r.priority): r.oldest
+                        for r in rows
+                        if r.oldest is not None
+                    },
                 )
             )
         return states

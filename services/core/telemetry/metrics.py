@@ -73,13 +73,13 @@ OUTCOMES = Counter(
 ATTEMPT_DURATION = Histogram(
     "conveyor_task_attempt_duration_seconds",
     "How long one attempt's handler ran.",
-    ["kind"],
+    ["kind", "queue"],
     buckets=_DURATION_BUCKETS,
 )
 QUEUE_WAIT = Histogram(
     "conveyor_task_queue_wait_seconds",
     "From when a task was ready (submitted, scheduled time, end of backoff) to its start.",
-    ["priority"],
+    ["priority", "queue"],
     buckets=_DURATION_BUCKETS,
 )
 TASKS_IN_PROGRESS = Gauge(
@@ -136,9 +136,6 @@ GAUGES_REFRESHED = Gauge(
     "When (Unix time) this process last read the database-wide gauges; 0 before its first "
     "read. The alerts on those gauges ignore a process whose read is old.",
 )
-QUEUE_OLDEST_AGE = Gauge(
-    "conveyor_queue_oldest_age_seconds", "How long the oldest ready task has waited.", ["priority"]
-)
 QUEUE_TASKS = Gauge(
     "conveyor_queue_tasks",
     "A queue's tasks: queued (NEW or PENDING, due or not) or running (IN_PROGRESS).",
@@ -146,8 +143,8 @@ QUEUE_TASKS = Gauge(
 )
 QUEUE_OLDEST_READY = Gauge(
     "conveyor_queue_oldest_ready_seconds",
-    "How long a queue's longest-waiting due task has waited (0 when none waits).",
-    ["queue"],
+    "How long the longest-waiting due task of a queue and priority has waited (0 when none waits).",
+    ["queue", "priority"],
 )
 QUEUE_PAUSED = Gauge("conveyor_queue_paused", "1 while a queue is paused.", ["queue"])
 WORKERS = Gauge(
