@@ -235,6 +235,14 @@ def test_the_service_monitor_takes_timeout_and_relabelings() -> None:
         assert endpoint["scrapeTimeout"] == "10s"
         assert endpoint["relabelings"][0]["targetLabel"] == "node"
         assert endpoint["metricRelabelings"][0]["action"] == "drop"
+    # What kube-prometheus-stack selects by: its release label, its sidecar's label and folder.
+    selected = [*by_kind(manifests, "ServiceMonitor"), *by_kind(manifests, "PrometheusRule")]
+    assert {m["metadata"]["labels"]["release"] for m in selected} == {"kube-prometheus-stack"}
+    (dashboard,) = [
+        m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Platform"}
 
 
 def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
