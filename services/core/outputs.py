@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 import traceback
 from collections import deque
@@ -84,13 +85,32 @@ def error_type(error: BaseException) -> str:
 
 
 def traceback_text(error: BaseException, max_bytes: int) -> str | None:
-    """The traceback of `error` (with its causes), cleaned and cut to `max_bytes` as by
-    clean_tail; None when it cannot be formatted."""
+    """The traceback of `error` (with its causes), its files named as imported, cleaned and
+    cut to `max_bytes` as by clean_tail; None when it cannot be formatted."""
     try:
-        text = "".join(traceback.format_exception(error))
+        shown = traceback.TracebackException.from_exception(error)
+        chain: list[traceback.TracebackException | None] = [shown]
+        while chain:  # the exception and its causes and contexts, each with its frames
+            link = chain.pop()
+            if link is not None:
+                imported(link.stack)
+                chain += [link.__cause__, link.__context__]
+        text = "".join(shown.format())
     except Exception:  # noqa: BLE001 - a handler's exception may break even this
         return None
     return clean_tail(text, max_bytes)
+
+
+def imported(stack: traceback.StackSummary) -> traceback.StackSummary:
+    """`stack` with each file named by its import path (`services/core/kinds.py`,
+    `my_company/tasks.py`), not where it is installed: a traceback shown to a tenant says
+    nothing of the worker's file system, and reads the same from every image."""
+    roots = sorted((entry.rstrip("/") + "/" for entry in sys.path if entry), key=len, reverse=True)
+    for frame in stack:
+        root = next((r for r in roots if frame.filename.startswith(r)), None)
+        if root is not None:
+            frame.filename = frame.filename[len(root) :]
+    return stack
 
 
 @dataclass(frozen=True, slots=True)

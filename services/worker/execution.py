@@ -27,6 +27,7 @@ from services.core.outputs import (
     clean_tail,
     clean_text,
     error_type,
+    imported,
     result_json,
     traceback_text,
 )
@@ -138,7 +139,7 @@ def _stack_of(handler: asyncio.Task[Any], limits: OutputLimits) -> str:
     while getattr(awaited, "cr_frame", None) is not None:
         frames.append((awaited.cr_frame, awaited.cr_frame.f_lineno))
         awaited = awaited.cr_await
-    lines = traceback.StackSummary.extract(frames).format()
+    lines = imported(traceback.StackSummary.extract(frames)).format()
     return clean_tail(_STACK_HEADING + "".join(lines), limits.error_max_bytes)
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,13 @@ import pytest
 from services.core.domain import Status
 from services.core.errors import TaskFailed
 from services.core.kinds import TaskContext
-from services.core.outputs import AttemptLog, OutputLimits, clean_tail, error_type
+from services.core.outputs import (
+    AttemptLog,
+    OutputLimits,
+    clean_tail,
+    error_type,
+    traceback_text,
+)
 from services.core.settings import Settings
 from services.worker import telemetry
 from services.worker.execution import AttemptLogger, Held, run_attempt
@@ -47,6 +54,22 @@ async def test_a_failed_attempt_keeps_the_class_and_the_traceback_of_its_excepti
     assert outcome.traceback.startswith("Traceback (most recent call last):")
     assert "in _raise_deep" in outcome.traceback
     assert outcome.traceback.endswith("ValueError: deep down\n")
+    # Its files by import path, not where they are installed; its cause's too.
+    assert 'File "tests/unit/test_attempt_details.py", line' in outcome.traceback
+    assert str(Path(__file__).parent) not in outcome.traceback
+
+
+def test_a_traceback_names_the_files_of_its_causes_by_import_path_too() -> None:
+    try:
+        try:
+            _raise_deep()
+        except ValueError as cause:
+            raise RuntimeError("on top") from cause
+    except RuntimeError as error:
+        text = traceback_text(error, 16384)
+    assert text is not None and "The above exception was the direct cause" in text
+    assert text.count('File "tests/unit/test_attempt_details.py"') == 3
+    assert str(Path(__file__).parent) not in text
 
 
 async def test_a_task_failed_keeps_its_traceback_but_the_workers_line_gives_only_its_message(
