@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from bench.context import Bench, peak_rss_mb
-from bench.wrk import ms, wrk
+from bench.cpu import POSTGRESQL, RABBITMQ, by_pid, measured
+from bench.wrk import SECONDS, ms, wrk
 
 
 def run(bench: Bench) -> None:
@@ -14,21 +15,27 @@ def run(bench: Bench) -> None:
     inserts = bench.figures.inserts
     with bench.process("api") as api:
         bench.wait_ready()
+        groups = {"API": by_pid(api.pid), "PostgreSQL": POSTGRESQL, "RabbitMQ": RABBITMQ}
         for connections in (1, 8, 32):
-            rate, p50, p99 = wrk(bench, "/api/v1/tasks", connections, post="post.lua")
+            with measured(groups) as usage:
+                rate, p50, p99 = wrk(bench, "/api/v1/tasks", connections, post="post.lua")
             at_32 = connections == 32
             bench.row(
                 f"API create, {connections} connection(s)",
-                f"{rate:,.0f}/s, p50 {p50}, p99 {p99}",
+                f"{rate:,.0f}/s, p50 {p50}, p99 {p99}; {usage.per_thousand(rate * SECONDS)}",
                 f"{rate / inserts:.0%} of PostgreSQL inserts",
                 "≥ 2,500/s, p99 < 50 ms" if at_32 else "",
                 rate >= 2500 and ms(p99) < 50,
             )
             bench.figures.single_create = rate
-        rate, p50, p99 = wrk(bench, "/api/v1/tasks:batch", 4, post="batch.lua")
+            bench.figures.api_cpu = usage.of("API", rate * SECONDS)
+        with measured(groups) as usage:
+            rate, p50, p99 = wrk(bench, "/api/v1/tasks:batch", 4, post="batch.lua")
+        tasks = rate * 1000 * SECONDS
         bench.row(
             "API bulk submit, 1,000 tasks a request, 4 connections",
-            f"{rate * 1000:,.0f} tasks/s, p50 {p50}, p99 {p99} a request",
+            f"{rate * 1000:,.0f} tasks/s, p50 {p50}, p99 {p99} a request; "
+            f"{usage.per_thousand(tasks)}",
             f"{rate * 1000 / inserts:.0%} of PostgreSQL inserts",
             "≥ 20,000 tasks/s",
             rate * 1000 >= 20_000,

@@ -39,6 +39,8 @@ class Figures:
     # The API's single create at 32 connections, and its peak memory: the api section's.
     single_create: float | None = None
     api_peak_mb: float | None = None
+    # CPU seconds the API process spent per 1,000 single creates at 32 connections.
+    api_cpu: float | None = None
 
 
 @dataclass

@@ -8,12 +8,14 @@ from pathlib import Path
 
 from bench.context import Bench
 
+SECONDS = 10
+
 
 def wrk(
     bench: Bench,
     path: str,
     connections: int,
-    seconds: int = 10,
+    seconds: int = SECONDS,
     post: str = "",
     base: str = "",
 ) -> tuple[float, str, str]:
