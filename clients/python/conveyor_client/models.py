@@ -6,16 +6,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, TypeVar
 
-# A task's statuses and priorities, as the API's document lists them (a test holds them to
-# the server's); priorities lowest first.
-Status = Literal["NEW", "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"]
-Priority = Literal["LOW", "MEDIUM", "HIGH"]
-STATUSES: tuple[Status, ...] = get_args(Status)
-PRIORITIES: tuple[Priority, ...] = get_args(Priority)
-# The statuses a task never leaves.
-TERMINAL: frozenset[Status] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+# A task's statuses and priorities (lowest first), and the statuses it never leaves.
+from conveyor_client.statuses import PRIORITIES as PRIORITIES
+from conveyor_client.statuses import STATUSES as STATUSES
+from conveyor_client.statuses import TERMINAL as TERMINAL
+from conveyor_client.statuses import Priority as Priority
+from conveyor_client.statuses import Status as Status
+
 T = TypeVar("T")
 
 
