@@ -6,23 +6,44 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from services.core.auth import parse_scopes
+from services.core.db.keys import SqlKeyStore
 from services.core.settings import Settings
 from tests.support.env import ADMIN_URL, AMQP_URL, drop_database
 from tests.support.processes import wait_until_ready
 from tests.support.services import free_port, running_api, running_worker, submit, wait_for
 
 CONVEYOR = [sys.executable, "-m", "services.cli"]
+# Each command group and its actions, as its help lists them.
+GROUPS = {
+    "tasks": ["submit", "get", "attempts", "logs", "wait", "list", "watch", "cancel", "retry"],
+    "schedules": ["list", "get", "pause", "resume", "delete", "create"],
+    "queues": ["list", "pause", "resume"],
+    "workers": [],
+    "kinds": ["list", "forget"],
+    "keys": ["create", "generate", "list", "revoke"],
+}
+
+
+def conveyorctl() -> list[str]:
+    """The `conveyorctl` script that installing conveyor-client puts beside this Python."""
+    script = Path(sys.executable).with_name("conveyorctl")
+    if not script.exists():
+        pytest.fail(f"{script} is missing: pip install -e clients/python makes it")
+    return [str(script)]
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +231,7 @@ def test_schedules_are_created_listed_paused_and_deleted(
     assert _run(env, "schedules", "delete", str(made["id"])).returncode == 0
     gone = _run(env, "schedules", "get", str(made["id"]))
     assert gone.returncode == 4 and "schedule-not-found" in gone.stderr
-    bad = _run(env, "schedules", "create", "x", "not cron")
+    bad = _run(env, "schedules", "create", "x", "not cron", "--kind", "noop")
     assert bad.returncode == 4 and "cron" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -362,3 +383,168 @@ def test_a_server_failure_exits_five(amqp_prefix: str) -> None:
         server.terminate()
         server.wait(20)
     assert failed.returncode == 5 and "HTTP 503" in failed.stderr
+
+
+def _ctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*conveyorctl(), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _json(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer
+
+
+def test_conveyorctl_submits_lists_and_handles_schedules_by_name(
+    dev_server: tuple[str, dict[str, str]],
+) -> None:
+    url, env = dev_server
+    env = {k: v for k, v in env.items() if k != "CONVEYOR_API_URL"}  # --url says where
+    marker = uuid.uuid4().hex[:8]
+    task = _json(
+        _ctl(
+            env,
+            *("tasks", "submit", f"ctl {marker}", "--kind", "noop", "--key", "cvk_unused"),
+            *("--url", url, "--wait", "20", "-o", "json"),
+        )
+    )
+    assert task["status"] == "COMPLETED"
+    listed = _ctl(env, "tasks", "list", "--title", marker, "--url", url)
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith(str(task["id"]))
+
+    name = f"ctl-{marker}"
+    made = _json(
+        _ctl(
+            env,
+            "schedules",
+            "create",
+            name,
+            "0 4 * * *",
+            "--kind",
+            "noop",
+            "--url",
+            url,
+            "-o",
+            "json",
+        )
+    )
+    shown = _json(_ctl(env, "schedules", "get", name, "--url", url, "-o", "json"))
+    assert shown["id"] == made["id"] and shown["name"] == name
+    paused = _json(_ctl(env, "schedules", "pause", name, "--url", url, "-o", "json"))
+    assert paused["paused"] is True
+    resumed = _json(_ctl(env, "schedules", "resume", name, "--url", url, "-o", "json"))
+    assert resumed["paused"] is False
+    assert _ctl(env, "schedules", "delete", name, "--url", url).returncode == 0
+    gone = _ctl(env, "schedules", "get", name, "--url", url)
+    assert (gone.returncode, gone.stdout) == (4, "")
+    assert gone.stderr == f"conveyorctl: no schedule is named {name!r}\n"
+    by_id = _ctl(env, "schedules", "pause", str(made["id"]), "--url", url)
+    assert by_id.returncode == 4 and "HTTP 404 schedule-not-found" in by_id.stderr
+
+
+async def test_conveyorctl_sends_the_key_given_with_key_rather_than_the_environment_s(
+    settings: Settings, keys: SqlKeyStore
+) -> None:
+    key, _ = await keys.create("cli-team", parse_scopes("submit,read"))
+    secured = settings.model_copy(update={"auth_enabled": True, "auth_cache_seconds": 0.0})
+    async with running_api(secured) as api:
+        env = {
+            **os.environ,
+            "CONVEYOR_API_URL": str(api.base_url).rstrip("/"),
+            "CONVEYOR_API_KEY": "cvk_abcdefghijkl_" + "A" * 43,  # a key that is no one's
+        }
+        submit_args = ("tasks", "submit", "keyed", "--kind", "noop", "-o", "json")
+        with_key = await asyncio.to_thread(_ctl, env, *submit_args, "--key", key)
+        without = await asyncio.to_thread(_ctl, env, *submit_args)
+    assert with_key.returncode == 0, with_key.stderr
+    assert json.loads(with_key.stdout)["title"] == "keyed"
+    assert without.returncode == 4 and "HTTP 401 unauthenticated" in without.stderr
+
+
+@pytest.mark.parametrize("command", [CONVEYOR, None], ids=["conveyor", "conveyorctl"])
+def test_submitting_or_scheduling_without_a_kind_is_a_usage_error(
+    command: list[str] | None,
+) -> None:
+    argv = command or conveyorctl()
+    for args in (
+        ["tasks", "submit", "t"],
+        ["submit", "t"],
+        ["schedules", "create", "nightly", "0 3 * * *"],
+    ):
+        done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, args
+        assert "the following arguments are required: --kind" in done.stderr
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_the_help_of_every_group_lists_each_of_its_actions_with_a_line(group: str) -> None:
+    done = _run(dict(os.environ), group, "--help")
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: conveyor {group}")
+    for action in GROUPS[group]:
+        assert _help_line(done.stdout, action), f"{group} --help: no line for {action}"
+    if group != "keys":  # the client commands' groups say what their exit codes mean
+        assert "6  the API could not be reached" in done.stdout
+
+
+def _help_line(help_text: str, action: str) -> bool:
+    """Whether a line of the help starts with `action` (a sub-command's line) or `action:`
+    (a line of an ACTION argument's help), and says something after it."""
+    for line in help_text.splitlines():
+        words = line.split()
+        words = words[1:] if words[:1] == ["ACTION"] else words
+        if words[:1] in ([action], [f"{action}:"]) and len(words) > 1:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("command", [CONVEYOR, None], ids=["conveyor", "conveyorctl"])
+def test_an_unreachable_api_is_one_line_and_exit_six_with_the_default_retries(
+    command: list[str] | None,
+) -> None:
+    argv = command or conveyorctl()
+    url = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [*argv, "tasks", "list", "--url", url], capture_output=True, text=True, timeout=60
+    )
+    prog = "conveyor" if command else "conveyorctl"
+    assert (done.returncode, done.stdout) == (6, "")
+    assert done.stderr.startswith(f"{prog}: cannot reach the API at {url}: ")
+    assert done.stderr.count("\n") == 1 and "Connection refused" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["api", "dev"])
+def test_a_port_in_use_stops_the_api_in_one_line(command: str) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {**os.environ, "CONVEYOR_API_HOST": "127.0.0.1", "CONVEYOR_API_PORT": str(port)}
+        done = subprocess.run(
+            [*CONVEYOR, command], env=env, capture_output=True, text=True, timeout=60
+        )
+        debug = subprocess.run(
+            [*CONVEYOR, command, "--debug"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"conveyor: port {port} is in use on 127.0.0.1 (CONVEYOR_API_PORT chooses another)\n"
+    )
+    assert debug.returncode == 1 and "Traceback" in debug.stderr  # --debug shows where
+
+
+@pytest.mark.parametrize(
+    "args", [["dev"], ["migrate", "--wait-for-database", "0"]], ids=["dev", "migrate"]
+)
+def test_postgresql_out_of_reach_is_one_line(args: list[str]) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/none",
+        "CONVEYOR_API_PORT": str(free_port()),
+    }
+    done = subprocess.run([*CONVEYOR, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"conveyor: cannot reach PostgreSQL at 127.0.0.1:{port}/none: ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

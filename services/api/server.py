@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 
 import uvicorn
@@ -49,13 +50,32 @@ from services.api.problems import ProblemType
 from services.core.settings import Settings
 
 
-def serve(app: ASGIApp, settings: Settings) -> None:
-    """Serve `app` until SIGINT or SIGTERM; exit 3 if it never started, as `uvicorn.run`."""
+def serve(app: ASGIApp, settings: Settings, listening: socket.socket) -> None:
+    """Serve `app` on `listening` (from `bind`) until SIGINT or SIGTERM; exit 3 if it
+    never started, as `uvicorn.run`."""
     server = uvicorn.Server(server_config(app, settings))
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=[listening])
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` as uvicorn binds one, for `serve`; OSError when the
+    port is in use or not ours to take.
+
+    Bound before the app is made: uvicorn binds only once the app has started (connected
+    to PostgreSQL and RabbitMQ), and a failure there leaves those connections retrying,
+    so the process hangs instead of exiting."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError:
+        listening.close()
+        raise
+    listening.set_inheritable(True)
+    return listening
 
 
 def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:

@@ -1,174 +1,169 @@
-"""The `conveyor` command: every process of the service, and a client of its API."""
+"""The `conveyor` command: every process of the service, and a client of its API.
+
+The client commands are conveyor_client's (`conveyorctl` has the same ones). Parsing the
+command line, `--version`, `--help` and the client commands import nothing of the server:
+the settings, logging, tracing, the database and the web framework are imported when a
+server command (`servers.py`) or a key command (`keys.py`) runs. A server that cannot
+start says why in one line on stderr and exits 1 (`--debug`, or CONVEYOR_LOG_LEVEL=DEBUG,
+shows the traceback first).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
-import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
 
-import argcomplete
+from services.cli.keys import add_key_commands
 
-from services.cli.client import add_client_commands
-from services.cli.keys import add_key_commands, run_keys
-from services.core.db.schema import ensure_database
-from services.core.logs import configure_logging
-from services.core.runtime import tune_gc
-from services.core.settings import Settings
-from services.core.telemetry.tracing import configure_tracing
-
-logger = logging.getLogger("conveyor")
-MIGRATE_PATIENCE = 120.0
-
-
-def _migrate(settings: Settings) -> None:
-    from services.core.db.migrate import upgrade
-
-    asyncio.run(_reach_database(settings.database_url, MIGRATE_PATIENCE))
-    upgrade(settings.database_url)
-    logger.info("schema is at the latest revision")
-
-
-async def _reach_database(database_url: str, patience: float) -> None:
-    """Create the database if needed, waiting for PostgreSQL to come up (as in a new cluster)."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return await ensure_database(database_url)
-        except OSError as error:
-            if time.monotonic() > deadline:
-                raise
-            logger.warning("PostgreSQL not reachable yet (%s); retrying", error)
-            await asyncio.sleep(2)
+PROG = "conveyor"
+SubParsers = argparse._SubParsersAction  # argparse names no public type for it
+# The server commands and their help.
+SERVERS = {
+    "api": "serve the HTTP API (and its outbox relay)",
+    "worker": "run tasks; drains on SIGTERM",
+    "relay": "publish due tasks to RabbitMQ, on its own",
+    "recover": "hand back tasks whose lease expired, every RECOVERY_INTERVAL_SECONDS",
+    "operator": "the Kubernetes operator: recovery that watches worker pods",
+    "migrate": "create the database if needed and migrate it to the latest revision",
+    "dev": "migrate, then run the API, the relay and a worker in one process",
+}
+# How long `migrate` waits for PostgreSQL to come up (as in a new cluster), and `dev` (a
+# laptop's PostgreSQL is up already, or the command had better say at once that it is not).
+DATABASE_PATIENCE = {"migrate": 120.0, "dev": 0.0}
+# The client commands' names, for a `conveyor` installed without conveyor-client.
+CLIENT_COMMANDS = frozenset({"tasks", "submit", "get", "schedules", "queues", "workers", "kinds"})
+EXIT_NO_CLIENT = 5
 
 
-def _api(settings: Settings) -> None:
-    from services.api.app import create_app
-    from services.api.server import serve
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked for
+    (importlib.metadata alone takes longer to import than the rest of the command line)."""
 
-    serve(create_app(settings), settings)
-
-
-def _worker(settings: Settings) -> None:
-    from services.worker.main import run_worker
-
-    asyncio.run(run_worker(settings))
-
-
-def _relay(settings: Settings) -> None:
-    from services.core.loops.processes import run_relay
-
-    asyncio.run(run_relay(settings))
-
-
-def _recover(settings: Settings) -> None:
-    from services.core.loops.processes import run_recovery
-
-    asyncio.run(run_recovery(settings))
-
-
-def _operator(settings: Settings) -> None:
-    from services.operator.main import run_operator
-
-    asyncio.run(run_operator(settings))
-
-
-def _dev(settings: Settings) -> None:
-    _migrate(settings)
-    loopback = settings.api_host in ("127.0.0.1", "::1", "localhost")
-    if settings.auth_enabled and loopback and "CONVEYOR_AUTH_ENABLED" not in os.environ:
-        # A laptop's API on loopback: no keys to make first. Set the variable to keep them.
-        settings = settings.model_copy(update={"auth_enabled": False})
-        logger.warning("API keys are off (CONVEYOR_AUTH_ENABLED=true turns them on)")
-    asyncio.run(_serve_dev(settings))
-
-
-async def _serve_dev(settings: Settings) -> None:
-    """API (with its relay) and a worker in one process, until Ctrl-C."""
-    import uvicorn
-
-    from services.api.app import create_app
-    from services.api.server import server_config
-    from services.worker.main import open_worker
-
-    server = uvicorn.Server(server_config(create_app(settings), settings))
-    async with open_worker(settings) as worker:
-        # uvicorn raises the signal that stopped it again once it is done: let that
-        # signal start the worker's drain rather than end the process mid-task.
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(worker.stop))
-        working = asyncio.create_task(worker.run())
-        logger.info(
-            "Conveyor on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: Any) -> None:
+        super().__init__(
+            option_strings, argparse.SUPPRESS, nargs=0, help="show the version and exit"
         )
-        await server.serve()  # returns on SIGINT or SIGTERM
-        worker.stop()
-        await working
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("conveyor")
+        except PackageNotFoundError:
+            found = "unknown"
+        print(f"{PROG} {found}")
+        parser.exit()
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
+def _client() -> ModuleType | None:
+    """conveyor_client's command line, or None when conveyor-client is not installed."""
     try:
-        return version("conveyor")
-    except PackageNotFoundError:
-        return "unknown"
+        from conveyor_client import cli
+    except ImportError:
+        return None
+    return cli
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="conveyor",
-        description=__doc__,
+def _add_servers(commands: SubParsers[argparse.ArgumentParser]) -> None:
+    for name, text in SERVERS.items():
+        server = commands.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.")
+        server.add_argument(
+            "--debug", action="store_true", help="show the traceback when it cannot start"
+        )
+        if name in DATABASE_PATIENCE:
+            server.add_argument(
+                "--wait-for-database",
+                type=float,
+                default=DATABASE_PATIENCE[name],
+                metavar="SECONDS",
+                help="how long to wait for PostgreSQL to come up "
+                f"(default {DATABASE_PATIENCE[name]:g})",
+            )
+
+
+def _add_missing_client(commands: SubParsers[argparse.ArgumentParser]) -> None:
+    """The client commands' names, saying what to install, when the client is missing."""
+    for name in sorted(CLIENT_COMMANDS):
+        missing = commands.add_parser(name, help="(needs conveyor-client)")
+        missing.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def parser(client: ModuleType | None) -> argparse.ArgumentParser:
+    """The `conveyor` command line: the server's commands, `client`'s and the keys'."""
+    parse = argparse.ArgumentParser(
+        prog=PROG,
+        description="Every process of Conveyor, and a client of its API (the client "
+        "commands are also conveyor-client's own command, conveyorctl).",
         epilog="Exit codes of the client commands: see `conveyor tasks --help`. Shell "
         'completion: eval "$(register-python-argcomplete conveyor)".',
     )
-    parser.add_argument("--version", action="version", version=f"conveyor {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in [
-        ("api", "serve the HTTP API (and its outbox relay)"),
-        ("worker", "run tasks; drains on SIGTERM"),
-        ("relay", "publish due tasks to RabbitMQ, on its own"),
-        ("recover", "hand back tasks whose lease expired, every RECOVERY_INTERVAL_SECONDS"),
-        ("operator", "the Kubernetes operator: recovery that watches worker pods"),
-        ("migrate", "create the database if needed and migrate it to the latest revision"),
-        ("dev", "migrate, then run the API, the relay and a worker in one process"),
-    ]:
-        commands.add_parser(name, help=text)
-    add_client_commands(commands)
+    parse.add_argument("--version", action=_Version)
+    commands = parse.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_servers(commands)
+    if client is None:
+        _add_missing_client(commands)
+    else:
+        client.add_commands(commands)
     add_key_commands(commands)
-    return parser
+    return parse
 
 
-_SERVICES: dict[str, Callable[[Settings], None]] = {
-    "api": _api,
-    "worker": _worker,
-    "relay": _relay,
-    "recover": _recover,
-    "operator": _operator,
-    "migrate": _migrate,
-    "dev": _dev,
-}
-CLIENT_COMMANDS = frozenset({"tasks", "submit", "get", "schedules", "queues", "workers", "kinds"})
+def _complete(parse: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request, when this run is one."""
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parse)
+
+
+def _run_client(client: ModuleType | None, args: argparse.Namespace) -> int:
+    if client is None:
+        print(
+            f"{PROG}: the client commands need conveyor-client: pip install 'conveyor[client]'",
+            file=sys.stderr,
+        )
+        return EXIT_NO_CLIENT
+    client.skip_unused()
+    code: int = client.run(args, prog=PROG)
+    return code
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    from services.cli.keys import run_keys
+
+    return run_keys(args)
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    """Run a server command until it ends; 1, after one line, if it cannot start."""
+    from services.cli.servers import CannotStart, start
+
+    try:
+        start(args)
+    except CannotStart as error:
+        if args.debug or os.environ.get("CONVEYOR_LOG_LEVEL", "").upper() == "DEBUG":
+            import traceback
+
+            traceback.print_exception(error)
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `conveyor` command."""
-    parser = _parser()
-    argcomplete.autocomplete(parser)
-    args = parser.parse_args(argv)
+    client = _client()
+    parse = parser(client)
+    _complete(parse)
+    args = parse.parse_args(argv)
     if args.command in CLIENT_COMMANDS:
-        from services.cli.client import run_client_command
-
-        sys.exit(run_client_command(args))
+        sys.exit(_run_client(client, args))
     if args.command == "keys":
-        sys.exit(run_keys(args))
-    settings = Settings()
-    configure_logging(settings.log_format, settings.log_level)
-    configure_tracing(f"conveyor-{args.command}")
-    tune_gc()
-    _SERVICES[args.command](settings)
+        sys.exit(_run_keys(args))
+    code = _run_server(args)
+    if code:
+        sys.exit(code)
