@@ -1,6 +1,7 @@
 """Conveyor's benchmark: one command, the local servers, one table.
 
     python -m bench.run            (wrk must be installed: apt-get install wrk)
+    python -m bench.run --only cli (how fast the command lines start: no server needed)
 
 It measures this machine's raw limits first (PostgreSQL committed inserts, RabbitMQ
 confirmed publishes and acked consumes) and prints each figure of the service beside the
@@ -20,6 +21,7 @@ from bench import (
     anchor,
     api,
     bulk,
+    cli,
     console,
     cost,
     drain,
@@ -47,9 +49,12 @@ SECTIONS: dict[str, Callable[[Bench], None]] = {
     "wait": wait.run,
     "retention": retention.run,
     "bulk": bulk.run,
+    "cli": cli.run,
 }
 # The sections that load the API with wrk.
 WITH_WRK = frozenset({"api", "anchor", "list"})
+# The sections that need no server: run alone, they skip the machine's limits.
+WITHOUT_SERVERS = frozenset({"cli"})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         choices=list(SECTIONS),
-        help="run these sections only (the machine's limits always run)",
+        help="run these sections only (the machine's limits run unless no section needs them)",
     )
     return parse
 
@@ -77,6 +82,11 @@ def needs_wrk(sections: Iterable[str]) -> bool:
     return not WITH_WRK.isdisjoint(sections)
 
 
+def needs_servers(sections: Iterable[str]) -> bool:
+    """Whether any of `sections` uses PostgreSQL or RabbitMQ (and so the workspace)."""
+    return not WITHOUT_SERVERS.issuperset(sections)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     sections = chosen(args.only)
@@ -86,13 +96,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         run(bench, sections)
     finally:
-        asyncio.run(workspace.clean_up(bench))
+        if needs_servers(sections):
+            asyncio.run(workspace.clean_up(bench))
 
 
-def run(bench: Bench, sections: Iterable[str]) -> None:
-    """The machine's limits, then each of `sections`, then the table on stdout."""
-    workspace.prepare(bench)
-    limits.run(bench)
+def run(bench: Bench, sections: Sequence[str]) -> None:
+    """The machine's limits (when a section needs the servers), then each of `sections`,
+    then the table on stdout."""
+    if needs_servers(sections):
+        workspace.prepare(bench)
+        limits.run(bench)
     for name in sections:
         SECTIONS[name](bench)
     print(table(bench.rows))

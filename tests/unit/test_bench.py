@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.context import Bench
-from bench.run import SECTIONS, chosen, needs_wrk, parser, table
+from bench.run import SECTIONS, chosen, needs_servers, needs_wrk, parser, table
 
 
 def test_every_section_the_readme_names_is_known_in_the_order_a_run_takes_them() -> None:
@@ -21,6 +21,7 @@ def test_every_section_the_readme_names_is_known_in_the_order_a_run_takes_them()
         "wait",
         "retention",
         "bulk",
+        "cli",
     ]
 
 
@@ -42,6 +43,12 @@ def test_wrk_is_needed_only_by_the_sections_that_load_the_api_with_it() -> None:
     assert needs_wrk(chosen(None))
     assert needs_wrk(["list"])
     assert not needs_wrk(["bulk", "wait", "cost", "console"])
+
+
+def test_only_the_start_of_the_command_lines_runs_without_the_servers() -> None:
+    assert not needs_servers(["cli"])
+    assert needs_servers(["cli", "wait"])
+    assert needs_servers(chosen(None))
 
 
 def test_a_row_says_whether_its_goal_was_met_and_the_table_keeps_the_order() -> None:
