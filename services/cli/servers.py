@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import itertools
 import logging
 import os
 import signal
@@ -77,7 +78,7 @@ async def _reach_database(database_url: str, patience: float) -> None:
     refuses the login or the URL is not one."""
     where = _database_address(database_url)
     deadline = time.monotonic() + patience
-    while True:
+    for attempt in itertools.count(1):
         try:
             return await asyncio.wait_for(ensure_database(database_url), CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as error:
@@ -85,7 +86,13 @@ async def _reach_database(database_url: str, patience: float) -> None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CannotStart(f"cannot reach PostgreSQL at {where}: {reason}") from error
-            logger.warning("PostgreSQL at %s not reachable yet (%s); retrying", where, reason)
+            if attempt == 1:  # said once: the wait ends in a line of its own either way
+                logger.warning(
+                    "PostgreSQL at %s not reachable yet (%s); trying again for up to %.0f s",
+                    where,
+                    reason,
+                    left,
+                )
             await asyncio.sleep(min(RETRY_PAUSE, left))
         except asyncpg.PostgresError as error:
             raise CannotStart(f"PostgreSQL at {where} refused: {error}") from error
