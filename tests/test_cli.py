@@ -17,13 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from services.core.auth import parse_scopes
 from services.core.db.keys import SqlKeyStore
 from services.core.settings import Settings
-from tests.support.env import ADMIN_URL, AMQP_URL, drop_database
-from tests.support.processes import wait_until_ready
+from tests.support.env import AMQP_URL
+from tests.support.processes import running_dev
 from tests.support.services import free_port, running_api, running_worker, submit, wait_for
 
 CONVEYOR = [sys.executable, "-m", "services.cli"]
@@ -49,29 +48,8 @@ def conveyorctl() -> list[str]:
 @pytest.fixture(scope="module")
 def dev_server(amqp_prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
     """`conveyor dev` against a database it creates and migrates itself."""
-    name = f"conveyor_dev_{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {
-        **os.environ,
-        "CONVEYOR_DATABASE_URL": make_url(ADMIN_URL)
-        .set(database=name)
-        .render_as_string(hide_password=False),
-        "CONVEYOR_AMQP_URL": AMQP_URL,
-        "CONVEYOR_AMQP_PREFIX": f"{amqp_prefix}-dev",
-        "CONVEYOR_API_PORT": str(port),
-        "CONVEYOR_API_URL": f"http://127.0.0.1:{port}",
-    }
-    process = subprocess.Popen([*CONVEYOR, "dev"], env=env, stderr=subprocess.PIPE, text=True)
-    url = env["CONVEYOR_API_URL"]
-    try:
-        wait_until_ready(url, process)
+    with running_dev(amqp_prefix) as (url, env):
         yield url, env
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, log = process.communicate(timeout=30)
-        drop_database(name)
-    assert process.returncode == 0, log
-    assert "Traceback" not in log, log
 
 
 def _conveyor(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:

@@ -11,11 +11,9 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.readme.examples import Block, blocks, runnable
-from tests.support.env import ADMIN_URL, AMQP_URL, drop_database
-from tests.support.processes import wait_until_ready
-from tests.support.services import free_port
+from tests.support.processes import running_dev
 
 CONVEYOR = [sys.executable, "-m", "services.cli"]
 # The queues the README's examples name: those its Queues section defines.
@@ -56,36 +51,20 @@ class Readme:
 def readme(amqp_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Readme]:
     """`conveyor dev` on a database of its own, with the README's queues, and a key, a
     task and a cursor for the placeholders."""
-    name = f"conveyor_readme_{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     shims = tmp_path_factory.mktemp("shims")
     (shims / "curl").write_text(CURL_SHIM)
     (shims / "curl").chmod(0o755)
-    env = {
-        **os.environ,
-        "PATH": f"{shims}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "REAL_CURL": shutil.which("curl") or "curl",
-        "CURL_LOG": str(shims / "calls.log"),
-        "CONVEYOR_DATABASE_URL": make_url(ADMIN_URL)
-        .set(database=name)
-        .render_as_string(hide_password=False),
-        "CONVEYOR_AMQP_URL": AMQP_URL,
-        "CONVEYOR_AMQP_PREFIX": f"{amqp_prefix}-dev",
-        "CONVEYOR_API_PORT": str(port),
-        "CONVEYOR_API_URL": url,
-        "CONVEYOR_QUEUES": json.dumps(QUEUES),
-        "API": url,
-    }
-    process = subprocess.Popen([*CONVEYOR, "dev"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until_ready(url, process)
+    path = os.pathsep.join([str(shims), str(Path(sys.executable).parent), os.environ["PATH"]])
+    with running_dev(amqp_prefix, CONVEYOR_QUEUES=json.dumps(QUEUES)) as (url, env):
+        env = {
+            **env,
+            "PATH": path,
+            "REAL_CURL": shutil.which("curl") or "curl",
+            "CURL_LOG": str(shims / "calls.log"),
+            "API": url,
+        }
         env.update(_placeholders(url, env))
         yield Readme(url, env, shims / "calls.log")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-        drop_database(name)
 
 
 def _placeholders(url: str, env: dict[str, str]) -> dict[str, str]:
