@@ -52,6 +52,10 @@ ENV = {
     "CONVEYOR_WORKER_QUEUES": "default,reports",
     "CONVEYOR_TRACE_URL": "http://jaeger:16686/trace/{trace_id}",
     "CONVEYOR_LOG_LEVEL": "WARNING",
+    # A worker named as in Kubernetes (its pod), running the example's kinds too.
+    "CONVEYOR_WORKER_ID": "conveyor-worker-7d9c5b-x2k4q",
+    "CONVEYOR_TASK_MODULES": "uploads.handlers",
+    "PYTHONPATH": str(ROOT / "examples"),
 }
 
 
