@@ -74,6 +74,15 @@ def _add_servers(commands: SubParsers[argparse.ArgumentParser]) -> None:
         server.add_argument(
             "--debug", action="store_true", help="show the traceback when it cannot start"
         )
+        if name == "api":
+            server.add_argument(
+                "--processes",
+                type=int,
+                default=None,
+                metavar="N",
+                help="serve with N processes on one port, to use N cores "
+                "(default: CONVEYOR_API_PROCESSES, else 1)",
+            )
         if name in DATABASE_PATIENCE:
             server.add_argument(
                 "--wait-for-database",

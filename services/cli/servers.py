@@ -129,11 +129,26 @@ def _listen(settings: Settings) -> socket.socket:
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> None:
-    listening = _listen(settings)
+    from services.api.processes import inherited, serve_processes
+
+    given = inherited()
+    processes = args.processes or settings.api_processes
+    if given is None and processes > 1:  # the parent of `processes` API processes
+        listening = _listen(settings)
+        where = f"http://{settings.api_host}:{settings.api_port}"
+        logger.info("API on %s, %d processes", where, processes)
+        raise SystemExit(serve_processes(listening, processes))
+    if given is None:
+        listening = _listen(settings)
+        logger.info("API on http://%s:%d", settings.api_host, settings.api_port)
+    else:
+        listening, index = given
+        if index > 0:  # the installation's loops run once, in process 0
+            off = {"api_run_relay": False, "api_run_recovery": False, "api_run_retention": False}
+            settings = settings.model_copy(update=off)
     from services.api.app import create_app
     from services.api.server import serve
 
-    logger.info("API on http://%s:%d", settings.api_host, settings.api_port)
     serve(create_app(settings), settings, listening)
 
 

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    # API processes on the one port (`conveyor api --processes N`), to use a pod's cores;
+    # the relay, scheduler, recovery and retention run in the first of them only.
+    api_processes: int = Field(1, ge=1, le=64)
     # The relay (which also fires due schedules) and the recovery sweep run in every API
     # process; switch them off to run `conveyor relay` and `conveyor recover` on their own
     # (or leave recovery to the operator).

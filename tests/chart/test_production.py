@@ -278,3 +278,14 @@ def test_the_images_the_chart_and_the_package_carry_one_version() -> None:
         # No frontend image to fetch: builds work air-gapped.
         assert not text.startswith("# syntax="), dockerfile
         assert "constraints.txt" in text, dockerfile
+
+
+def test_api_processes_reach_the_api_s_settings() -> None:
+    manifests = render(CI / "hpa-values.yaml")
+    config = [
+        m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-config")
+    ]
+    defaults = [
+        m for m in by_kind(render(), "ConfigMap") if m["metadata"]["name"].endswith("-config")
+    ]
+    assert [m["data"]["CONVEYOR_API_PROCESSES"] for m in config + defaults] == ["2", "1"]

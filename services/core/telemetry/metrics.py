@@ -3,6 +3,10 @@
 Counters and histograms are per process; the `conveyor_queue_*`, `conveyor_outbox_*` and
 `conveyor_workers` gauges describe the whole database and are the same on every API
 replica: aggregate them with max(), not sum().
+
+Each gauge says how an API pod of several processes (`conveyor api --processes N`, which
+keeps prometheus_client's multiprocess files) answers it: the database-wide ones the
+most recent value, whichever process read it; counters and histograms are summed.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ BUILD_INFO = Gauge(
     "conveyor_build_info",
     "Always 1; the labels say which Conveyor and Python this process runs.",
     ["version", "python"],
+    multiprocess_mode="max",
 )
 BUILD_INFO.labels(VERSION, platform.python_version()).set(1)
 
@@ -83,9 +88,15 @@ QUEUE_WAIT = Histogram(
     buckets=_DURATION_BUCKETS,
 )
 TASKS_IN_PROGRESS = Gauge(
-    "conveyor_worker_tasks_in_progress", "Tasks this worker process runs now."
+    "conveyor_worker_tasks_in_progress",
+    "Tasks this worker process runs now.",
+    multiprocess_mode="livesum",
 )
-WORKER_SLOTS = Gauge("conveyor_worker_slots", "Tasks this worker process may run at once.")
+WORKER_SLOTS = Gauge(
+    "conveyor_worker_slots",
+    "Tasks this worker process may run at once.",
+    multiprocess_mode="livesum",
+)
 RETRIES = Counter(
     "conveyor_task_retries_total", "Failed attempts that will be tried again.", ["kind"]
 )
@@ -114,49 +125,65 @@ MESSAGES_RESENT = Counter(
     "Queued tasks whose broker message was gone and was sent again.",
 )
 OUTBOX_BACKLOG = Gauge(
-    "conveyor_outbox_backlog_tasks", "Tasks still NEW: committed, not yet confirmed by the broker."
+    "conveyor_outbox_backlog_tasks",
+    "Tasks still NEW: committed, not yet confirmed by the broker.",
+    multiprocess_mode="mostrecent",
 )
-OUTBOX_OLDEST_AGE = Gauge("conveyor_outbox_oldest_age_seconds", "Age of the oldest task still NEW.")
+OUTBOX_OLDEST_AGE = Gauge(
+    "conveyor_outbox_oldest_age_seconds",
+    "Age of the oldest task still NEW.",
+    multiprocess_mode="mostrecent",
+)
 LEASE_EXPIRED = Gauge(
     "conveyor_tasks_lease_expired",
     "Running tasks whose lease ran out and that recovery has not handed back yet.",
+    multiprocess_mode="mostrecent",
 )
 QUEUE_DEPTH = Gauge(
     "conveyor_queue_depth_tasks",
     "Tasks to run now: ready (NEW or PENDING and due) or running (IN_PROGRESS).",
     ["priority", "state"],
+    multiprocess_mode="mostrecent",
 )
 GAUGES_UP = Gauge(
     "conveyor_database_gauges_up",
     "1 when the last scrape read the database-wide gauges; 0 when PostgreSQL could not be "
     "read, and the conveyor_queue_*, conveyor_outbox_* and lease gauges hold old values.",
+    multiprocess_mode="mostrecent",
 )
 GAUGES_REFRESHED = Gauge(
     "conveyor_gauges_refreshed_timestamp_seconds",
     "When (Unix time) this process last read the database-wide gauges; 0 before its first "
     "read. The alerts on those gauges ignore a process whose read is old.",
+    multiprocess_mode="mostrecent",
 )
 QUEUE_TASKS = Gauge(
     "conveyor_queue_tasks",
     "A queue's tasks: queued (NEW or PENDING, due or not) or running (IN_PROGRESS).",
     ["queue", "state"],
+    multiprocess_mode="mostrecent",
 )
 QUEUE_OLDEST_READY = Gauge(
     "conveyor_queue_oldest_ready_seconds",
     "How long the longest-waiting due task of a queue and priority has waited (0 when none waits).",
     ["queue", "priority"],
+    multiprocess_mode="mostrecent",
 )
-QUEUE_PAUSED = Gauge("conveyor_queue_paused", "1 while a queue is paused.", ["queue"])
+QUEUE_PAUSED = Gauge(
+    "conveyor_queue_paused", "1 while a queue is paused.", ["queue"], multiprocess_mode="mostrecent"
+)
 WORKERS = Gauge(
     "conveyor_workers",
     "Worker processes seen within their lease, by a queue they consume and state (alive or "
     "draining); a worker on two queues counts on both.",
     ["queue", "state"],
+    multiprocess_mode="mostrecent",
 )
 QUEUE_WORKER_SLOTS = Gauge(
     "conveyor_queue_worker_slots",
     "Slots (tasks at once) of the alive workers that consume a queue.",
     ["queue"],
+    multiprocess_mode="mostrecent",
 )
 HTTP_REQUESTS = Counter(
     "conveyor_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
@@ -188,6 +215,7 @@ LOOP_FAILING = Gauge(
     "1 while a background loop's last three passes all failed with an unexpected error; "
     "0 once a pass works again.",
     ["loop"],
+    multiprocess_mode="livemax",
 )
 BACKGROUND_ERRORS = Counter(
     "conveyor_background_errors_total",
