@@ -3,7 +3,8 @@ interval: unlike a rate, it barely moves with how fast the machine is that day, 
 compares runs, commits and the anchor.
 
 A process counts with its descendants, and with what it reaped (`cutime`, `cstime`): the
-PostgreSQL backends that ended during the interval are in the postmaster's figure.
+PostgreSQL backends that ended during the interval are in the postmaster's figure, less
+what they had spent before it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,6 @@ def measured(groups: dict[str, Finder]) -> Iterator[Usage]:
     usage = Usage({})
     yield usage
     for name, finder in groups.items():
-        after = _cpu(finder)
-        usage.seconds[name] = sum(
-            spent - before[name].get(pid, 0.0) for pid, spent in after.items()
-        )
+        # A process gone since is in its parent's cutime in full: its share from before
+        # the interval comes off with everyone's.
+        usage.seconds[name] = sum(_cpu(finder).values()) - sum(before[name].values())

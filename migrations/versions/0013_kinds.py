@@ -39,10 +39,14 @@ def upgrade() -> None:
         )
     """)
     op.execute("CREATE INDEX IF NOT EXISTS ix_kinds_name ON kinds (name, registered_at)")
-    # A column with a constant default: no rewrite of the table.
+    # A column with a constant default: no rewrite of the table, but a short exclusive
+    # lock; waiting behind a long transaction it would hold up every heartbeat, so give up
+    # after a few seconds (the migration is run again) rather than queue them.
+    op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute(
         "ALTER TABLE workers ADD COLUMN IF NOT EXISTS kind_digests text[] NOT NULL DEFAULT '{}'"
     )
+    op.execute("SET LOCAL lock_timeout = DEFAULT")  # the later revisions' own
 
 
 def downgrade() -> None:

@@ -1,11 +1,16 @@
 """The kinds the API accepts, without importing any handler: the built-in ones, and those
 that workers registered in PostgreSQL (services/core/db/kinds.py).
 
-The catalog is read again when it is older than REFRESH_SECONDS, or at once when a
-request names a kind it does not have (a worker may have just registered it): a
-submission of a known kind costs no statement. A payload is accepted when it fits the
+The catalog is read again when it is older than REFRESH_SECONDS, or when a request
+names a kind it does not have (a worker may have just registered it), at most once every
+MISS_SECONDS for those: a submission of a known kind costs no statement, and made-up
+kinds cost one small read a second at most. A payload is accepted when it fits the
 schema of some current version of its kind: during a rollout, the old workers' and the
 new ones'.
+
+Schemas are checked by jsonschema-rs, whose regular expressions are Rust's, as pydantic's
+are (`\\p{L}` works, and a pattern runs in linear time: no payload can make a check
+backtrack for seconds); a schema it cannot compile takes any payload, and is logged.
 """
 
 from __future__ import annotations
@@ -17,8 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+import jsonschema_rs
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.core.db.kinds import KindRegistry, KindVersion
@@ -30,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 # How long the API judges submissions by what it read of the registry.
 REFRESH_SECONDS = 5.0
+# The least time between two reads made for a kind the catalog lacks.
+MISS_SECONDS = 1.0
+Validator = Any  # a compiled jsonschema_rs validator
 # A refusal quotes so many characters of what the schema said at most.
 _MESSAGE_CHARS = 200
 
@@ -46,20 +53,18 @@ class Accepted:
     versions: tuple[KindVersion, ...]
     builtin: bool
     # One per version; None where the version takes any JSON object.
-    _validators: tuple[Draft202012Validator | None, ...]
+    _validators: tuple[Validator | None, ...]
 
     def refusal(self, payload: dict[str, Any]) -> tuple[list[str | int], str] | None:
         """None when some current version takes `payload`; else where in it the newest
         version's schema refuses it (a path under the payload), and why."""
         if any(check is None or check.is_valid(payload) for check in self._validators):
             return None
-        newest = self._validators[0]
-        assert newest is not None
-        error = best_match(newest.iter_errors(payload))
-        path: list[str | int] = list(error.absolute_path)
-        if error.validator == "required" and isinstance(error.instance, dict):
-            missing = [name for name in error.validator_value if name not in error.instance]
-            path += missing[:1]
+        newest: Validator = self._validators[0]
+        error = next(iter(newest.iter_errors(payload)))
+        path: list[str | int] = list(error.instance_path)
+        if error.kind.name == "required":
+            path.append(error.kind.as_dict()["property"])
         return path, error.message[:_MESSAGE_CHARS]
 
 
@@ -70,7 +75,7 @@ class KindCatalog:
         self._store = store
         self._builtin = [found.card() for found in builtin.values()]
         # Validators by version: a refresh compiles only the versions it has not seen.
-        self._compiled: dict[str, Draft202012Validator | None] = {}
+        self._compiled: dict[str, Validator | None] = {}
         self._kinds = self._catalog([])
         self._read_at = float("-inf")
         self._reading = asyncio.Lock()
@@ -86,30 +91,37 @@ class KindCatalog:
         return [self._kinds[name] for name in self.names()]
 
     async def ready(self, names: Iterable[str]) -> None:
-        """Read the registry again if what was read is older than REFRESH_SECONDS, or does
-        not have one of `names`, and no read began since this call: concurrent requests
-        that need a read share one."""
+        """Read the registry again if what was read is older than REFRESH_SECONDS, or
+        MISS_SECONDS old and without one of `names`, unless a read began since this call:
+        concurrent requests that need a read share one."""
         asked = time.monotonic()
-        if asked - self._read_at < REFRESH_SECONDS and all(n in self._kinds for n in names):
+        age = asked - self._read_at
+        missing = not all(n in self._kinds for n in names)
+        if age < MISS_SECONDS or (age < REFRESH_SECONDS and not missing):
             return
         async with self._reading:
             if self._read_at >= asked:
                 return
-            began = time.monotonic()
             try:
-                self._kinds = self._catalog(await self._store.current_kinds())
+                await self._read()
             except (StoreUnavailable, SQLAlchemyError) as error:
-                # Kept as last read, and read again after REFRESH_SECONDS: a registry that
-                # cannot be read costs no submission of a kind already known.
+                # Kept as last read, and read again later: a registry that cannot be read
+                # costs no submission of a kind already known.
                 logger.warning("kinds not read: %s", getattr(error, "orig", None) or error)
-                if not all(n in self._kinds for n in names):
+                self._read_at = asked
+                if missing:
                     raise StoreUnavailable("the kinds workers registered cannot be read") from error
-            self._read_at = began
 
     async def refresh(self) -> None:
-        """Read the registry now (a listing shows what is there, not what was)."""
-        self._read_at = float("-inf")
-        await self.ready(())
+        """Read the registry now (a listing shows what is there, not what was); raises
+        when it cannot be read."""
+        async with self._reading:
+            await self._read()
+
+    async def _read(self) -> None:
+        began = time.monotonic()
+        self._kinds = self._catalog(await self._store.current_kinds())
+        self._read_at = began
 
     def _catalog(self, registered: list[KindVersion]) -> dict[str, Accepted]:
         by_name: dict[str, list[KindVersion]] = {}
@@ -135,8 +147,19 @@ class KindCatalog:
             for name, versions in by_name.items()
         }
 
-    def _validator(self, card: KindCard) -> Draft202012Validator | None:
+    def _validator(self, card: KindCard) -> Validator | None:
         if card.digest not in self._compiled:
-            schema = card.payload_schema
-            self._compiled[card.digest] = None if schema is None else Draft202012Validator(schema)
+            self._compiled[card.digest] = _compiled(card)
         return self._compiled[card.digest]
+
+
+def _compiled(card: KindCard) -> Validator | None:
+    """The validator of `card`'s payload schema; None (any payload) without one, or for
+    one that does not compile, which is logged: the worker's model still checks."""
+    if card.payload_schema is None:
+        return None
+    try:
+        return jsonschema_rs.validator_for(card.payload_schema)
+    except (jsonschema_rs.ValidationError, ValueError) as error:
+        logger.warning("kind %r: its payload schema does not compile: %s", card.name, error)
+        return None

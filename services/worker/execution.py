@@ -36,8 +36,9 @@ from services.core.settings import Settings
 logger = logging.getLogger(__name__)
 
 StopReason = Literal["cancel", "lost", "drain"]
-# A task of a kind this worker does not run goes back to its queue for so long (s).
-UNKNOWN_KIND_SECONDS = (5.0, 15.0)
+# A task of a kind this worker does not run goes back to its queue for a quarter of its
+# age, within these bounds (s): a task that waits long for a worker is tried rarely.
+UNKNOWN_KIND_SECONDS = (5.0, 300.0)
 
 
 @dataclass(slots=True)
@@ -171,7 +172,9 @@ async def run_attempt(
     if kind is None:
         # A worker of another version runs it (a rollout), or none has come yet: back to
         # its queue with the attempt uncounted, for a while, so other workers take it.
-        after = random.uniform(*UNKNOWN_KIND_SECONDS)
+        age = (datetime.now(UTC) - task.created_at).total_seconds()
+        low, high = UNKNOWN_KIND_SECONDS
+        after = min(max(age / 4 * random.uniform(0.8, 1.2), low), high)
         return Outcome("hand_back", error=f"no handler for {task.kind!r}", after_seconds=after)
     payload: Any = task.payload
     if kind.payload is not None:

@@ -30,12 +30,17 @@ logger = logging.getLogger(__name__)
 # How often a worker whose running count and state stay the same writes its row: the
 # heartbeat beats far more often (every half second by default) than anyone reads it.
 SEEN_EVERY_SECONDS = 5.0
+# How often a worker writes back its kinds if they went missing (forgotten while its lease
+# had lapsed): an insert that finds them there writes nothing.
+KINDS_EVERY_SECONDS = 60.0
 
 
 class Registry(Protocol):
     """Where a worker registers (the task store)."""
 
-    async def register_kinds(self, cards: Sequence[KindCard], version: str) -> None: ...
+    async def register_kinds(
+        self, cards: Sequence[KindCard], version: str, *, renew: bool = True
+    ) -> None: ...
     async def register_worker(self, card: WorkerCard, lease_seconds: float) -> None: ...
     async def worker_seen(
         self, card: WorkerCard, running: int, draining: bool, lease_seconds: float
@@ -60,6 +65,7 @@ class Presence:
         # Well inside the lease, so a live worker never reads gone between two writes.
         self._every = min(SEEN_EVERY_SECONDS, lease_seconds / 3)
         self._written: tuple[float, int, bool] | None = None  # when, running, draining
+        self._kinds_at = time.monotonic()
 
     @classmethod
     def of(
@@ -95,6 +101,10 @@ class Presence:
                 return
         if await _quietly(self._registry.worker_seen(self._card, running, draining, self._lease)):
             self._written = (now, running, draining)
+        if self._kinds and now - self._kinds_at >= KINDS_EVERY_SECONDS:
+            self._kinds_at = now
+            restore = self._registry.register_kinds(self._kinds, self._card.version, renew=False)
+            await _quietly(restore)
 
     async def leave(self) -> None:
         """The worker exits: its row goes."""

@@ -22,6 +22,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from services.core.domain import Claim, Status
 from services.core.telemetry.metrics import (
     ATTEMPT_DURATION,
+    HAND_BACKS,
     OUTCOMES,
     QUEUE_HELD_BACK,
     QUEUE_STARTED,
@@ -153,6 +154,9 @@ def recorded(claim: Claim, outcome: Outcome, status: Status | None) -> None:
         OUTCOMES.labels(kind_label(claim.task.kind), status).inc()
         if status is Status.PENDING and outcome.action == "fail":
             RETRIES.labels(kind_label(claim.task.kind)).inc()
+    if outcome.action == "hand_back":
+        reason = "no_handler" if outcome.error else "drain"
+        HAND_BACKS.labels(kind_label(claim.task.kind), reason).inc()
     if outcome.action == "fail":
         # What failed it, and where, beside the task's id: the worker's log alone says it.
         # A failure the handler meant (TaskFailed) says why in its message; its traceback

@@ -9,17 +9,20 @@ import signal
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.core.db.store import SqlTaskStore
 from services.core.db.workers import WorkerCard
 from services.core.kinds import KindCard
 from services.core.settings import Settings
 from services.worker import execution
+from tests.support.database import execute, fetch
 from tests.support.processes import start_worker_process, worker_log
 from tests.support.services import running_api, running_worker, submit, wait_for
 
@@ -85,7 +88,10 @@ async def test_a_kind_only_a_worker_imports_is_taken_checked_and_run(
             missing = {"kind": "resize", "payload": {"url": "s3://a.png"}}
             response = await api.post("/api/v1/tasks", json={"title": "t", **missing})
             assert _refused_at(response) == ["body", "payload", "width"]
-            assert "'width' is a required property" in response.json()["detail"]
+            assert response.json()["detail"] == (
+                'body.payload.width: "width" is a required property'
+                " (the payload schema of kind 'resize')"
+            )
             wrong = {"kind": "resize", "payload": {"url": "s3://a.png", "width": "wide"}}
             response = await api.post("/api/v1/tasks", json={"title": "t", **wrong})
             assert _refused_at(response) == ["body", "payload", "width"]
@@ -116,15 +122,26 @@ async def test_with_unregistered_kinds_taken_a_task_waits_for_a_worker_that_runs
     settings = settings.model_copy(update={"accept_unregistered_kinds": True})
     async with running_api(settings) as api:
         async with running_worker(settings):  # built-in kinds only
+            before = _handed_back()
             task = await submit(api, kind="count", payload={"key": "waits"})
-            await asyncio.sleep(1.5)  # taken and handed back, again and again
-            assert (await api.get(f"/api/v1/tasks/{task['id']}")).json()["status"] == "PENDING"
+            deadline = time.monotonic() + 30
+            while _handed_back() < before + 2:  # taken and handed back, again
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            waiting = (await api.get(f"/api/v1/tasks/{task['id']}")).json()
+            assert (waiting["status"], waiting["attempts"]) == ("PENDING", 0)
         with_count = settings.model_copy(update={"task_modules": ["tests.support.kinds"]})
         async with running_worker(with_count):
             done = await wait_for(api, task["id"], timeout=30)
         attempts = (await api.get(f"/api/v1/tasks/{task['id']}/attempts")).json()["items"]
     assert (done["status"], done["attempts"], done["result"]) == ("COMPLETED", 1, {"runs": 1})
     assert [a["outcome"] for a in attempts] == ["completed"]
+
+
+def _handed_back() -> float:
+    """This process's (its in-process workers') hand-backs of `count` for want of a handler."""
+    labels = {"kind": "count", "reason": "no_handler"}
+    return REGISTRY.get_sample_value("conveyor_task_hand_backs_total", labels) or 0.0
 
 
 def _card(schema: dict[str, Any]) -> KindCard:
@@ -188,3 +205,61 @@ async def test_a_kind_no_worker_runs_can_be_forgotten_a_running_or_built_in_one_
     assert "resize" not in await _kinds(api)
     body = {"title": "t", "kind": "resize", "payload": {"width": 3}}
     assert _refused_at(await api.post("/api/v1/tasks", json=body)) == ["body", "kind"]
+
+
+async def test_patterns_are_read_as_the_workers_models_read_them_without_backtracking(
+    api: httpx.AsyncClient, store: SqlTaskStore
+) -> None:
+    # What pydantic writes for Field(pattern=...): Rust's syntax, linear in time there.
+    properties = {
+        "name": {"type": "string", "pattern": r"^\p{L}+$"},
+        "code": {"type": "string", "pattern": r"^(a+)+$"},
+    }
+    card = KindCard.of("named", "default", None, "", {"type": "object", "properties": properties})
+    await store.register_kinds([card], "1.0")
+    named = {"title": "t", "kind": "named", "payload": {"name": "Zoë"}}
+    assert (await api.post("/api/v1/tasks", json=named)).status_code == 201
+    # A nested quantifier that Python's re would take hours over: refused at once.
+    slow = {**named, "payload": {"name": "Zoë", "code": "a" * 5000 + "b"}}
+    assert _refused_at(await api.post("/api/v1/tasks", json=slow)) == ["body", "payload", "code"]
+
+
+async def test_a_schema_that_does_not_compile_takes_any_payload(
+    api: httpx.AsyncClient, store: SqlTaskStore
+) -> None:
+    broken = {"type": "object", "properties": {"x": {"type": "string", "pattern": "(unclosed"}}}
+    await store.register_kinds([KindCard.of("broken", "default", None, "", broken)], "1.0")
+    body = {"title": "t", "kind": "broken", "payload": {"x": 1}}
+    assert (await api.post("/api/v1/tasks", json=body)).status_code == 201
+
+
+async def test_a_version_no_live_worker_runs_is_forgotten_a_day_after_a_newer_one_came(
+    store: SqlTaskStore, settings: Settings
+) -> None:
+    await store.register_kinds([V1], "1.0")
+    await _worker_running(store, "old", V1)  # alive: kept however old
+    await store.register_kinds([_card({"type": "object"})], "1.5")
+    await execute(
+        settings.database_url, "UPDATE kinds SET registered_at = now() - interval '2 days'"
+    )
+    await store.register_kinds([V2], "2.0")
+    assert sorted(v.version for v in await store.current_kinds()) == ["1.0", "2.0"]
+    rows = await fetch(settings.database_url, "SELECT version FROM kinds ORDER BY version")
+    assert [row["version"] for row in rows] == ["1.0", "2.0"]  # 1.5: no worker, old, gone
+
+
+async def test_forgetting_checks_for_live_workers_in_its_own_statement_and_a_worker_restores(
+    store: SqlTaskStore, settings: Settings
+) -> None:
+    await store.register_kinds([V1], "1.0")
+    await _worker_running(store, "w", V1)
+    assert await store.forget_kind("resize") == 0  # a live worker runs it: kept
+    await store.remove_worker("w")
+    assert await store.forget_kind("resize") == 1
+    # The worker's beat writes back what is missing, and moves nothing that is there.
+    await store.register_kinds([V2], "2.0")
+    await execute(settings.database_url, "UPDATE kinds SET registered_at = '2020-01-01Z'")
+    await store.register_kinds([V1, V2], "1.0", renew=False)
+    rows = await fetch(settings.database_url, "SELECT version, registered_at FROM kinds")
+    restored = {row["version"]: row["registered_at"].year for row in rows}
+    assert restored == {"2.0": 2020, "1.0": datetime.now(UTC).year}

@@ -53,7 +53,7 @@ async def test_the_overview_counts_the_callers_ready_running_and_finished_tasks(
     (default,) = [q for q in overview["queues"] if q["name"] == "default"]
     assert default["ready"] == {"HIGH": 2, "MEDIUM": 0, "LOW": 1}
     assert default["running"] == 1 and default["paused"] is False
-    assert 0 <= default["oldest_ready_seconds"] < 30
+    assert default["oldest_ready_seconds"] > 0  # three tasks wait, since before the read
     minutes = default["minutes"]
     assert len(minutes) == 15 and minutes == sorted(minutes, key=lambda m: m["at"])
     assert datetime.fromisoformat(minutes[-1]["at"]) <= datetime.now(UTC)

@@ -4,6 +4,7 @@ permanent failures, what each outcome records, and retries while PostgreSQL is a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
@@ -75,11 +76,17 @@ async def test_a_result_is_recorded_as_json_text() -> None:
     assert json.loads(outcome.result) == {"doubled": 2, "note": "nul\ufffd"}
 
 
-async def test_a_kind_this_worker_lacks_goes_back_to_its_queue_for_a_while_uncounted() -> None:
-    outcome = await run_attempt(Held(claim()), None, DEFAULT_TIMEOUT, LIMITS)
+@pytest.mark.parametrize(("age", "least", "most"), [(0, 5, 5), (100, 20, 30), (7200, 300, 300)])
+async def test_a_kind_this_worker_lacks_goes_back_uncounted_for_a_quarter_of_its_age(
+    age: float, least: float, most: float
+) -> None:
+    held = claim()
+    created = held.task.created_at - timedelta(seconds=age)
+    held = dataclasses.replace(held, task=dataclasses.replace(held.task, created_at=created))
+    outcome = await run_attempt(Held(held), None, DEFAULT_TIMEOUT, LIMITS)
     assert (outcome.action, outcome.error) == ("hand_back", "no handler for 'job'")
-    low, high = execution.UNKNOWN_KIND_SECONDS
-    assert low <= outcome.after_seconds <= high
+    assert least <= outcome.after_seconds <= most
+    assert execution.UNKNOWN_KIND_SECONDS == (5.0, 300.0)
 
 
 class Size(BaseModel):

@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from services.core.db.workers import WorkerCard, WorkerRegistry
 from services.core.errors import StoreUnavailable
+from services.core.kinds import KindCard
 from services.worker import presence
 from services.worker.presence import Presence
 
@@ -15,7 +16,14 @@ CARD = WorkerCard("w-1", "host", "0.1.0", ("default",), ("noop",), 4)
 class FakeRegistry:
     def __init__(self) -> None:
         self.seen: list[tuple[int, bool]] = []
+        self.restored: list[list[str]] = []
         self.failing = False
+
+    async def register_kinds(
+        self, cards: list[KindCard], version: str, *, renew: bool = True
+    ) -> None:
+        assert not renew  # a beat only writes back what is missing
+        self.restored.append([card.name for card in cards])
 
     async def worker_seen(
         self, card: WorkerCard, running: int, draining: bool, lease: float
@@ -71,3 +79,16 @@ async def test_a_short_lease_writes_well_inside_it(monkeypatch: Any) -> None:
     clock[0] += 0.5
     await beating.beat(0, False)
     assert len(registry.seen) == 2
+
+
+async def test_a_beat_writes_back_missing_kinds_once_a_minute(monkeypatch: Any) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(presence.time, "monotonic", lambda: clock[0])
+    registry = FakeRegistry()
+    card = KindCard.of("resize", "default", None, "", None)
+    beating = Presence(cast(WorkerRegistry, registry), CARD, 30, [card])
+    await beating.beat(0, False)
+    clock[0] += presence.KINDS_EVERY_SECONDS
+    await beating.beat(0, False)
+    await beating.beat(0, False)
+    assert registry.restored == [["resize"]]

@@ -45,7 +45,8 @@ async def forget_kind(
     in_use = "is built in" if kind.builtin else "is run by live workers"
     if kind.builtin or any(version.workers for version in kind.versions):
         raise Refused(409, ProblemType.KIND_IN_USE, f"{name!r} {in_use}", loc=["path", "name"])
-    await services.store.forget_kind(name)
+    if not await services.store.forget_kind(name):  # a worker came meanwhile
+        raise Refused(409, ProblemType.KIND_IN_USE, f"{name!r} {in_use}", loc=["path", "name"])
     await services.kinds.refresh()
     return Response(status_code=204)
 

@@ -84,8 +84,7 @@ def check_submission(
     refusal = kind.refusal(body.payload) if kind is not None else None
     if refusal is not None:
         where, why = refusal
-        named = ".".join(["payload", *map(str, where)])
-        detail = f"{named}: {why} (the payload schema of kind {body.kind!r})"
+        detail = f"{why} (the payload schema of kind {body.kind!r})"
         raise Refused(422, ProblemType.VALIDATION, detail, loc=[*at, "payload", *where])
     return body.to_new_task(queue)
 

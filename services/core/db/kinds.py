@@ -40,8 +40,11 @@ class KindVersion:
 class KindRegistry(StoreBase):
     """Register the kinds a worker runs; read the current versions; forget a kind."""
 
-    async def register_kinds(self, cards: Sequence[KindCard], version: str) -> None:
-        """Write each of `cards` as registered now by a worker of `version`."""
+    async def register_kinds(
+        self, cards: Sequence[KindCard], version: str, *, renew: bool = True
+    ) -> None:
+        """Write each of `cards` as registered now by a worker of `version`; with
+        `renew=False`, only those that are missing."""
         params = {
             "digests": [card.digest for card in cards],
             "names": [card.name for card in cards],
@@ -56,7 +59,7 @@ class KindRegistry(StoreBase):
             "stale": STALE_VERSION_SECONDS,
         }
         async with self._begin() as connection:
-            await connection.execute(_REGISTER, params)
+            await connection.execute(_REGISTER if renew else _RESTORE, params)
 
     async def current_kinds(self) -> list[KindVersion]:
         """Every current version of every registered kind, by name then newest first."""
@@ -80,15 +83,18 @@ class KindRegistry(StoreBase):
             ]
 
     async def forget_kind(self, name: str) -> int:
-        """Delete every version of the kind `name`; how many there were. A worker that
-        still runs it registers it again when it next starts."""
+        """Delete every version of the kind `name` unless a live worker runs one of them
+        (checked in the statement itself); how many were deleted. A worker that runs it
+        later registers it again."""
         async with self._begin() as connection:
             result = await connection.execute(_FORGET, {"name": name})
             return result.rowcount
 
 
 # Registering the same version again renews when it was registered: the version a
-# restarted worker runs is its kind's last.
+# restarted worker runs is its kind's last. `renew` only writes a version that is missing
+# (a worker's, forgotten while its lease had lapsed): a running worker's beat never moves
+# which version is the last.
 _REGISTER = sa.text("""
     WITH cards AS (
         SELECT * FROM unnest(
@@ -110,6 +116,18 @@ _REGISTER = sa.text("""
     ON CONFLICT (digest) DO UPDATE SET version = EXCLUDED.version, registered_at = now()
 """)
 
+_RESTORE = sa.text("""
+    INSERT INTO kinds (digest, name, queue, timeout_seconds, description, payload_schema,
+                       version)
+    SELECT digest, name, queue, timeout_seconds, description, payload_schema, :version
+    FROM unnest(
+        CAST(:digests AS text[]), CAST(:names AS text[]), CAST(:queues AS text[]),
+        CAST(:timeouts AS double precision[]), CAST(:descriptions AS text[]),
+        CAST(:schemas AS jsonb[])
+    ) AS c(digest, name, queue, timeout_seconds, description, payload_schema)
+    ON CONFLICT (digest) DO NOTHING
+""")
+
 _CURRENT = sa.text("""
     SELECT k.digest, k.name, k.queue, k.timeout_seconds, k.description, k.payload_schema,
            k.version, k.registered_at, coalesce(w.workers, 0) AS workers
@@ -125,4 +143,9 @@ _CURRENT = sa.text("""
     ORDER BY k.name COLLATE "C", k.registered_at DESC
 """)
 
-_FORGET = sa.text("DELETE FROM kinds WHERE name = :name")
+_FORGET = sa.text("""
+    DELETE FROM kinds WHERE name = :name AND NOT EXISTS (
+        SELECT FROM workers, kinds AS held
+        WHERE held.name = :name AND workers.expires_at > now()
+          AND held.digest = ANY(workers.kind_digests))
+""")

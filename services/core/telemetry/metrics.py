@@ -97,6 +97,13 @@ WORKER_SLOTS = Gauge(
     "Tasks this worker process may run at once.",
     multiprocess_mode="livesum",
 )
+HAND_BACKS = Counter(
+    "conveyor_task_hand_backs_total",
+    "Attempts a worker gave back to the queue uncounted: drain (it stopped) or no_handler "
+    "(it does not run the task's kind; a task that keeps coming back here waits for a "
+    "worker that does).",
+    ["kind", "reason"],
+)
 RETRIES = Counter(
     "conveyor_task_retries_total", "Failed attempts that will be tried again.", ["kind"]
 )
