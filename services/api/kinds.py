@@ -79,6 +79,7 @@ class KindCatalog:
         self._kinds = self._catalog([])
         self._read_at = float("-inf")
         self._reading = asyncio.Lock()
+        self._renewing: asyncio.Task[None] | None = None
 
     def get(self, name: str) -> Accepted | None:
         """The kind `name` as last read, or None for one no worker registered."""
@@ -91,26 +92,35 @@ class KindCatalog:
         return [self._kinds[name] for name in self.names()]
 
     async def ready(self, names: Iterable[str]) -> None:
-        """Read the registry again if what was read is older than REFRESH_SECONDS, or
-        MISS_SECONDS old and without one of `names`, unless a read began since this call:
-        concurrent requests that need a read share one."""
+        """Make the catalog fit to judge `names`. One it lacks is read for at once, unless
+        it was read less than MISS_SECONDS ago (concurrent requests share one read);
+        StoreUnavailable when that read fails. One older than REFRESH_SECONDS is read again
+        in the background, while requests go on with what was read: a request for a known
+        kind never waits for the registry, even with the database pool full."""
         asked = time.monotonic()
         age = asked - self._read_at
-        missing = not all(n in self._kinds for n in names)
-        if age < MISS_SECONDS or (age < REFRESH_SECONDS and not missing):
-            return
+        if not all(n in self._kinds for n in names):
+            if age >= MISS_SECONDS:
+                await self._read_since(asked)
+        elif age >= REFRESH_SECONDS and (self._renewing is None or self._renewing.done()):
+            self._renewing = asyncio.create_task(self._renew(asked))
+
+    async def _read_since(self, asked: float) -> None:
+        """Read the registry unless a read began after `asked`."""
         async with self._reading:
             if self._read_at >= asked:
                 return
             try:
                 await self._read()
             except (StoreUnavailable, SQLAlchemyError) as error:
-                # Kept as last read, and read again later: a registry that cannot be read
-                # costs no submission of a kind already known.
-                logger.warning("kinds not read: %s", getattr(error, "orig", None) or error)
-                self._read_at = asked
-                if missing:
-                    raise StoreUnavailable("the kinds workers registered cannot be read") from error
+                self._read_at = asked  # kept as last read; read again later
+                raise StoreUnavailable("the kinds workers registered cannot be read") from error
+
+    async def _renew(self, asked: float) -> None:
+        try:
+            await self._read_since(asked)
+        except Exception as error:  # noqa: BLE001 - a background read is logged, never raised
+            logger.warning("kinds not read: %s", error.__cause__ or error)
 
     async def refresh(self) -> None:
         """Read the registry now (a listing shows what is there, not what was); raises
