@@ -1,4 +1,5 @@
-"""The API's creates: single ones at 1, 8 and 32 connections, then the bulk path."""
+"""The API's creates: single ones at 1, 8 and 32 connections, the bulk path, then single
+ones at 32 connections with two API processes (`conveyor api --processes 2`)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,14 @@ def run(bench: Bench) -> None:
             rate * 1000 >= 20_000,
         )
         bench.figures.api_peak_mb = peak_rss_mb(api)
+    with bench.process("api", API_PROCESSES="2") as api:
+        bench.wait_ready()
+        groups = {"API": by_pid(api.pid), "PostgreSQL": POSTGRESQL, "RabbitMQ": RABBITMQ}
+        with measured(groups) as usage:
+            rate, p50, p99 = wrk(bench, "/api/v1/tasks", 32, post="post.lua")
+        single = bench.figures.single_create or rate
+        bench.row(
+            "API create, 32 connections, conveyor api --processes 2",
+            f"{rate:,.0f}/s, p50 {p50}, p99 {p99}; {usage.per_thousand(rate * SECONDS)}",
+            f"{rate / single:.1f} times one process",
+        )
