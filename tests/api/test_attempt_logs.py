@@ -13,7 +13,7 @@ import httpx
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Claim, NewTask, Status
 from services.core.outputs import AttemptLog, LogWindow
-from tests.support.store import claim_one, create
+from tests.support.store import create, queue_and_claim
 
 PROBLEM = "urn:conveyor:problem:"
 
@@ -29,9 +29,8 @@ def _window(*messages: str, max_bytes: int = 65_536) -> LogWindow:
 
 async def _claimed(store: SqlTaskStore, tenant: str = "default") -> Claim:
     task, _ = await create(store, NewTask(title="t", kind="noop"), tenant=tenant)
-    await store.confirm_queued(list(await store.reserve_due(10)))
-    claim = await claim_one(store)
-    assert claim is not None and claim.task.id == task.id
+    claim = await queue_and_claim(store)
+    assert claim.task.id == task.id
     return claim
 
 
@@ -102,9 +101,8 @@ async def test_a_heartbeats_lines_are_replaced_by_the_ends_and_a_hand_back_drops
 
     assert await store.hand_back(claim.task.id, claim.attempt) is Status.PENDING
     assert (await _logs(api, claim.task.id, 1)).status_code == 404  # its number is given back
-    await store.confirm_queued(list(await store.reserve_due(10)))
-    again = await claim_one(store)
-    assert again is not None and again.attempt == 1
+    again = await queue_and_claim(store)
+    assert again.attempt == 1
     assert _messages(await _logs(api, claim.task.id, 1)) == []  # the new run's own, none yet
     done = json.dumps({"ok": True})
     logs = {claim.task.id: _window("three")}

@@ -11,7 +11,7 @@ from services.core.db.store import SqlTaskStore
 from services.core.domain import NewTask
 from services.core.settings import Settings
 from tests.support.services import running_api, running_worker, submit, wait_for
-from tests.support.store import claim_one, create
+from tests.support.store import create, queue_and_claim
 
 
 async def _attempts(api: httpx.AsyncClient, task_id: str) -> list[dict[str, object]]:
@@ -69,8 +69,7 @@ async def test_a_lost_attempt_is_kept_when_recovery_takes_the_task_back(
     api: httpx.AsyncClient, store: SqlTaskStore
 ) -> None:
     task, _ = await create(store, NewTask(title="t", kind="noop"))
-    await store.confirm_queued(list(await store.reserve_due(10)))
-    assert await claim_one(store, worker="pod-gone") is not None
+    await queue_and_claim(store, worker="pod-gone")
     assert [r.id for r in await store.recover_worker("pod-gone")] == [task.id]
     (lost,) = await _attempts(api, str(task.id))
     assert (lost["outcome"], lost["worker_id"]) == ("lost", "pod-gone")

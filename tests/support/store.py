@@ -3,6 +3,7 @@ workers run in batches."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -32,6 +33,18 @@ async def claim_one(
     """The task a worker's next ticket would take, if any."""
     claims = await store.claim_many(worker, lease, aging, 1)
     return claims[0] if claims else None
+
+
+async def queue_and_claim(store: SqlTaskStore, worker: str = "w") -> Claim:
+    """Send what is due to the queue and claim the next task, as a relay and a worker
+    would; where an API's own relay runs beside the test and reserved a task first, the
+    claim waits until that relay has confirmed it (at most 15 s)."""
+    await store.confirm_queued(list(await store.reserve_due(10)))
+    deadline = asyncio.get_running_loop().time() + 15
+    while (claim := await claim_one(store, worker)) is None:
+        assert asyncio.get_running_loop().time() < deadline, "no task became claimable"
+        await asyncio.sleep(0.02)
+    return claim
 
 
 async def complete_one(store: SqlTaskStore, claim: Claim, result: Any) -> Status | None:
