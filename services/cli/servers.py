@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from services.core.db.schema import ensure_database
 from services.core.logs import configure_logging
-from services.core.runtime import tune_gc
+from services.core.runtime import run, tune_gc
 from services.core.settings import Settings
 from services.core.telemetry.tracing import configure_tracing
 
@@ -155,19 +155,19 @@ def _api(settings: Settings, args: argparse.Namespace) -> None:
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
     from services.worker.main import run_worker
 
-    asyncio.run(run_worker(settings))
+    run(run_worker(settings))
 
 
 def _relay(settings: Settings, args: argparse.Namespace) -> None:
     from services.core.loops.processes import run_relay
 
-    asyncio.run(run_relay(settings))
+    run(run_relay(settings))
 
 
 def _recover(settings: Settings, args: argparse.Namespace) -> None:
     from services.core.loops.processes import run_recovery
 
-    asyncio.run(run_recovery(settings))
+    run(run_recovery(settings))
 
 
 def _operator(settings: Settings, args: argparse.Namespace) -> None:
@@ -184,7 +184,7 @@ def _dev(settings: Settings, args: argparse.Namespace) -> None:
         # A laptop's API on loopback: no keys to make first. Set the variable to keep them.
         settings = settings.model_copy(update={"auth_enabled": False})
         logger.warning("API keys are off (CONVEYOR_AUTH_ENABLED=true turns them on)")
-    asyncio.run(_serve_dev(settings, listening))
+    run(_serve_dev(settings, listening))
 
 
 async def _serve_dev(settings: Settings, listening: socket.socket) -> None:
