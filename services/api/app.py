@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.api import observability
+from services.api import lean, observability
 from services.api.auth import Authenticator
 from services.api.deps import Services
 from services.api.errors import RequestLimits, install_error_handlers, refuse_other_methods
@@ -146,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(observability.router)
     app.include_router(console.router)
     refuse_other_methods(app)
+    lean.install(app)
     if tracing_enabled():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

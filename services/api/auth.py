@@ -303,27 +303,44 @@ async def _tasks_sent(request: Request) -> int:
     return len(tasks) if isinstance(tasks, list) and 0 < len(tasks) <= BATCH_LIMIT else 1
 
 
+@contextlib.asynccontextmanager
+async def admitted(
+    services: ServicesDep,
+    credentials: HTTPAuthorizationCredentials | None,
+    scope: Scope | None,
+    cost: int = 1,
+) -> AsyncIterator[Principal]:
+    """The request's Principal (401, 403, 429 or 503 otherwise), holding one of its
+    tenant's places for the block; `scope` None takes any key, and the request counts
+    `cost` times against the key's rate limit."""
+    found = await services.auth.authenticate(credentials)
+    if scope is not None and not found.may(scope):
+        AUTH_REFUSALS.labels("forbidden").inc()
+        raise Refused(403, ProblemType.FORBIDDEN, f"this API key lacks the {scope.value!r} scope")
+    async with services.auth.lines.admit(found.tenant):
+        # Metered in line: a tenant's flood reaches PostgreSQL's limit table no faster
+        # than its places in line let it.
+        await services.auth.spend(found, cost)
+        yield found
+
+
+async def bearer(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The request's bearer key, if it sends one."""
+    return await _bearer(request)
+
+
 def authorize(scope: Scope | None, *, per_task: bool = False) -> object:
-    """A dependency answering the request's Principal (401, 403, 429 or 503 otherwise), and
-    holding one of its tenant's places while the route runs; `scope` None takes any key.
-    With `per_task`, the request counts against the rate limit as many times as its body
-    holds tasks (a batch)."""
+    """A dependency answering the request's Principal (see `admitted`), and holding one of
+    its tenant's places while the route runs. With `per_task`, the request counts against
+    the rate limit as many times as its body holds tasks (a batch)."""
 
     async def principal(
         request: Request,
         services: ServicesDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> AsyncIterator[Principal]:
-        found = await services.auth.authenticate(credentials)
-        if scope is not None and not found.may(scope):
-            AUTH_REFUSALS.labels("forbidden").inc()
-            raise Refused(
-                403, ProblemType.FORBIDDEN, f"this API key lacks the {scope.value!r} scope"
-            )
-        async with services.auth.lines.admit(found.tenant):
-            # Metered in line: a tenant's flood reaches PostgreSQL's limit table no faster
-            # than its places in line let it.
-            await services.auth.spend(found, await _tasks_sent(request) if per_task else 1)
+        cost = await _tasks_sent(request) if per_task else 1
+        async with admitted(services, credentials, scope, cost) as found:
             yield found
 
     # "function": the place is given back once the answer is made, not after a slow client

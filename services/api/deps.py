@@ -46,16 +46,17 @@ class Services:
     supervisor: Supervisor
 
 
-async def _services(request: Request) -> Services:
+async def services_of(request: Request) -> Services:
+    """The request's Services; 503 until the schema is at the expected revision."""
     services: Services = request.state.services
     if not services.schema_ready.is_set():
         raise StoreUnavailable("the database schema is not at the expected revision yet")
     return services
 
 
-async def _store(services: Annotated[Services, Depends(_services)]) -> SqlTaskStore:
+async def _store(services: Annotated[Services, Depends(services_of)]) -> SqlTaskStore:
     return services.store
 
 
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(services_of)]
 StoreDep = Annotated[SqlTaskStore, Depends(_store)]

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from services.api.app import create_app
 from services.core.settings import Settings
@@ -28,12 +29,13 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def running_api(
-    settings: Settings, *, ready: bool = True
+    settings: Settings, *, ready: bool = True, app: ASGIApp | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A uvicorn server on a free port, and a client for it, once it takes requests."""
+    """A uvicorn server of `app` (the API of `settings`, by default) on a free port, and a
+    client for it, once it takes requests."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings),
+        app or create_app(settings),
         host="127.0.0.1",
         port=port,
         log_config=None,
