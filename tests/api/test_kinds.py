@@ -54,9 +54,13 @@ async def _kinds(api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in response.json()["items"]}
 
 
-async def _until_listed(api: httpx.AsyncClient, name: str, process: Any) -> dict[str, Any]:
+async def _until_listed(
+    api: httpx.AsyncClient, name: str, process: Any, workers: int = 0
+) -> dict[str, Any]:
+    """The kind `name` once listed with at least `workers` live workers running it (a
+    worker registers its kinds, then itself)."""
     deadline = time.monotonic() + 60
-    while name not in (kinds := await _kinds(api)):
+    while name not in (kinds := await _kinds(api)) or kinds[name]["workers"] < workers:
         assert process.poll() is None, worker_log(process)
         assert time.monotonic() < deadline, f"{name} never registered: {worker_log(process)}"
         await asyncio.sleep(0.1)
@@ -83,7 +87,7 @@ async def test_a_kind_only_a_worker_imports_is_taken_checked_and_run(
         worker_settings = settings.model_copy(update={"task_modules": ["shop_tasks"]})
         worker = start_worker_process(worker_settings, {"PYTHONPATH": path})
         try:
-            listed = await _until_listed(api, "resize", worker)
+            listed = await _until_listed(api, "resize", worker, workers=1)
             assert "shop_tasks" not in sys.modules  # the API never imported it
             missing = {"kind": "resize", "payload": {"url": "s3://a.png"}}
             response = await api.post("/api/v1/tasks", json={"title": "t", **missing})
