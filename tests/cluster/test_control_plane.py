@@ -1,10 +1,12 @@
 """The control plane itself does what the cluster tests rely on: a Deployment's pods run
-on the fake node, a Job completes, service accounts get tokens, and RBAC decides."""
+on the fake node, which stays Ready, a Job completes, service accounts get tokens, and RBAC
+decides."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -131,3 +133,23 @@ def test_can_i_answers_from_rbac(cluster: ControlPlane, namespace: str) -> None:
     assert can_i("get", "pods", "-n", "default") == "no"
     # Anyone in system:masters may do anything; the account is not.
     assert can_i("create", "clusterroles") == "no"
+
+
+def test_the_fake_node_renews_its_lease_as_a_kubelet_does(cluster: ControlPlane) -> None:
+    """The node controller reads a node's health from its lease: one left to age marks the
+    node NotReady after the grace period, and every pod on it not ready."""
+    from tests.support.k8s import NODE_LEASE_SECONDS  # imported with the cluster (conftest)
+
+
+    def renewed() -> str:
+        lease = get(cluster, "kube-node-lease", "lease", NODE)
+        return str(lease["spec"]["renewTime"])
+
+    first = renewed()
+    deadline = time.monotonic() + 3 * NODE_LEASE_SECONDS / 4  # renewed every quarter
+    while renewed() == first:
+        assert time.monotonic() < deadline, f"the lease of {NODE} was not renewed since {first}"
+        time.sleep(1)
+    node = get(cluster, "default", "node", NODE)
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready

@@ -49,6 +49,7 @@ BINARIES = (
 )
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"  # the pods' IPs, given by kwok
+NODE_LEASE_SECONDS = 40
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Every request's user, verb, object and answer code, once answered (a watch: once started).
 AUDIT_POLICY = {
@@ -209,6 +210,11 @@ class ControlPlane:
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector={}={}".format(*FAKE_NODE_ANNOTATION),
             f"--cidr={POD_CIDR}",
+            # A kubelet's heartbeat: a node lease renewed every 10 s, as kwokctl sets it.
+            # Without it the node's only heartbeat is its status, which the node stage
+            # renews every 10 to 20 minutes, so the node controller marks the node NotReady
+            # after its 50 s grace, and every pod on it not ready, now and then.
+            f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             *(f"--config={stage}" for stage in sorted(STAGES.glob("*.yaml"))),
         )
         for name in ("kube-controller-manager", "kube-scheduler"):
