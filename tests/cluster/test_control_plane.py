@@ -140,7 +140,6 @@ def test_the_fake_node_renews_its_lease_as_a_kubelet_does(cluster: ControlPlane)
     node NotReady after the grace period, and every pod on it not ready."""
     from tests.support.k8s import NODE_LEASE_SECONDS  # imported with the cluster (conftest)
 
-
     def renewed() -> str:
         lease = get(cluster, "kube-node-lease", "lease", NODE)
         return str(lease["spec"]["renewTime"])
