@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvloop
-
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.core.amqp.broker import Broker
