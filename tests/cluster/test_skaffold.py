@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 from tests.support.k8s import ControlPlane
@@ -20,10 +19,9 @@ from tests.support.tools import need
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 IMAGES = "conveyor-api=conveyor-api:dev,conveyor-worker=conveyor-worker:dev"
-# A deploy takes about 10 s here; one once hung past 300 s on a fresh machine, saying
-# nothing. Past this, a deploy is stopped, shown (a warning in the run's summary) and tried
-# once more in a namespace of its own; both tries fit the tier's time limit (TEST_TIMEOUT).
-DEPLOY_SECONDS = 240
+# A deploy takes about 10 s; past this (below the tier's TEST_TIMEOUT) it is stopped and
+# the test shows what it said and what the namespace and the node hold.
+DEPLOY_SECONDS = 300
 
 
 def _volumes(cluster: ControlPlane, namespace: str) -> None:
@@ -92,13 +90,6 @@ def test_skaffold_deploys_postgresql_and_rabbitmq_before_the_release_which_comes
     need(f"skaffold ({ROOT}/.ci/install-k8s {BIN} builds it)", (BIN / "skaffold").exists())
     _volumes(cluster, namespace)
     code, output = _skaffold(cluster, namespace, tmp_path / "skaffold.log")
-    if code is None:
-        warnings.warn(_hung(cluster, namespace, output), stacklevel=1)
-        namespace = f"{namespace}-again"
-        cluster.kubectl("create", "namespace", namespace)
-        _volumes(cluster, namespace)
-        code, output = _skaffold(cluster, namespace, tmp_path / "skaffold-again.log")
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     assert code is not None, _hung(cluster, namespace, output)
     assert code == 0, output
     # What skaffold did, in its own words: the kubectl config's objects, then the release.
