@@ -1,15 +1,14 @@
 """The hot routes without FastAPI's per-request machinery: the submit of one task and the
-read of one task, with the same answers at a fraction of the CPU.
+read of one task, with the same answers for less CPU.
 
-FastAPI's routing, dependency solving and validation cost about half of the API's CPU on a
-submit. A lean route stands before the FastAPI route of its path, which stays (it makes
-the OpenAPI document and answers everything else), and takes only the requests whose every
-part is valid: a JSON body its model accepts, headers within their bounds, no query. It then
-runs what the FastAPI route would, in the same order (services, key, scope, tenant line,
-rate limit, the route's own function) and answers with the route's own function. Any other
-request goes to the FastAPI route as it came (its body replayed), so each refusal is made
-in one place only.
-"""
+FastAPI's routing, dependency solving and validation around a submit cost about 0.1 ms of
+CPU (about 8% of the API's CPU per create at 4 connections, measured against the FastAPI
+route alone). A lean route stands before the FastAPI route of its path, which stays (it
+makes the OpenAPI document and answers everything else), and takes only the requests whose
+every part is valid: a JSON body its model accepts, headers within their bounds, no query.
+It then runs what the FastAPI route would, in the same order (services, key, scope, tenant
+line, rate limit) and answers with the route's own function. Any other request goes to the
+FastAPI route as it came (its body replayed), so each refusal is made in one place only."""
 
 from __future__ import annotations
 
