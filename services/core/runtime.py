@@ -63,5 +63,6 @@ def tune_gc() -> None:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run a server process's `main` on uvloop, as uvicorn runs the API: its sockets, TLS
-    and callbacks cost a fraction of asyncio's own loop per message."""
+    and callbacks cost less than on asyncio's own loop (a drained task about an eighth
+    less of the worker's CPU). The operator stays on asyncio's loop, as kopf runs it."""
     return uvloop.run(main)
