@@ -25,8 +25,9 @@ def run(bench: Bench) -> None:
                 f"API create, {connections} connection(s)",
                 f"{rate:,.0f}/s, p50 {p50}, p99 {p99}; {usage.per_thousand(rate * SECONDS)}",
                 f"{rate / inserts:.0%} of PostgreSQL inserts",
-                "≥ 2,500/s, p99 < 50 ms" if at_32 else "",
-                rate >= 2500 and ms(p99) < 50,
+                # The rate's goal is against the anchor, in its own section's row.
+                "p99 < 50 ms" if at_32 else "",
+                ms(p99) < 50,
             )
             bench.figures.single_create = rate
             bench.figures.api_cpu = usage.of("API", rate * SECONDS)
