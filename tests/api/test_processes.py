@@ -3,6 +3,7 @@ them, a SIGTERM drains them all, and a child that dies takes the pod down to res
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,9 +47,13 @@ def _api(settings: Settings, processes: int) -> Iterator[tuple[subprocess.Popen[
         wait_until_ready(url, parent)
         yield parent, url
     finally:
-        if parent.poll() is None:
+        if parent.poll() is None:  # a test that failed: its children go too, not orphaned
+            children = _children(parent.pid)
             parent.kill()
             parent.wait(30)
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
 
 
 def _requests_counted(url: str) -> float:
