@@ -57,13 +57,14 @@ class LeanRoute(Route):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self  # the route template of the HTTP metrics: the same path
-        body = await Request(scope, receive).body() if self._method == "POST" else b""
-        replay = _replaying(body, receive)
-        answer = await self._serve(Request(scope, replay), body)
+        request = Request(scope, receive)
+        body = await request.body() if self._method == "POST" else b""
+        answer = await self._serve(request, body)
         if answer is None:
+            replay = _replaying(body, receive)
             await scope["app"].router({**scope, HANDED_ON: True}, replay, send)
         else:
-            await answer(scope, replay, send)
+            await answer(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
