@@ -1,9 +1,9 @@
 """The worker: takes claim tickets from RabbitMQ, runs tasks in parallel, drains on SIGTERM.
 
 Each message is a ticket: when a slot is free the worker claims the most urgent ready
-task in PostgreSQL under a lease, acks the ticket once that claim is committed, and from
-then on the lease (renewed for every held task in one statement per heartbeat) is what
-keeps the task. The attempt number fences every later write.
+task in PostgreSQL under a lease, acks the ticket once that claim is committed (the acks
+of one pass of the loop go in runs, see acks.py), and from then on the lease (renewed for
+every held task in one statement per heartbeat) is what keeps the task. The attempt number fences every later write.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from services.core.outputs import LogWindow
 from services.core.settings import Settings
 from services.core.supervision import Supervisor
 from services.worker import telemetry
+from services.worker.acks import Acks
 from services.worker.execution import Held, record, run_attempt
 from services.worker.presence import Presence
 
@@ -184,14 +185,16 @@ class Worker:
                 await channel.channel.close()
 
     async def _consume(self, channel: AbstractQueue, queue: Queue) -> None:
+        acks = Acks()  # delivery tags belong to the channel
         async with channel.iterator() as tickets:
             async for ticket in tickets:
+                acks.taken(ticket)
                 try:
                     await self._slots.acquire()
                 except asyncio.CancelledError:  # stopping: this ticket goes back at once
-                    await _settle(ticket.reject(requeue=True))
+                    await acks.reject(ticket)
                     raise
-                job = asyncio.create_task(self._take(ticket, queue))
+                job = asyncio.create_task(self._take(ticket, queue, acks))
                 self._jobs.add(job)
                 job.add_done_callback(self._jobs.discard)
         logger.warning("the broker closed the channel consuming %s", queue.name)
@@ -207,11 +210,11 @@ class Worker:
             if late:
                 await asyncio.wait(late)
 
-    async def _take(self, ticket: AbstractIncomingMessage, queue: Queue) -> None:
+    async def _take(self, ticket: AbstractIncomingMessage, queue: Queue, acks: Acks) -> None:
         received = time.time_ns()
         claim: Claim | None = None
         try:
-            claim, held_back = await self._claim(ticket, queue)
+            claim, held_back = await self._claim(ticket, queue, acks)
             if claim is not None:
                 await self._execute(claim, ticket, received, queue, held_back)
         except Exception:  # the outermost loop of one job: log and carry on
@@ -224,7 +227,7 @@ class Worker:
             self._slots.release()
 
     async def _claim(
-        self, ticket: AbstractIncomingMessage, queue: Queue
+        self, ticket: AbstractIncomingMessage, queue: Queue, acks: Acks
     ) -> tuple[Claim | None, float]:
         """Claim a task of `queue` for `ticket`; ack it once the claim is committed. Also
         answers how long the queue's pause or limits held the claim back.
@@ -254,7 +257,7 @@ class Worker:
                         # A queued task left now waits for its tenant to run fewer than
                         # TENANT_MAX_RUNNING: the relay sends it a new message then.
                         await self._store.unqueue_one(named, queue.name)
-                    await _settle(ticket.ack())
+                    await acks.ack(ticket)
                     return claim, held_back
                 wait = await self._blocked_for(queue)
                 if wait is not None:
@@ -272,7 +275,7 @@ class Worker:
         except StoreUnavailable as error:
             logger.warning("claim failed, ticket returned: %s", error)
             await asyncio.sleep(1.0)
-        await _settle(ticket.reject(requeue=True))
+        await acks.reject(ticket)
         return None, held_back
 
     async def _blocked_for(self, queue: Queue) -> float | None:
@@ -396,12 +399,6 @@ class Worker:
             elif task_id not in beat.held and h.handler is not None and not h.handler.done():
                 # Not merely finished since the snapshot: the lease was taken over.
                 h.stop("lost")
-
-
-async def _settle(acknowledgement: object) -> None:
-    """Ack or reject a ticket; a closed channel already returned it, which is harmless."""
-    with contextlib.suppress(Exception):
-        await acknowledgement  # type: ignore[misc]
 
 
 def _closed(ticket: AbstractIncomingMessage) -> bool:
