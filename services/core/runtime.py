@@ -30,14 +30,17 @@ class Clients:
 
 
 @contextlib.asynccontextmanager
-async def open_clients(settings: Settings, *, wait: bool = True) -> AsyncIterator[Clients]:
+async def open_clients(
+    settings: Settings, *, wait: bool = True, generic_plans: bool = False
+) -> AsyncIterator[Clients]:
     """Open the store and start the broker connection; close both on exit.
 
     With `wait`, return only once the schema is at the revision this code expects, so no
     process takes work against a database that a migration has not reached yet.
+    `generic_plans`: see create_engine().
     """
     describe_peers(settings.database_url, settings.amqp_url)
-    engine = create_engine(settings)
+    engine = create_engine(settings, generic_plans=generic_plans)
     broker = Broker(settings.amqp_url, Topology(settings.amqp_prefix, tuple(settings.queue_map())))
     try:
         if wait:

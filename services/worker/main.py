@@ -33,7 +33,8 @@ async def open_worker(
     kinds, its row in the worker registry) before it is given, removed on exit."""
     kinds = load_kinds(settings.task_modules)
     check_queues(kinds, settings.queue_map())
-    async with open_clients(settings) as clients:
+    # Its statements have one shape each: planned once per connection.
+    async with open_clients(settings, generic_plans=True) as clients:
         subscribe(Parts(settings, clients.store))
         worker = Worker(settings, clients.store, clients.broker, kinds, supervisor)
         await worker.presence.register()

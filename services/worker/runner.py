@@ -3,7 +3,8 @@
 Each message is a ticket: when a slot is free the worker claims the most urgent ready
 task in PostgreSQL under a lease, acks the ticket once that claim is committed (the acks
 of one pass of the loop go in runs, see acks.py), and from then on the lease (renewed for
-every held task in one statement per heartbeat) is what keeps the task. The attempt number fences every later write.
+every held task in one statement per heartbeat) is what keeps the task. The attempt number
+fences every later write.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import sqlalchemy as sa
+
+from services.core.db.engine import connect, create_engine
 from services.core.db.store import SqlTaskStore
 from services.core.domain import Claim, NewTask, Priority, Status
 from services.core.settings import Settings
@@ -196,3 +199,30 @@ async def test_a_result_postgresql_refuses_fails_its_own_task_and_no_other(
     assert failed.error is not None
     assert failed.error.startswith("the result could not be stored: ")
     assert (await store.get(b.task.id)).result == {"ok": True}
+
+
+async def test_a_worker_s_engine_plans_the_claim_once_and_it_claims_as_before(
+    settings: Settings,
+) -> None:
+    """The worker's connections keep one generic plan per statement, which serves any
+    parameters: the claims it makes take the same tasks in the same order."""
+    one = settings.model_copy(update={"database_pool_size": 1})
+    engine = create_engine(one, generic_plans=True)
+    try:
+        store = SqlTaskStore(engine)
+        ids = {p: await _queued(store, priority=p) for p in (Priority.LOW, Priority.HIGH)}
+        assert (await _claim(store)).task.id == ids[Priority.HIGH]
+        assert (await _claim(store)).task.id == ids[Priority.LOW]
+        async with connect(engine) as connection:
+            plans = await connection.execute(
+                sa.text(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement NOT LIKE '%pg_prepared_statements%'"
+                )
+            )
+            # (By default the first five runs of each get a plan of their own.)
+            runs = {row.statement: (row.generic_plans, row.custom_plans) for row in plans}
+        assert [n for statement, n in runs.items() if "pick AS (" in statement] == [(2, 0)]
+        assert all(custom == 0 for _, custom in runs.values()), runs
+    finally:
+        await engine.dispose()
