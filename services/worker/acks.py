@@ -4,9 +4,10 @@ A worker acks a ticket once its claim is committed, and one claim statement serv
 tickets, so their acks come in bursts. Acks asked for in one pass of the event loop go
 together at its end: the highest settled delivery tag below every unsettled one goes in
 one frame with multiple=True, which acks every tag up to it; an ack above a ticket not
-settled yet goes alone, then, so no ack waits on another ticket. A reject always goes
-alone and at once, and its ticket counts as unsettled until its frame is written, so no
-multiple ack can cover a ticket that is being returned to the queue.
+settled yet goes alone, then, so no ack waits on another ticket. Frames are written in
+the order planned, so a later run that covers an earlier lone ack's tag comes after it.
+A reject always goes alone and at once, and its ticket counts as unsettled until its
+frame is written, so no multiple ack can cover a ticket that is being returned.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ class Acks:
         # Acked by the worker, not sent yet; and the end of the pass that sends them.
         self._due: list[AbstractIncomingMessage] = []
         self._sent: asyncio.Future[None] | None = None
-        self._sending: set[asyncio.Task[None]] = set()
+        # Planned frames, written one after the other by one sender.
+        self._outbox: list[
+            tuple[list[tuple[AbstractIncomingMessage, bool]], asyncio.Future[None]]
+        ] = []
+        self._sender: asyncio.Task[None] | None = None
         # Frames written: an ack of a run counts one.
         self.frames = 0
 
@@ -60,20 +65,22 @@ class Acks:
         run = [t for t in due if lowest_open is None or _tag(t) < lowest_open]
         frames = [(run[-1], True)] if run else []
         frames += [(t, False) for t in due[len(run) :]]
-        sending = asyncio.ensure_future(self._send(frames, sent))
-        self._sending.add(sending)
-        sending.add_done_callback(self._sending.discard)
+        # In the order planned: a later run may cover the tags of this pass's lone acks,
+        # and an ack of a tag a run has acked already closes the channel.
+        self._outbox.append((frames, sent))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send_all())
 
-    async def _send(
-        self, frames: list[tuple[AbstractIncomingMessage, bool]], sent: asyncio.Future[None]
-    ) -> None:
-        try:
-            for ticket, multiple in frames:
-                self.frames += 1
-                with contextlib.suppress(Exception):  # a closed channel returned them all
-                    await ticket.ack(multiple=multiple)
-        finally:
-            sent.set_result(None)
+    async def _send_all(self) -> None:
+        while self._outbox:
+            frames, sent = self._outbox.pop(0)
+            try:
+                for ticket, multiple in frames:
+                    self.frames += 1
+                    with contextlib.suppress(Exception):  # a closed channel returned them all
+                        await ticket.ack(multiple=multiple)
+            finally:
+                sent.set_result(None)
 
 
 def _tag(ticket: AbstractIncomingMessage) -> int:

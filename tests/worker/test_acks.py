@@ -44,6 +44,7 @@ async def _left(connection: aio_pika.abc.AbstractConnection, queue: AbstractQueu
     """The tickets the broker holds once the consuming channel's unacked ones are returned
     (by closing it): the bodies another channel then gets from the queue."""
     consuming = queue.channel
+    await consuming.set_qos(prefetch_count=1)  # a round trip: any error has come back
     assert not consuming.is_closed, "an ack of a settled tag closes the channel"
     await consuming.close()
     other = await connection.channel()
@@ -95,4 +96,18 @@ async def test_acks_after_the_lowest_ticket_settles_join_one_run(
     await acks.ack(tickets[0])
     await asyncio.gather(*(acks.ack(t) for t in tickets[1:]))
     assert acks.frames == 2
+    assert await _left(connection, queue) == []
+
+
+async def test_a_run_never_overtakes_the_single_acks_of_an_earlier_pass(
+    connection: aio_pika.abc.AbstractConnection,
+) -> None:
+    """Acks above an unsettled ticket go alone; when it settles, the next run covers their
+    tags too, and must reach the broker after them: an ack of a tag already acked by a
+    run closes the channel."""
+    queue, acks, tickets = await _taken(connection, 8)
+    alone = [asyncio.create_task(acks.ack(t)) for t in tickets[2:6]]
+    for _ in range(3):  # the first pass's flush, and its first frame on its way
+        await asyncio.sleep(0)
+    await asyncio.gather(*(acks.ack(t) for t in (*tickets[:2], *tickets[6:])), *alone)
     assert await _left(connection, queue) == []
