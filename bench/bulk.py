@@ -14,7 +14,7 @@ import time
 import asyncpg
 import httpx
 
-from bench import database
+from bench import database, workspace
 from bench.context import Bench
 
 _PRELOAD = """
@@ -32,7 +32,7 @@ _PRELOAD = """
 def run(bench: Bench, count: int = 300_000) -> None:
     """One POST /api/v1/tasks:cancel by filter over a backlog of `count` queued tasks."""
     print("bulk actions", file=sys.stderr)
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     asyncio.run(preload(bench.dsn, count))
     asyncio.run(database.analyze(bench.dsn))
     with bench.process("api", API_RUN_RELAY="false", API_RUN_RECOVERY="false"):

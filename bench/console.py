@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from bench import database
+from bench import database, workspace
 from bench.context import Bench
 
 ROUNDS = 40
@@ -18,7 +18,7 @@ ROUNDS = 40
 
 def run(bench: Bench, rows: int = 1_000_000) -> None:
     print("console", file=sys.stderr)
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     asyncio.run(database.preload(bench.dsn, rows, priorities=(1, 2, 3), status="COMPLETED"))
     asyncio.run(database.analyze(bench.dsn))
     with bench.process("api", API_RUN_RELAY="false", API_RUN_RECOVERY="false"):

@@ -8,7 +8,7 @@ import time
 import asyncpg
 import httpx
 
-from bench import database
+from bench import database, workspace
 from bench.context import Bench
 
 # PostgreSQL's WAL per completed task when the bench first measured it; the goal halves it.
@@ -27,7 +27,7 @@ def run(bench: Bench) -> None:
 
 def cost_per_task(bench: Bench, count: int) -> tuple[str, float]:
     """The figure for `count` tasks submitted one by one and completed, and the WAL bytes."""
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     with bench.process("api"), bench.process("worker"):
         bench.wait_ready()
         before = asyncio.run(database_counters(bench.dsn))

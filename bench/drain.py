@@ -6,7 +6,7 @@ import asyncio
 import sys
 from contextlib import ExitStack
 
-from bench import database
+from bench import database, workspace
 from bench.context import Bench
 from bench.cpu import POSTGRESQL, RABBITMQ, Usage, by_pid, measured
 
@@ -27,7 +27,7 @@ def run(bench: Bench) -> None:
 def drain(bench: Bench, workers: int, count: int) -> tuple[float, Usage]:
     """Tasks a second that `workers` processes complete of `count` already queued, and the
     CPU the workers, PostgreSQL and RabbitMQ spent on it."""
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     with bench.process("relay"):
         asyncio.run(database.preload(bench.dsn, count))
         asyncio.run(database.until(bench.dsn, "PENDING", count, 120))

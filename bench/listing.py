@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench import database
+from bench import database, workspace
 from bench.context import Bench
 from bench.wrk import ms, wrk
 
@@ -16,7 +16,7 @@ _PAGES = [
 
 def run(bench: Bench) -> None:
     rows = bench.list_rows
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     asyncio.run(database.preload(bench.dsn, rows, priorities=(1, 2, 3), status="COMPLETED"))
     asyncio.run(database.analyze(bench.dsn))
     with bench.process("api", API_RUN_RELAY="false", API_RUN_RECOVERY="false"):

@@ -6,14 +6,14 @@ import asyncio
 
 import asyncpg
 
-from bench import database
+from bench import database, workspace
 from bench.context import Bench
 
 _NAMES = {1: "LOW", 2: "MEDIUM", 3: "HIGH"}
 
 
 def run(bench: Bench) -> None:
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     with bench.process("relay"):
         asyncio.run(database.preload(bench.dsn, 60, priorities=(1, 2, 3)))
         asyncio.run(database.until(bench.dsn, "PENDING", 60, 60))

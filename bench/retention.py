@@ -9,13 +9,13 @@ import time
 import asyncpg
 import httpx
 
-from bench import database
+from bench import workspace
 from bench.context import Bench
 
 
 def run(bench: Bench, rate: int = 200, keep_seconds: int = 30, seconds: float = 240) -> None:
     print("retention", file=sys.stderr)
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     keep = {
         "RETENTION_COMPLETED_DAYS": str(keep_seconds / 86_400),
         "RETENTION_INTERVAL_SECONDS": "5",

@@ -9,12 +9,12 @@ import time
 import asyncpg
 import httpx
 
-from bench import database
+from bench import workspace
 from bench.context import Bench, peak_rss_mb
 
 
 def run(bench: Bench) -> None:
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     with bench.process("api"), bench.process("worker") as worker:
         bench.wait_ready()
         p50, p99 = asyncio.run(submit_to_start(bench, 50, 10))

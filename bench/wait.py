@@ -10,13 +10,13 @@ from datetime import datetime
 
 import httpx
 
-from bench import database
+from bench import workspace
 from bench.context import Bench
 
 
 def run(bench: Bench, count: int = 200) -> None:
     print("waiting without polling", file=sys.stderr)
-    asyncio.run(database.truncate(bench.dsn))
+    workspace.empty(bench)
     second = bench.api_port + 2
     with (
         bench.process("api"),

@@ -7,10 +7,12 @@ import asyncio
 import subprocess
 import sys
 
+import aio_pika
 import asyncpg
 
+from bench import database
 from bench.context import DATABASE, Bench
-from services.core.amqp.topology import delete_topology
+from services.core.amqp.topology import Topology, delete_topology
 
 
 def prepare(bench: Bench) -> None:
@@ -22,6 +24,23 @@ def prepare(bench: Bench) -> None:
         bench, "keys", "create", "--tenant", "default", "--scopes", "submit,read,cancel"
     )
     bench.auth["Authorization"] = f"Bearer {key}"
+
+
+def empty(bench: Bench) -> None:
+    """No task in the table and no message in the queue: a section starts from an empty
+    system, and no worker spends its time on the tickets of an earlier section's tasks."""
+    asyncio.run(database.truncate(bench.dsn))
+    asyncio.run(_purge(bench))
+
+
+async def _purge(bench: Bench) -> None:
+    async with await aio_pika.connect(bench.amqp_url) as connection:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(Topology(bench.prefix).queue(), passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return  # not declared yet: no section has published
+        await queue.purge()
 
 
 async def clean_up(bench: Bench) -> None:
