@@ -37,6 +37,10 @@ class Acks:
         """A ticket the consumer has handed over; every ticket is taken in tag order."""
         self._open[_tag(ticket)] = ticket
 
+    def unsettled(self, ticket: AbstractIncomingMessage) -> bool:
+        """Taken, and neither acked nor rejected yet."""
+        return _tag(ticket) in self._open
+
     async def ack(self, ticket: AbstractIncomingMessage) -> None:
         """Ack at the end of this pass of the loop, in one frame with the other acks if
         they are contiguous; returns once the frame is written."""

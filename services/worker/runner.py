@@ -219,6 +219,8 @@ class Worker:
             if claim is not None:
                 await self._execute(claim, ticket, received, queue, held_back)
         except Exception:  # the outermost loop of one job: log and carry on
+            if acks.unsettled(ticket):  # it failed before its claim: the ticket goes back
+                await acks.reject(ticket)
             # A ticket may claim another task than the one it names: name the one claimed.
             task_id, carrier = ticket.message_id, dict[str, Any](ticket.headers)
             if claim is not None:

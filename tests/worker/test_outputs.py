@@ -181,6 +181,31 @@ async def test_the_job_failed_line_names_the_task_claimed_not_the_ticket_s(
     assert [r.task_id for r in failed] == claimed  # type: ignore[attr-defined]
 
 
+async def test_a_job_that_fails_before_its_claim_returns_its_ticket_to_the_queue(
+    settings: Settings, store: SqlTaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that fails for an unexpected reason (not an outage) leaves no ticket unacked,
+    holding the task's only message and the worker's only slot of prefetch: it goes back
+    to the queue, and the next delivery runs the task."""
+    task, _ = await create(store, NewTask(title="t", kind="noop"))
+    settings = settings.model_copy(update={"worker_concurrency": 1})
+    failures: list[str] = []
+    claim_many = SqlTaskStore.claim_many
+
+    async def fails_once(self: SqlTaskStore, *args: object, **kwargs: object) -> list[Claim]:
+        if not failures:
+            failures.append("claim broke")
+            raise RuntimeError(failures[0])
+        return await claim_many(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqlTaskStore, "claim_many", fails_once)
+    async with running_api(settings):
+        await _until(store, task, Status.PENDING)
+        async with running_worker(settings):
+            finished = await _finished(store, task, "default", timeout=10)
+    assert (finished.status, finished.attempts, failures) == (Status.COMPLETED, 1, ["claim broke"])
+
+
 async def _until(store: SqlTaskStore, task: Task, status: Status) -> None:
     while (await store.get(task.id)).status is not status:
         await asyncio.sleep(0.02)
