@@ -205,7 +205,8 @@ async def test_a_worker_s_engine_plans_the_claim_once_and_it_claims_as_before(
     settings: Settings,
 ) -> None:
     """The worker's connections keep one generic plan per statement, which serves any
-    parameters: the claims it makes take the same tasks in the same order."""
+    parameters, never JIT-compiled: the claims it makes take the same tasks in the same
+    order."""
     one = settings.model_copy(update={"database_pool_size": 1})
     engine = create_engine(one, generic_plans=True)
     try:
@@ -222,6 +223,9 @@ async def test_a_worker_s_engine_plans_the_claim_once_and_it_claims_as_before(
             )
             # (By default the first five runs of each get a plan of their own.)
             runs = {row.statement: (row.generic_plans, row.custom_plans) for row in plans}
+            # A generic plan's cost over a deep backlog would have it JIT-compiled each run.
+            jit = (await connection.execute(sa.text("SHOW jit"))).scalar()
+        assert jit == "off"
         assert [n for statement, n in runs.items() if "pick AS (" in statement] == [(2, 0)]
         assert all(custom == 0 for _, custom in runs.values()), runs
     finally:
