@@ -20,8 +20,8 @@ from aio_pika.abc import AbstractIncomingMessage
 
 class Acks:
     def __init__(self) -> None:
-        # Tickets taken and not settled, by delivery tag; tags only grow on a channel.
-        self._open: dict[int, AbstractIncomingMessage] = {}
+        # The delivery tags of tickets taken and not settled; tags only grow on a channel.
+        self._open: set[int] = set()
         # Acked by the worker, not sent yet; and the end of the pass that sends them.
         self._due: list[AbstractIncomingMessage] = []
         self._sent: asyncio.Future[None] | None = None
@@ -35,7 +35,7 @@ class Acks:
 
     def taken(self, ticket: AbstractIncomingMessage) -> None:
         """A ticket the consumer has handed over; every ticket is taken in tag order."""
-        self._open[_tag(ticket)] = ticket
+        self._open.add(_tag(ticket))
 
     def unsettled(self, ticket: AbstractIncomingMessage) -> bool:
         """Taken, and neither acked nor rejected yet."""
@@ -44,7 +44,7 @@ class Acks:
     async def ack(self, ticket: AbstractIncomingMessage) -> None:
         """Ack at the end of this pass of the loop, in one frame with the other acks if
         they are contiguous; returns once the frame is written."""
-        self._open.pop(_tag(ticket), None)
+        self._open.discard(_tag(ticket))
         self._due.append(ticket)
         if self._sent is None:
             loop = asyncio.get_running_loop()
@@ -59,7 +59,7 @@ class Acks:
             with contextlib.suppress(Exception):
                 await ticket.reject(requeue=True)
         finally:
-            self._open.pop(_tag(ticket), None)
+            self._open.discard(_tag(ticket))
 
     def _flush(self) -> None:
         due, self._due = sorted(self._due, key=_tag), []
